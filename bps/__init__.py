@@ -1,0 +1,1 @@
+"""Shared library of the BPS Microscopy pipeline: the stages in ``stages/`` import it, never each other."""

@@ -1,0 +1,62 @@
+"""Atomic file writes and output-folder housekeeping, so an interrupted stage loses nothing.
+
+A file appears under its final name only once it is complete (write to a hidden ``.part``
+file in the same folder, then ``os.replace``), so a crash can leave at most ``.part`` files,
+which the next run sweeps away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+PART_SUFFIX = ".part"
+
+
+@contextmanager
+def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; rename it into place on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PART_SUFFIX)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        with open(tmp, mode) as stream:
+            yield stream
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_open(path, "w") as stream:
+        stream.write(text)
+
+
+def write_json(path: Path | str, data: object) -> None:
+    """Write pretty, key-sorted JSON atomically (stable diffs in git)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def remove_partials(folder: Path) -> int:
+    """Delete leftovers of interrupted writes; return how many there were."""
+    partials = list(folder.glob(f".*{PART_SUFFIX}"))
+    for partial in partials:
+        partial.unlink(missing_ok=True)
+    return len(partials)
+
+
+def prune(folder: Path, keep: Iterable[str]) -> int:
+    """Delete the files in ``folder`` not named in ``keep``: an output holds what its params ask."""
+    keep = set(keep)
+    stale = [entry for entry in folder.iterdir() if entry.is_file() and entry.name not in keep]
+    for entry in stale:
+        entry.unlink()
+    return len(stale)

@@ -1,0 +1,26 @@
+"""Where each stage reads and writes: the paths that dvc.yaml declares, named once."""
+
+from pathlib import Path
+
+RAW = Path("data/raw")
+META = RAW / "meta.csv"
+SPLIT = Path("data/split")
+SPLIT_SUMMARY = SPLIT / "summary.json"
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+METRICS = Path("metrics")
+
+
+def split_table(split: str) -> Path:
+    """The CSV listing one split's images and their labels."""
+    return SPLIT / f"{split}.csv"
+
+
+def prepared_images(split: str) -> Path:
+    """One split's N×1×H×W uint8 image array."""
+    return PREPARED / f"{split}_images.npy"
+
+
+def prepared_table(split: str) -> Path:
+    """One split's labels, row for row with its image array."""
+    return PREPARED / f"{split}.csv"

@@ -1,0 +1,56 @@
+"""Whole-split classification metrics, scikit-learn underneath.
+
+Every number is computed over all rows of a split at once (never averaged over batches), and
+sham images are also scored on their own: under the ``particle`` target their label is a
+plate property no image can show, so their accuracy should sit near 0.5, and a model that does
+much better there is reading plate effects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from bps.labels import Target
+
+
+def summary(target: Target, y_true: np.ndarray, proba: np.ndarray, is_sham: np.ndarray) -> dict:
+    """Headline metrics for one model on one split."""
+    labels = np.arange(len(target.classes))
+    y_pred = proba.argmax(axis=1)
+    true_sets, pred_sets = target.indicators(y_true), target.indicators(y_pred)
+    result = {
+        "n_test": int(len(y_true)),
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
+        "macro_f1": skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
+        "hamming_loss": skm.hamming_loss(true_sets, pred_sets),
+        "jaccard": skm.jaccard_score(true_sets, pred_sets, average="samples", zero_division=0),
+        "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-7, 1.0), labels=labels),
+        "sham_accuracy": skm.accuracy_score(y_true[is_sham], y_pred[is_sham]) if is_sham.any() else None,
+        "irradiated_accuracy": (skm.accuracy_score(y_true[~is_sham], y_pred[~is_sham]) if (~is_sham).any() else None),
+    }
+    return {key: (round(float(value), 6) if isinstance(value, float) else value) for key, value in result.items()}
+
+
+def per_class(target: Target, y_true: np.ndarray, y_pred: np.ndarray) -> list[dict]:
+    """Precision, recall, F1 and support of every class."""
+    labels = np.arange(len(target.classes))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return [
+        {
+            "class": name,
+            "precision": round(float(p), 6),
+            "recall": round(float(r), 6),
+            "f1": round(float(f), 6),
+            "support": int(s),
+        }
+        for name, p, r, f, s in zip(target.classes, precision, recall, f1, support)
+    ]
+
+
+def confusion_rows(target: Target, y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
+    """One row per test image (actual, predicted class names): DVC's confusion plot input."""
+    names = np.array(target.classes)
+    return pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred]})

@@ -1,0 +1,169 @@
+"""A typed, validated view of ``params.yaml``: the one place that knows the keys.
+
+Every stage calls :func:`load_params` first, so a typo or an out-of-range value fails with
+one line naming the key and what is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bps.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+
+HOURS = (4, 24, 48)
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Seed = Annotated[int, Field(ge=0)]
+
+
+class ParamsError(PipelineError, ValueError):
+    """A parameter is missing, unknown, of the wrong type or out of range."""
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3Params(_Block):
+    bucket: str = "nasa-bps-training-data"
+    prefix: str = "Microscopy/train"
+    region: str = "us-west-2"
+    anonymous: bool = True
+    endpoint_url: str | None = None
+    workers: Annotated[int, Field(ge=1, le=256)] = 32
+    retries: Annotated[int, Field(ge=0, le=20)] = 4
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+
+
+class SyntheticParams(_Block):
+    images_per_condition: PositiveInt = 200
+    seed: Seed = 0
+
+
+class DataParams(_Block):
+    source: Literal["synthetic", "s3"] = "synthetic"
+    hours: list[Literal[4, 24, 48]] = Field(default=list(HOURS), min_length=1)
+    max_per_condition: PositiveInt | None = None
+    sample_seed: Seed = 0
+    synthetic: SyntheticParams = SyntheticParams()
+    s3: S3Params = S3Params()
+
+
+class SplitParams(_Block):
+    group_by: Literal["well", "field", "none"] = "well"
+    train: Fraction = 0.7
+    val: Fraction = 0.15
+    test: Fraction = 0.15
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1 (got {total:g})")
+        if min(self.train, self.val, self.test) <= 0:
+            raise ValueError("train, val and test must each be > 0")
+        return self
+
+
+class PreprocessParams(_Block):
+    size: Annotated[int, Field(ge=16, le=512)] = 64
+    normalize: Literal["fixed", "percentile", "minmax"] = "fixed"
+    fixed_range: tuple[Annotated[int, Field(ge=0, le=65535)], Annotated[int, Field(ge=0, le=65535)]] = (
+        200,
+        3000,
+    )
+    percentiles: tuple[Annotated[float, Field(ge=0, le=100)], Annotated[float, Field(ge=0, le=100)]] = (
+        0.5,
+        99.9,
+    )
+    on_error: Literal["fail", "skip"] = "fail"
+    workers: Annotated[int, Field(ge=0, le=64)] = 0
+
+    @model_validator(mode="after")
+    def _ranges_increase(self) -> PreprocessParams:
+        if self.fixed_range[0] >= self.fixed_range[1]:
+            raise ValueError("fixed_range must be [low, high] with low < high")
+        if self.percentiles[0] >= self.percentiles[1]:
+            raise ValueError("percentiles must be [low, high] with low < high")
+        return self
+
+
+class TaskParams(_Block):
+    target: Literal["particle", "particle_dose", "condition"] = "particle"
+
+
+class BaselineParams(_Block):
+    hidden_layers: list[PositiveInt] = Field(default=[25, 25], min_length=1)
+    lr: Annotated[float, Field(gt=0, le=1)] = 3e-4
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 10
+    seed: Seed = 0
+
+
+class TrainParams(_Block):
+    lr: Annotated[float, Field(gt=0, le=1)] = 3e-4
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 10
+    seed: Seed = 0
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    augment: bool = True
+    crop_pad: Annotated[int, Field(ge=0, le=32)] = 4
+    select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Params(_Block):
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    preprocess: PreprocessParams = PreprocessParams()
+    task: TaskParams = TaskParams()
+    baseline: BaselineParams = BaselineParams()
+    train: TrainParams = TrainParams()
+
+
+def _format_error(error: ValidationError, source: Path) -> str:
+    """One line per problem: the dotted key, what was wrong, and what is allowed."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            parent = problem["loc"][:-1]
+            model = Params
+            for part in parent:
+                model = model.model_fields[str(part)].annotation
+            allowed = ", ".join(model.model_fields)
+            message = f"unknown key (allowed: {allowed})"
+        elif "input" in problem and problem["type"] not in {"missing"}:
+            message = f"{message} (got {problem['input']!r})"
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict | None, source: Path = PARAMS_FILE) -> Params:
+    """Validate an already-loaded params mapping."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as error:
+        raise ParamsError(_format_error(error, source)) from None
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``; raise :class:`ParamsError` naming each bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run the stage from the project root)") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    return parse_params(raw, path)

@@ -1,0 +1,35 @@
+"""download: fill data/raw/ with BPS images and their meta.csv, from the simulator or from S3.
+
+``data.source: synthetic`` (default) renders the offline simulator; ``s3`` reads the public
+NASA bucket (or ``data.s3.endpoint_url``). Either way data/raw/ ends up holding exactly the
+selected images plus a meta.csv describing them.
+"""
+
+import os
+
+from bps.cli import run_stage
+from bps.files import prune, remove_partials, write_text
+from bps.layout import META, RAW
+from bps.meta import select_rows
+from bps.params import Params
+from bps.s3 import download_dataset
+from bps.simulate import plan_dataset, write_images
+
+
+def main(params: Params) -> None:
+    data = params.data
+    RAW.mkdir(parents=True, exist_ok=True)
+    remove_partials(RAW)
+    if data.source == "synthetic":
+        planned = plan_dataset(data.synthetic.images_per_condition, data.hours, data.synthetic.seed)
+        table = select_rows(planned, data.hours, data.max_per_condition, data.sample_seed)
+        write_images(RAW, table, data.synthetic.seed, workers=os.cpu_count() or 1)
+    else:
+        table = download_dataset(RAW, data)
+    write_text(META, table.to_csv(index=False))
+    removed = prune(RAW, [*table["filename"], META.name])
+    print(f"download: {len(table)} images in {RAW}/ ({removed} stale files removed)")
+
+
+if __name__ == "__main__":
+    run_stage(main)
