@@ -70,6 +70,8 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
 
 def resize_area(image: np.ndarray, size: int) -> np.ndarray:
     """Area-averaged resize of a float32 image to ``size``×``size``."""
+    # Mode "F" reads the buffer as float32: any other dtype would be silently reinterpreted.
+    image = np.ascontiguousarray(image, dtype=np.float32)
     return np.asarray(Image.fromarray(image, mode="F").resize((size, size), Image.Resampling.BOX))
 
 

@@ -85,14 +85,14 @@ def validate_meta(table: pd.DataFrame) -> pd.DataFrame:
         particle = table["particle_type"].iloc[bad]
         raise _row_error(
             bad,
-            f"dose_Gy {table['dose_Gy'].iloc[bad]!r} is not a known {particle} dose "
+            f"dose_Gy {table['dose_Gy'].tolist()[bad]!r} is not a known {particle} dose "
             f"(allowed: {list(DOSES_GY[particle])})",
         )
     unknown_hours = ~hours.isin(HOURS)
     if unknown_hours.any():
         raise _row_error(
             _first(unknown_hours),
-            f"hr_post_exposure {table['hr_post_exposure'][unknown_hours].iloc[0]!r} is not one of {list(HOURS)}",
+            f"hr_post_exposure {table['hr_post_exposure'][unknown_hours].tolist()[0]!r} is not one of {list(HOURS)}",
         )
     duplicated = names.duplicated(keep="first")
     if duplicated.any():
@@ -146,7 +146,10 @@ def select_rows(table: pd.DataFrame, hours: list[int], max_per_condition: int | 
     """
     chosen = table[table["hr_post_exposure"].isin(hours)].sort_values("filename")
     if max_per_condition is not None:
-        chosen = chosen.groupby(CONDITION_COLUMNS, group_keys=False).apply(
-            lambda rows: rows.sample(n=min(len(rows), max_per_condition), random_state=seed)
-        )
+        # Not groupby().apply(): pandas 3 drops the grouping columns from what apply returns.
+        samples = [
+            rows.sample(n=min(len(rows), max_per_condition), random_state=seed)
+            for _, rows in chosen.groupby(CONDITION_COLUMNS)
+        ]
+        chosen = pd.concat(samples) if samples else chosen
     return chosen.sort_values("filename").reset_index(drop=True)

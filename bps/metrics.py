@@ -54,3 +54,8 @@ def confusion_rows(target: Target, y_true: np.ndarray, y_pred: np.ndarray) -> pd
     """One row per test image (actual, predicted class names): DVC's confusion plot input."""
     names = np.array(target.classes)
     return pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred]})
+
+
+def is_sham(table: pd.DataFrame) -> np.ndarray:
+    """Rows of unirradiated (dose 0) images."""
+    return table["dose_Gy"].to_numpy() == 0.0

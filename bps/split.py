@@ -40,7 +40,7 @@ def assign_splits(
 
     ``group_by`` is a column of ``table`` (``well``, ``field``) or ``none`` for single images.
     """
-    groups = table.index.astype(str) if group_by == "none" else table[group_by]
+    groups = pd.Series(table.index.astype(str), index=table.index) if group_by == "none" else table[group_by]
     split = pd.Series("", index=table.index, dtype=object)
     rng = np.random.default_rng(seed)
     for _, rows in table.groupby(CONDITION_COLUMNS, sort=True):

@@ -1,0 +1,86 @@
+"""Feeding prepared arrays to a model: memory-mapped reads and batched tensor augmentation.
+
+The study decoded and augmented one TIFF per ``__getitem__``; here a batch is one slice of a
+memory-mapped uint8 array and every augmentation is a handful of tensor operations on the
+whole batch. Augmentation is a training-only step: evaluation batches come from
+:func:`iterate_batches` with ``augment=None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bps.layout import prepared_images, prepared_table
+
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+def load_split(split: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """A split's N×C×H×W uint8 images (memory-mapped, not read into RAM) and its label table."""
+    return np.load(prepared_images(split), mmap_mode="r"), pd.read_csv(prepared_table(split))
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 0-255 → float32 0-1."""
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+
+
+def iterate_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    augment: Augment | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images, labels) batches; shuffled when a generator is given, else in order."""
+    count = len(images)
+    order = torch.randperm(count, generator=generator).numpy() if generator is not None else np.arange(count)
+    for start in range(0, count, batch_size):
+        # Sorted indices read the memory map front to back; the batch's order does not matter.
+        index = np.sort(order[start : start + batch_size])
+        batch = to_float(images[index])
+        if augment is not None:
+            batch = augment(batch)
+        yield batch, torch.from_numpy(labels[index])
+
+
+class RandomAugment:
+    """Random flips, 90° rotations and shifted crops, drawn per image, applied per batch.
+
+    Nuclei have no preferred orientation, so the dihedral group and small shifts give new,
+    equally plausible images. Crops take a ``size``×``size`` window from the reflection-padded
+    image at a random offset of up to ``pad`` pixels.
+    """
+
+    def __init__(self, generator: torch.Generator, pad: int = 4) -> None:
+        self.generator = generator
+        self.pad = pad
+
+    def _draw(self, high: int, count: int) -> torch.Tensor:
+        return torch.randint(0, high, (count,), generator=self.generator)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        count, _, height, width = batch.shape
+        flip = self._draw(2, count).bool().view(-1, 1, 1, 1)
+        batch = torch.where(flip, batch.flip(-1), batch)
+        if height == width:
+            turns = self._draw(4, count)
+            rotated = torch.empty_like(batch)
+            for k in range(4):
+                chosen = turns == k
+                rotated[chosen] = torch.rot90(batch[chosen], k, dims=(-2, -1))
+            batch = rotated
+        if self.pad:
+            padded = torch.nn.functional.pad(batch, (self.pad,) * 4, mode="reflect")
+            top = self._draw(2 * self.pad + 1, count)
+            left = self._draw(2 * self.pad + 1, count)
+            rows = (top[:, None] + torch.arange(height)).view(count, 1, height, 1)
+            cols = (left[:, None] + torch.arange(width)).view(count, 1, 1, width)
+            samples = torch.arange(count).view(count, 1, 1, 1)
+            channels = torch.arange(batch.shape[1]).view(1, -1, 1, 1)
+            batch = padded[samples, channels, rows, cols]
+        return batch

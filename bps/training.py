@@ -1,0 +1,70 @@
+"""The CNN training loop's parts: device, optimiser, one epoch, whole-split predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from bps.batches import Augment, iterate_batches
+from bps.errors import PipelineError
+from bps.params import TrainParams
+
+EVAL_BATCH_SIZE = 512
+
+
+def pick_device(requested: str) -> torch.device:
+    """``auto`` takes the GPU when there is one; ``cuda`` without one is an error, not a fallback."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("train.device is cuda but no CUDA device is available (use auto or cpu)")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def make_deterministic(seed: int) -> torch.Generator:
+    """Seed torch and insist on deterministic kernels: same params and seed, same numbers."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    return torch.Generator().manual_seed(seed)
+
+
+def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    extra = {"momentum": 0.9} if params.optimizer == "sgd" else {}
+    return optimizers[params.optimizer](model.parameters(), lr=params.lr, weight_decay=params.weight_decay, **extra)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Augment | None,
+    device: torch.device,
+) -> float:
+    """One pass over the training split; returns the mean loss over all its images."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total = 0.0
+    for batch, target in iterate_batches(images, labels, batch_size, generator, augment):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(batch.to(device)), target.to(device))
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(images)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """Class probabilities for every image of a split, in order, never augmented."""
+    model.eval()
+    dummy = np.zeros(len(images), dtype=np.int64)
+    chunks = [
+        torch.softmax(model(batch.to(device)), dim=1).cpu().numpy()
+        for batch, _ in iterate_batches(images, dummy, EVAL_BATCH_SIZE)
+    ]
+    return np.concatenate(chunks) if chunks else np.empty((0, 0), dtype=np.float32)

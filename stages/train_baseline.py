@@ -1,0 +1,47 @@
+"""train-baseline: the study's MLP on standardised, flattened pixels, one logged epoch at a time.
+
+Writes models/baseline/model.skops (scaler + MLP) and metrics/baseline/ (dvclive: per-epoch
+whole-split validation loss and accuracy).
+"""
+
+import numpy as np
+from dvclive import Live
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
+
+from bps import baseline
+from bps.batches import load_split
+from bps.cli import run_stage
+from bps.labels import get_target
+from bps.layout import METRICS, MODELS
+from bps.metrics import is_sham, summary
+from bps.params import Params
+
+
+def main(params: Params) -> None:
+    config, target = params.baseline, get_target(params.task.target)
+    train_images, train_table = load_split("train")
+    val_images, val_table = load_split("val")
+    train_flat = baseline.flatten(train_images)
+    scaler = StandardScaler().fit(train_flat)
+    train_x, val_x = scaler.transform(train_flat), scaler.transform(baseline.flatten(val_images))
+    train_y, val_y = target.encode(train_table), target.encode(val_table)
+    mlp = baseline.make_mlp(config)
+    classes = np.arange(len(target.classes))
+    with Live(str(METRICS / "baseline"), dvcyaml=None, save_dvc_exp=False) as live:
+        live.log_params({"task": target.name, **config.model_dump(mode="json")})
+        for _ in tqdm(range(config.epochs), desc="train-baseline", unit="epoch"):
+            baseline.fit_epoch(mlp, train_x, train_y, classes)
+            scores = summary(target, val_y, mlp.predict_proba(val_x), is_sham(val_table))
+            live.log_metric("train_loss", float(mlp.loss_))
+            live.log_metric("val_loss", scores["log_loss"])
+            live.log_metric("val_accuracy", scores["accuracy"])
+            live.log_metric("val_macro_f1", scores["macro_f1"])
+            live.next_step()
+    info = {"target": target.name, "classes": list(target.classes), "baseline": config.model_dump(mode="json")}
+    baseline.save(MODELS / "baseline", make_pipeline(scaler, mlp), info)
+
+
+if __name__ == "__main__":
+    run_stage(main)
