@@ -27,11 +27,17 @@ def summary(target: Target, y_true: np.ndarray, proba: np.ndarray, is_sham: np.n
         "macro_f1": skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
         "hamming_loss": skm.hamming_loss(true_sets, pred_sets),
         "jaccard": skm.jaccard_score(true_sets, pred_sets, average="samples", zero_division=0),
-        "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-7, 1.0), labels=labels),
+        "log_loss": skm.log_loss(y_true, _clipped(proba), labels=labels),
         "sham_accuracy": skm.accuracy_score(y_true[is_sham], y_pred[is_sham]) if is_sham.any() else None,
         "irradiated_accuracy": (skm.accuracy_score(y_true[~is_sham], y_pred[~is_sham]) if (~is_sham).any() else None),
     }
     return {key: (round(float(value), 6) if isinstance(value, float) else value) for key, value in result.items()}
+
+
+def _clipped(proba: np.ndarray, floor: float = 1e-7) -> np.ndarray:
+    """Probabilities kept off zero (a finite log loss) and renormalised so rows still sum to 1."""
+    proba = np.clip(proba, floor, 1.0)
+    return proba / proba.sum(axis=1, keepdims=True)
 
 
 def per_class(target: Target, y_true: np.ndarray, y_pred: np.ndarray) -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 
 from bps.errors import PipelineError
 
@@ -19,8 +19,10 @@ PARAMS_FILE = Path("params.yaml")
 HOURS = (4, 24, 48)
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-PositiveInt = Annotated[int, Field(gt=0)]
-Seed = Annotated[int, Field(ge=0)]
+# Integers and booleans are strict ("10" or "yes" is a typo to report, not to guess at). Floats
+# stay lax: PyYAML reads `3e-4` (no dot, as `dvc exp run -S` writes it) as a string.
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+Seed = Annotated[StrictInt, Field(ge=0)]
 
 
 class ParamsError(PipelineError, ValueError):
@@ -35,10 +37,10 @@ class S3Params(_Block):
     bucket: str = "nasa-bps-training-data"
     prefix: str = "Microscopy/train"
     region: str = "us-west-2"
-    anonymous: bool = True
+    anonymous: StrictBool = True
     endpoint_url: str | None = None
-    workers: Annotated[int, Field(ge=1, le=256)] = 32
-    retries: Annotated[int, Field(ge=0, le=20)] = 4
+    workers: Annotated[StrictInt, Field(ge=1, le=256)] = 32
+    retries: Annotated[StrictInt, Field(ge=0, le=20)] = 4
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
 
 
@@ -74,9 +76,9 @@ class SplitParams(_Block):
 
 
 class PreprocessParams(_Block):
-    size: Annotated[int, Field(ge=16, le=512)] = 64
+    size: Annotated[StrictInt, Field(ge=16, le=512)] = 64
     normalize: Literal["fixed", "percentile", "minmax"] = "fixed"
-    fixed_range: tuple[Annotated[int, Field(ge=0, le=65535)], Annotated[int, Field(ge=0, le=65535)]] = (
+    fixed_range: tuple[Annotated[StrictInt, Field(ge=0, le=65535)], Annotated[StrictInt, Field(ge=0, le=65535)]] = (
         200,
         3000,
     )
@@ -85,7 +87,7 @@ class PreprocessParams(_Block):
         99.9,
     )
     on_error: Literal["fail", "skip"] = "fail"
-    workers: Annotated[int, Field(ge=0, le=64)] = 0
+    workers: Annotated[StrictInt, Field(ge=0, le=64)] = 0
 
     @model_validator(mode="after")
     def _ranges_increase(self) -> PreprocessParams:
@@ -115,8 +117,8 @@ class TrainParams(_Block):
     seed: Seed = 0
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
-    augment: bool = True
-    crop_pad: Annotated[int, Field(ge=0, le=32)] = 4
+    augment: StrictBool = True
+    crop_pad: Annotated[StrictInt, Field(ge=0, le=32)] = 4
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -128,6 +130,12 @@ class Params(_Block):
     task: TaskParams = TaskParams()
     baseline: BaselineParams = BaselineParams()
     train: TrainParams = TrainParams()
+
+    @model_validator(mode="after")
+    def _crop_fits_image(self) -> Params:
+        if self.train.crop_pad >= self.preprocess.size:
+            raise ValueError(f"train.crop_pad ({self.train.crop_pad}) must be smaller than preprocess.size")
+        return self
 
 
 def _format_error(error: ValidationError, source: Path) -> str:
@@ -143,7 +151,9 @@ def _format_error(error: ValidationError, source: Path) -> str:
                 model = model.model_fields[str(part)].annotation
             allowed = ", ".join(model.model_fields)
             message = f"unknown key (allowed: {allowed})"
-        elif "input" in problem and problem["type"] not in {"missing"}:
+        elif problem["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        elif "input" in problem and problem["type"] != "missing":
             message = f"{message} (got {problem['input']!r})"
         lines.append(f"{source}: {key}: {message}")
     return "\n".join(lines)

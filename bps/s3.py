@@ -24,7 +24,13 @@ import boto3
 import pandas as pd
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    ClientError,
+    FlexibleChecksumError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from tqdm import tqdm
 
@@ -48,6 +54,9 @@ RETRYABLE_CODES = {
     "ServiceUnavailable",
     "RequestTimeTooSkewed",
 }
+# Failures of the connection or of the bytes received, not of the request itself (unlike, say,
+# missing credentials): the same request may well succeed.
+TRANSIENT_ERRORS = (BotoConnectionError, HTTPClientError, IncompleteReadError, FlexibleChecksumError, OSError)
 OFFLINE_HINT = (
     "The real bucket needs internet access. To work offline use the built-in simulator "
     "(data.source: synthetic, the default), or point data.s3.endpoint_url at a reachable "
@@ -77,11 +86,15 @@ class RemoteObject:
 
 
 def make_client(params: S3Params):
-    """A thread-safe S3 client; retries are ours (they must also cover reading the body)."""
+    """A thread-safe S3 client; retries are ours (they must also cover reading the body).
+
+    ``total_max_attempts`` counts the first request: botocore's ``max_attempts: 1`` would be one
+    hidden retry of its own on every request.
+    """
     config = Config(
         region_name=params.region,
         signature_version=UNSIGNED if params.anonymous else None,
-        retries={"max_attempts": 1, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=params.connect_timeout_s,
         read_timeout=60,
         max_pool_connections=params.workers,
@@ -98,10 +111,12 @@ def _is_retryable(error: Exception) -> bool:
         code = str(error.response.get("Error", {}).get("Code", ""))
         status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         return code in RETRYABLE_CODES or status in RETRYABLE_CODES
-    return isinstance(error, (BotoCoreError, OSError, IntegrityError))
+    return isinstance(error, (*TRANSIENT_ERRORS, IntegrityError))
 
 
 def _describe(error: Exception) -> str:
+    if isinstance(error, NoCredentialsError):
+        return f"{error} (set data.s3.anonymous: true for a public bucket, or provide AWS credentials)"
     if isinstance(error, ClientError):
         info = error.response.get("Error", {})
         return f"{info.get('Code', '?')}: {info.get('Message', '')}".strip()
@@ -113,6 +128,8 @@ def _with_retries(action, what: str, retries: int, backoff_s: float, stop: threa
     for attempt in range(retries + 1):
         try:
             return action()
+        except DownloadError:
+            raise
         except Exception as error:  # noqa: BLE001 - classified just below
             if not _is_retryable(error) or attempt == retries or (stop is not None and stop.is_set()):
                 raise DownloadError(f"{what}: {_describe(error)} (after {attempt + 1} attempt(s))") from error
@@ -121,20 +138,19 @@ def _with_retries(action, what: str, retries: int, backoff_s: float, stop: threa
 
 
 def fetch_bytes(client, bucket: str, key: str, retries: int, backoff_s: float = 0.5) -> bytes:
-    """Read a small object (meta.csv). An endpoint that cannot be reached fails at once."""
+    """Read a small object (meta.csv), retrying transient errors like any object.
+
+    An endpoint that cannot be reached at all fails at once, with a hint.
+    """
 
     def get() -> bytes:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except BotoConnectionError as error:
+            raise DownloadError(
+                f"s3://{bucket}/{key}: cannot reach the S3 endpoint ({_describe(error)}). {OFFLINE_HINT}"
+            ) from None
 
-    try:
-        return get()
-    except (BotoConnectionError, OSError) as error:
-        raise DownloadError(
-            f"s3://{bucket}/{key}: cannot reach the S3 endpoint ({_describe(error)}). {OFFLINE_HINT}"
-        ) from None
-    except ClientError as error:
-        if not _is_retryable(error):
-            raise DownloadError(f"s3://{bucket}/{key}: {_describe(error)}") from None
     return _with_retries(get, f"s3://{bucket}/{key}", retries, backoff_s)
 
 

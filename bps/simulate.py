@@ -170,7 +170,7 @@ def render_nucleus(rng: np.random.Generator, particle: str, dose_gy: float, hour
     small = _points_in_ellipse(rng, rng.poisson(scattered), centre, axes * 0.92, angle)
     large = _track_foci(rng, n_tracks, centre, axes * 0.92, angle, FE_REMAINING[hours])
     nucleus_level = level * look.brightness
-    image += _stamp(image.shape, small, rng.uniform(1.2, 2.6, len(small)) * nucleus_level, 1.1)
+    image += _stamp(image.shape, small, rng.uniform(1.6, 3.0, len(small)) * nucleus_level, 1.1)
     image += _stamp(image.shape, large, rng.uniform(1.8, 3.4, len(large)) * nucleus_level, 1.6)
 
     image = ndimage.gaussian_filter(image, look.blur_sigma)

@@ -19,8 +19,8 @@ from bps.training import make_deterministic, make_optimizer, pick_device, predic
 
 def main(params: Params) -> None:
     config, target = params.train, get_target(params.task.target)
-    generator = make_deterministic(config.seed)
     device = pick_device(config.device)
+    generator = make_deterministic(config.seed, device.type)
     train_images, train_table = load_split("train")
     val_images, val_table = load_split("val")
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)

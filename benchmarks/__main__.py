@@ -1,0 +1,56 @@
+"""Run every benchmark and print one table: ``python -m benchmarks [--quick] [--json PATH]``.
+
+Each ratio is measured side by side in the same run, on the same generated data, so machine
+noise hits both sides alike. Timings are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import bench_download, bench_dvc, bench_preprocess, bench_train_input
+from benchmarks.common import Row
+
+SUITE = {
+    "download": bench_download.run,
+    "preprocess": bench_preprocess.run,
+    "train_input": bench_train_input.run,
+    "dvc_overhead": bench_dvc.overhead_rows,
+    "end_to_end": bench_dvc.end_to_end_rows,
+}
+
+
+def print_table(rows: list[Row]) -> None:
+    width = max(len(row.name) for row in rows)
+    print(f"{'name':<{width}}  {'value':>10}  {'unit':<9}  note")
+    for row in rows:
+        print(f"{row.name:<{width}}  {row.value:>10.2f}  {row.unit:<9}  {row.note}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run (seconds, not minutes)")
+    parser.add_argument("--json", type=Path, help="also write the rows as a JSON list to this file")
+    parser.add_argument("--only", choices=sorted(SUITE), action="append", help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bps-bench-") as scratch:
+        for name in args.only or SUITE:
+            start = time.perf_counter()
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            folder = Path(scratch) / name
+            folder.mkdir()
+            rows += SUITE[name](folder, args.quick)
+            print(f"  {name} took {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

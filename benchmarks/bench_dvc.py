@@ -1,0 +1,128 @@
+"""DVC's own cost: no-op ``dvc repro`` / ``dvc status`` over many tracked files, and a full run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from functools import partial
+from pathlib import Path
+
+import yaml
+
+from benchmarks.common import Row, best_of
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STAGES = ("download", "split", "preprocess", "train-baseline", "train-lenet", "evaluate")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.update(
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@localhost",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@localhost",
+    )
+    return env
+
+
+def _run(*command: str, cwd: Path) -> str:
+    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed in {cwd}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def _init_repo(root: Path) -> None:
+    _run("git", "init", "-q", cwd=root)
+    _run(str(BIN / "dvc"), "init", "-q", cwd=root)
+
+
+def _commit(root: Path) -> None:
+    _run("git", "add", "-A", cwd=root)
+    _run("git", "commit", "-qm", "bench", cwd=root)
+
+
+def files_repo(root: Path, count: int) -> Path:
+    """A repo whose one stage writes ``count`` small files into a tracked folder."""
+    root.mkdir(parents=True)
+    _init_repo(root)
+    (root / "make_files.py").write_text(
+        textwrap.dedent(f"""
+        from pathlib import Path
+        Path("files").mkdir()
+        for i in range({count}):
+            Path(f"files/img_{{i:06d}}.tif").write_bytes(i.to_bytes(4, "little") * 256)
+    """)
+    )
+    (root / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {"stages": {"make": {"cmd": "python make_files.py", "deps": ["make_files.py"], "outs": ["files"]}}}
+        )
+    )
+    _commit(root)
+    _run(str(BIN / "dvc"), "repro", "-q", cwd=root)
+    _commit(root)
+    return root
+
+
+def overhead_rows(workdir: Path, quick: bool) -> list[Row]:
+    small, large = (200, 2000) if quick else (2000, 20000)
+    times = {}
+    for count in (small, large):
+        root = files_repo(workdir / f"dvc-{count}", count)
+        times[count] = tuple(
+            best_of(partial(_run, str(BIN / "dvc"), verb, cwd=root), 3) for verb in ("repro", "status")
+        )
+    return [
+        Row("dvc_noop_repro_s", times[large][0], "s", f"{large} tracked files; {small} files: {times[small][0]:.2f} s"),
+        Row("dvc_status_s", times[large][1], "s", f"{large} tracked files; {small} files: {times[small][1]:.2f} s"),
+        Row("dvc_noop_repro_growth", times[large][0] / times[small][0], "x", f"{small} → {large} files"),
+    ]
+
+
+def _project_copy(root: Path, quick: bool) -> Path:
+    files = _run("git", "ls-files", cwd=PROJECT).split()
+    files += _run("git", "ls-files", "--others", "--exclude-standard", cwd=PROJECT).split()
+    for name in files:
+        if name == "dvc.lock" or name.startswith(("metrics/", "tests/", "benchmarks/")):
+            continue
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((PROJECT / name).read_bytes())
+    if quick:
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["data"]["synthetic"]["images_per_condition"] = 20
+        params["train"]["epochs"] = params["baseline"]["epochs"] = 1
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+    _run("git", "init", "-q", cwd=root)
+    _commit(root)
+    return root
+
+
+PEAK_RSS = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def end_to_end_rows(workdir: Path, quick: bool) -> list[Row]:
+    """``dvc repro`` of the defaults from scratch, stage by stage, with each stage's peak memory."""
+    root = _project_copy(workdir / "e2e", quick)
+    rows, total = [], 0.0
+    for stage in STAGES:
+        start = time.perf_counter()
+        output = _run(sys.executable, "-c", PEAK_RSS, str(BIN / "dvc"), "repro", "-s", "-q", stage, cwd=root)
+        seconds = time.perf_counter() - start
+        total += seconds
+        rss_mb = int(output.split()[-1]) / 1024
+        rows.append(Row(f"e2e_{stage}_s", seconds, "s", f"peak RSS {rss_mb:.0f} MiB"))
+    scores = json.loads((root / "metrics" / "evaluate.json").read_text())
+    accuracy = ", ".join(f"{model} {scores[model]['accuracy']:.3f}" for model in scores)
+    rows.append(Row("e2e_dvc_repro_s", total, "s", f"test accuracy: {accuracy}"))
+    return rows

@@ -1,0 +1,64 @@
+"""Preprocess: the project's parallel stage vs a naive one-process loop, and vs bare decoding."""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from benchmarks.common import Row, best_of, simulated_tiffs
+from bps.params import PreprocessParams
+from bps.prepare import prepare_images
+
+
+def naive_loop(paths: list[Path], size: int) -> np.ndarray:
+    """The study's way: read, min-max scale, resize and append one image at a time."""
+    images = []
+    for path in paths:
+        image = tifffile.imread(path).astype(np.float32)
+        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+        images.append(np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BOX)))
+    return np.stack(images)
+
+
+def decode_only(paths: list[Path]) -> None:
+    for path in paths:
+        tifffile.imread(path)
+
+
+def run(workdir: Path, quick: bool) -> list[Row]:
+    count = 500 if quick else 5000
+    folder = workdir / "preprocess-tiffs"
+    table = simulated_tiffs(folder, count)
+    paths = [folder / name for name in table["filename"]]
+    params = PreprocessParams()
+    repeats = 1 if quick else 2
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    project = best_of(lambda: prepare_images(paths, params), repeats)
+    parent_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+    naive = best_of(lambda: naive_loop(paths, params.size), repeats)
+    decode = best_of(lambda: decode_only(paths), repeats)
+    cores = os.cpu_count() or 1
+    decode_limit = count / decode * cores
+    output_mb = count * params.size * params.size / 2**20
+    decoded_mb = sum(p.stat().st_size for p in paths[:50]) / 50 * count / 2**20
+    return [
+        Row("preprocess_vs_naive", naive / project, "x", f"{count} TIFFs, {cores} workers vs 1 process"),
+        Row("preprocess_images_per_s", count / project, "images/s", f"naive: {count / naive:.0f} images/s"),
+        Row(
+            "preprocess_vs_decode_limit",
+            decode_limit / (count / project),
+            "x",
+            f"limit = bare tifffile decode × {cores} cores = {decode_limit:.0f} images/s",
+        ),
+        Row(
+            "preprocess_parent_rss_growth_mb",
+            max(parent_growth, 0.0),
+            "MiB",
+            f"output array {output_mb:.1f} MiB; all files on disk ~{decoded_mb:.0f} MiB",
+        ),
+    ]

@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated AWS environment and a real S3 server (moto) on loopback."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FAKE_KEY_ID = "AKIATESTFAKEKEY00000"
+FAKE_SECRET = "fake-secret-for-tests-only"
+
+
+def isolate_aws(monkeypatch: pytest.MonkeyPatch, folder: Path) -> dict[str, str]:
+    """Fake credentials, and nothing else from the machine: no ~/.aws, no profile, no metadata service.
+
+    Every ``AWS_*`` variable is cleared first, so a developer's own settings (or an
+    ``AWS_ENDPOINT_URL``) can neither leak into a test nor send a request off this machine.
+    """
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    env = {
+        "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+        "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials"),
+        "AWS_CONFIG_FILE": str(folder / "no-aws-config"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path) -> dict[str, str]:
+    """:func:`isolate_aws` for one test."""
+    return isolate_aws(monkeypatch, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A real S3 server (moto's server mode) on 127.0.0.1, on a free port; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
