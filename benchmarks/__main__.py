@@ -7,21 +7,23 @@ noise hits both sides alike. Timings are reported, never asserted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import bench_download, bench_dvc, bench_preprocess, bench_train_input
 from benchmarks.common import Row
 
+# Imported only when run: a benchmark must not pay for another's imports (forking a process
+# that has torch loaded, for one, is slower than forking a lean stage process).
 SUITE = {
-    "download": bench_download.run,
-    "preprocess": bench_preprocess.run,
-    "train_input": bench_train_input.run,
-    "dvc_overhead": bench_dvc.overhead_rows,
-    "end_to_end": bench_dvc.end_to_end_rows,
+    "download": ("benchmarks.bench_download", "run"),
+    "preprocess": ("benchmarks.bench_preprocess", "run"),
+    "train_input": ("benchmarks.bench_train_input", "run"),
+    "dvc_overhead": ("benchmarks.bench_dvc", "overhead_rows"),
+    "end_to_end": ("benchmarks.bench_dvc", "end_to_end_rows"),
 }
 
 
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             folder = Path(scratch) / name
             folder.mkdir()
-            rows += SUITE[name](folder, args.quick)
+            module, function = SUITE[name]
+            rows += getattr(importlib.import_module(module), function)(folder, args.quick)
             print(f"  {name} took {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     print_table(rows)
     if args.json:

@@ -71,10 +71,7 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     array_path = workdir / "train_images.npy"
     save_array(array_path, prepare_images(paths, PreprocessParams(size=SIZE)).images)
     images = np.load(array_path, mmap_mode="r")
-    in_memory = [
-        (torch.from_numpy(np.asarray(images[i : i + BATCH])).float() / 255, torch.from_numpy(labels[i : i + BATCH]))
-        for i in range(0, count, BATCH)
-    ]
+    in_memory = list(iterate_batches(images, labels, BATCH))
 
     def project() -> None:
         generator = torch.Generator().manual_seed(0)
@@ -84,11 +81,9 @@ def run(workdir: Path, quick: bool) -> list[Row]:
         _epoch(DataLoader(StudyDataset(paths, labels), batch_size=BATCH, shuffle=True, num_workers=0))
 
     repeats = 1 if quick else 2
-    compute, ours, seed_style = (
-        best_of(lambda: _epoch(in_memory), repeats),
-        best_of(project, repeats),
-        best_of(study, 1),
-    )
+    compute = best_of(lambda: _epoch(in_memory), repeats)
+    ours = best_of(project, repeats)
+    seed_style = best_of(study, 1)
     return [
         Row("train_input_vs_seed_loader", seed_style / ours, "x", f"{count} images, LeNet-5 epoch, batch {BATCH}"),
         Row("train_input_vs_compute_limit", ours / compute, "x", "project epoch time / in-memory tensors epoch time"),
