@@ -24,6 +24,12 @@ def load_split(split: str) -> tuple[np.ndarray, pd.DataFrame]:
     return np.load(prepared_images(split), mmap_mode="r"), pd.read_csv(prepared_table(split))
 
 
+def balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class weights ``n / (k · count)``: every class carries the same total weight."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
 def to_float(images: np.ndarray) -> torch.Tensor:
     """uint8 0-255 → float32 0-1."""
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
@@ -35,10 +41,21 @@ def iterate_batches(
     batch_size: int,
     generator: torch.Generator | None = None,
     augment: Augment | None = None,
+    sample_weights: np.ndarray | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (images, labels) batches; shuffled when a generator is given, else in order."""
+    """Yield (images, labels) batches for one epoch.
+
+    In order without a generator; shuffled with one; with ``sample_weights`` too, an epoch of
+    the same length drawn with replacement in proportion to the weights (a weighted sampler).
+    """
     count = len(images)
-    order = torch.randperm(count, generator=generator).numpy() if generator is not None else np.arange(count)
+    if generator is None:
+        order = np.arange(count)
+    elif sample_weights is not None:
+        weights = torch.as_tensor(sample_weights, dtype=torch.float64)
+        order = torch.multinomial(weights, count, replacement=True, generator=generator).numpy()
+    else:
+        order = torch.randperm(count, generator=generator).numpy()
     for start in range(0, count, batch_size):
         # Sorted indices read the memory map front to back; the batch's order does not matter.
         index = np.sort(order[start : start + batch_size])

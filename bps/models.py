@@ -1,4 +1,4 @@
-"""CNNs for nucleus crops, and their weights-only checkpoints.
+"""CNNs for nucleus crops (LeNet-5, a deeper small CNN, ResNet-18/50), and their checkpoints.
 
 A checkpoint is two files: ``model.pt`` (a state dict, loadable with
 ``torch.load(..., weights_only=True)``, so opening a shared model cannot run code) and
@@ -8,11 +8,14 @@ A checkpoint is two files: ``model.pt`` (a state dict, loadable with
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import nn
 
+from bps.errors import PipelineError
 from bps.files import atomic_open, write_json
 
 
@@ -45,12 +48,78 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(images))
 
 
-ARCHITECTURES = {"lenet": LeNet5}
+class SmallCNN(nn.Module):
+    """A deeper small CNN: four conv-BN-ReLU blocks (32→256 channels), global pooling, dropout."""
+
+    def __init__(self, in_channels: int, n_classes: int, size: int) -> None:
+        super().__init__()
+        blocks, width = [], in_channels
+        for channels in (32, 64, 128, 256):
+            blocks += [
+                nn.Conv2d(width, channels, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            width = channels
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(width, n_classes)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images))
 
 
-def build_model(config: dict) -> nn.Module:
-    """The untrained network a checkpoint config describes."""
-    return ARCHITECTURES[config["architecture"]](config["in_channels"], len(config["classes"]), config["size"])
+def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """The same convolution for ``in_channels`` inputs (1 for BPS, 4 for HPA, 6 for RxRx1).
+
+    Pretrained RGB filters are averaged over their 3 inputs and spread over the new ones, so
+    a grey image gives the response an RGB image of the same brightness gave.
+    """
+    adapted = nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
+    )
+    with torch.no_grad():
+        mean = conv.weight.mean(dim=1, keepdim=True)
+        adapted.weight.copy_(mean.repeat(1, in_channels, 1, 1) * conv.in_channels / in_channels)
+        if conv.bias is not None:
+            adapted.bias.copy_(conv.bias)
+    return adapted
+
+
+def resnet(depth: int, in_channels: int, n_classes: int, size: int, pretrained: Path | None = None) -> nn.Module:
+    """torchvision's ResNet with its first convolution and head fitted to the data.
+
+    ``pretrained`` names a local state-dict file of the ImageNet model: nothing is downloaded.
+    """
+    del size  # global average pooling takes any input size
+    model = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth](weights=None)
+    if pretrained is not None:
+        if not pretrained.is_file():
+            raise PipelineError(
+                f"train.pretrained: {pretrained} does not exist (weights are never downloaded; "
+                "save a torchvision state dict there, or set train.pretrained: null)"
+            )
+        model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
+    model.conv1 = adapt_first_conv(model.conv1, in_channels)
+    model.fc = nn.Linear(model.fc.in_features, n_classes)
+    return model
+
+
+ARCHITECTURES = {
+    "lenet": LeNet5,
+    "cnn": SmallCNN,
+    "resnet18": partial(resnet, 18),
+    "resnet50": partial(resnet, 50),
+}
+
+
+def build_model(config: dict, pretrained: Path | None = None) -> nn.Module:
+    """The network a checkpoint config describes; ``pretrained`` weights are for ResNets only."""
+    architecture = ARCHITECTURES[config["architecture"]]
+    extra = {"pretrained": pretrained} if pretrained is not None else {}
+    return architecture(config["in_channels"], len(config["classes"]), config["size"], **extra)
 
 
 def save_checkpoint(folder: Path, model: nn.Module, config: dict) -> None:

@@ -121,6 +121,22 @@ class TrainParams(_Block):
     crop_pad: Annotated[StrictInt, Field(ge=0, le=32)] = 4
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: Literal["lenet", "cnn", "resnet18", "resnet50"] = "lenet"
+    pretrained: str | None = None
+    scheduler: Literal["none", "step", "cosine", "exponential"] = "none"
+    lr_step_epochs: PositiveInt = 5
+    lr_gamma: Annotated[float, Field(gt=0, le=1)] = 0.5
+    early_stopping_patience: Annotated[StrictInt, Field(ge=0)] = 0
+    class_weight: Literal["none", "balanced"] = "none"
+    sampler: Literal["shuffle", "weighted"] = "shuffle"
+    amp: StrictBool = False
+    channels_last: StrictBool = False
+
+    @model_validator(mode="after")
+    def _pretrained_needs_resnet(self) -> TrainParams:
+        if self.pretrained is not None and not self.model.startswith("resnet"):
+            raise ValueError(f"pretrained weights apply to resnet18/resnet50, not {self.model}")
+        return self
 
 
 class Params(_Block):

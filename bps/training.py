@@ -41,6 +41,38 @@ def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimiz
     return optimizers[params.optimizer](model.parameters(), lr=params.lr, weight_decay=params.weight_decay, **extra)
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams):
+    """The learning-rate schedule, stepped once per epoch (None for a constant rate)."""
+    if params.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, params.lr_step_epochs, params.lr_gamma)
+    if params.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params.epochs)
+    if params.scheduler == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, params.lr_gamma)
+    return None
+
+
+class EarlyStopping:
+    """Tracks the best value of a validation metric; says stop after ``patience`` epochs without
+    improvement (``patience`` 0 never stops)."""
+
+    def __init__(self, patience: int, lower_is_better: bool) -> None:
+        self.patience, self.sign = patience, 1.0 if lower_is_better else -1.0
+        self.best, self.stale = float("inf"), 0
+
+    def improved(self, value: float) -> bool:
+        """Record this epoch's value; True when it is the best so far."""
+        if self.sign * value < self.best:
+            self.best, self.stale = self.sign * value, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.stale >= self.patience
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -50,14 +82,28 @@ def train_epoch(
     generator: torch.Generator,
     augment: Augment | None,
     device: torch.device,
+    *,
+    class_weights: np.ndarray | None = None,
+    sample_weights: np.ndarray | None = None,
+    autocast: bool = False,
+    channels_last: bool = False,
 ) -> float:
-    """One pass over the training split; returns the mean loss over all its images."""
+    """One pass over the training split; returns the mean loss over all its images.
+
+    ``class_weights`` weight the loss, ``sample_weights`` the sampling (see iterate_batches);
+    ``autocast`` runs the forward pass in bfloat16 on a GPU; ``channels_last`` feeds NHWC
+    tensors, which convolutions on CPU often run faster.
+    """
     model.train()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight, reduction="sum")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     total = 0.0
-    for batch, target in iterate_batches(images, labels, batch_size, generator, augment):
+    for batch, target in iterate_batches(images, labels, batch_size, generator, augment, sample_weights):
+        batch = batch.to(device).contiguous(memory_format=memory_format)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(batch.to(device)), target.to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = loss_fn(model(batch), target.to(device))
         loss.backward()
         optimizer.step()
         total += loss.item()

@@ -39,7 +39,10 @@ def main(params: Params) -> None:
             live.log_metric("val_accuracy", scores["accuracy"])
             live.log_metric("val_macro_f1", scores["macro_f1"])
             live.next_step()
-    info = {"target": target.name, "classes": list(target.classes), "baseline": config.model_dump(mode="json")}
+    info = {
+        "target": target.name, "classes": list(target.classes),
+        "preprocess": params.preprocess.model_dump(mode="json"), "baseline": config.model_dump(mode="json"),
+    }
     baseline.save(MODELS / "baseline", make_pipeline(scaler, mlp), info)
 
 

@@ -1,20 +1,32 @@
-"""train-lenet: train LeNet-5 on the prepared arrays, keep the best epoch by a validation metric.
+"""train-lenet: train the CNN (LeNet-5 by default, ``train.model``), keep its best epoch.
 
-Writes models/lenet/ (weights-only model.pt + model.json) and metrics/lenet/ (dvclive: per-epoch
-train loss and whole-split validation loss, accuracy and macro F1).
+Writes models/lenet/ (weights-only model.pt + model.json with the classes and preprocessing)
+and metrics/lenet/ (dvclive: per-epoch train loss, whole-split validation loss, accuracy and
+macro F1, learning rate).
 """
 
+from pathlib import Path
+
+import torch
 from dvclive import Live
 from tqdm import tqdm
 
-from bps.batches import RandomAugment, load_split
+from bps.batches import RandomAugment, balanced_weights, load_split
 from bps.cli import run_stage
 from bps.labels import get_target
 from bps.layout import METRICS, MODELS
 from bps.metrics import is_sham, summary
-from bps.models import LeNet5, save_checkpoint
+from bps.models import build_model, save_checkpoint
 from bps.params import Params
-from bps.training import make_deterministic, make_optimizer, pick_device, predict_proba, train_epoch
+from bps.training import (
+    EarlyStopping,
+    make_deterministic,
+    make_optimizer,
+    make_scheduler,
+    pick_device,
+    predict_proba,
+    train_epoch,
+)
 
 
 def main(params: Params) -> None:
@@ -24,32 +36,46 @@ def main(params: Params) -> None:
     train_images, train_table = load_split("train")
     val_images, val_table = load_split("val")
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)
-    in_channels, size = train_images.shape[1], train_images.shape[-1]
-    model = LeNet5(in_channels, len(target.classes), size).to(device)
-    optimizer = make_optimizer(model, config)
-    augment = RandomAugment(generator, config.crop_pad) if config.augment else None
     checkpoint = {
-        "architecture": "lenet", "in_channels": in_channels, "size": size, "target": target.name,
-        "classes": list(target.classes), "preprocess": params.preprocess.model_dump(mode="json"),
-        "train": config.model_dump(mode="json"),
+        "architecture": config.model, "in_channels": train_images.shape[1], "size": train_images.shape[-1],
+        "target": target.name, "classes": list(target.classes),
+        "preprocess": params.preprocess.model_dump(mode="json"), "train": config.model_dump(mode="json"),
     }
-    sign = 1 if config.select_metric == "val_loss" else -1  # lower is better only for the loss
-    best = float("inf")
+    model = build_model(checkpoint, Path(config.pretrained) if config.pretrained else None).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
+    augment = RandomAugment(generator, config.crop_pad) if config.augment else None
+    per_class = balanced_weights(train_labels, len(target.classes))
+    options = {
+        "class_weights": per_class if config.class_weight == "balanced" else None,
+        "sample_weights": per_class[train_labels] if config.sampler == "weighted" else None,
+        "autocast": config.amp and device.type == "cuda",
+        "channels_last": config.channels_last,
+    }
+    stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
     with Live(str(METRICS / "lenet"), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
-        for epoch in tqdm(range(config.epochs), desc="train-lenet", unit="epoch"):
+        for epoch in tqdm(range(config.epochs), desc=f"train-{config.model}", unit="epoch"):
+            live.log_metric("lr", optimizer.param_groups[0]["lr"])
             train_loss = train_epoch(model, optimizer, train_images, train_labels, config.batch_size,
-                                     generator, augment, device)
+                                     generator, augment, device, **options)
+            if scheduler is not None:
+                scheduler.step()
             scores = summary(target, val_labels, predict_proba(model, val_images, device), is_sham(val_table))
             epoch_metrics = {"train_loss": train_loss, "val_loss": scores["log_loss"],
                              "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
             for name, value in epoch_metrics.items():
                 live.log_metric(name, value)
-            if sign * epoch_metrics[config.select_metric] < best:
-                best = sign * epoch_metrics[config.select_metric]
+            if stopping.improved(epoch_metrics[config.select_metric]):
                 save_checkpoint(MODELS / "lenet", model, {**checkpoint, "epoch": epoch, **epoch_metrics})
                 live.summary["best_epoch"] = epoch
             live.next_step()
+            if stopping.should_stop:
+                print(f"early stop after epoch {epoch}: no better {config.select_metric} "
+                      f"for {config.early_stopping_patience} epochs")
+                break
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Predictions for new images from a trained model folder, with the model's own preprocessing.
+
+A model folder (``models/lenet``, ``models/baseline``) carries ``model.json`` with the
+preprocessing settings it was trained with, so predictions never depend on today's
+``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from bps import baseline
+from bps.errors import PipelineError
+from bps.images import prepare_image, read_tiff
+from bps.params import PreprocessParams
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+class Predictor:
+    """A trained model and the exact preprocessing it expects."""
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        info_path = self.folder / "model.json"
+        if not info_path.is_file():
+            raise PipelineError(f"{self.folder}: not a model folder (no model.json); try models/lenet")
+        self.info = json.loads(info_path.read_text())
+        self.classes: list[str] = self.info["classes"]
+        self.preprocess = PreprocessParams(**self.info["preprocess"])
+        if (self.folder / baseline.MODEL_FILE).is_file():
+            pipeline = baseline.load(self.folder)
+            self._proba = lambda images: pipeline.predict_proba(baseline.flatten(images))
+        else:
+            from bps.models import load_checkpoint
+            from bps.training import pick_device, predict_proba
+
+            device = pick_device("auto")
+            model, _ = load_checkpoint(self.folder, device)
+            self._proba = lambda images: predict_proba(model, images, device)
+
+    def prepare(self, source: Path | str | BinaryIO, name: str | None = None) -> np.ndarray:
+        """One TIFF (path or open binary file) → the model's 1×size×size uint8 input."""
+        return prepare_image(read_tiff(source, name), self.preprocess)[None]
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for N×1×size×size uint8 inputs."""
+        return np.asarray(self._proba(images))
+
+    def table(self, names: list[str], proba: np.ndarray) -> pd.DataFrame:
+        """One row per image: its name, predicted class and every class's probability."""
+        result = pd.DataFrame({"file": names, "predicted": np.array(self.classes)[proba.argmax(axis=1)]})
+        for index, name in enumerate(self.classes):
+            result[f"p_{name}"] = proba[:, index]
+        return result
+
+    def predict_files(self, paths: list[Path]) -> pd.DataFrame:
+        """Predict every file, with a progress bar; a bad file stops with its name."""
+        inputs = np.stack([self.prepare(path) for path in tqdm(paths, desc="prepare", unit="img")])
+        return self.table([str(path) for path in paths], self.predict_proba(inputs))
+
+
+def find_tiffs(sources: Iterable[Path | str]) -> list[Path]:
+    """Files as given, and every TIFF under each folder, sorted."""
+    found: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found += sorted(p for p in source.rglob("*") if p.suffix.lower() in TIFF_SUFFIXES)
+        elif source.is_file():
+            found.append(source)
+        else:
+            raise PipelineError(f"{source}: no such file or folder")
+    if not found:
+        raise PipelineError("no TIFF files found in the given paths")
+    return found

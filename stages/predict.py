@@ -1,0 +1,40 @@
+"""predict: class probabilities for new TIFFs from a trained model folder.
+
+    python -m stages.predict models/lenet new_images/ more.tif --out predictions.csv
+
+Uses the preprocessing stored with the model (model.json), not today's params.yaml. Writes a
+CSV (or JSON, by the --out suffix) with one row per image: file, predicted class, and each
+class's probability.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from bps.errors import PipelineError
+from bps.files import write_text
+from bps.predict import Predictor, find_tiffs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="a trained model folder, e.g. models/lenet or models/baseline")
+    parser.add_argument("inputs", nargs="+", type=Path, help="TIFF files and/or folders searched for *.tif")
+    parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="output .csv or .json")
+    args = parser.parse_args(argv)
+    try:
+        predictor = Predictor(args.model)
+        table = predictor.predict_files(find_tiffs(args.inputs))
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if args.out.suffix == ".json":
+        write_text(args.out, table.to_json(orient="records", indent=2) + "\n")
+    else:
+        write_text(args.out, table.to_csv(index=False))
+    counts = table["predicted"].value_counts().to_dict()
+    print(f"predict: {len(table)} images → {args.out} ({counts})")
+
+
+if __name__ == "__main__":
+    main()
