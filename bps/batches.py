@@ -47,6 +47,7 @@ def iterate_batches(
 
     In order without a generator; shuffled with one; with ``sample_weights`` too, an epoch of
     the same length drawn with replacement in proportion to the weights (a weighted sampler).
+    Shuffled epochs never end on a batch of one image (it joins the one before).
     """
     count = len(images)
     if generator is None:
@@ -56,9 +57,12 @@ def iterate_batches(
         order = torch.multinomial(weights, count, replacement=True, generator=generator).numpy()
     else:
         order = torch.randperm(count, generator=generator).numpy()
-    for start in range(0, count, batch_size):
+    starts = list(range(0, count, batch_size))
+    if generator is not None and len(starts) > 1 and count - starts[-1] == 1:
+        starts.pop()  # a lone last training image joins the batch before it: BatchNorm cannot train on one
+    for start, stop in zip(starts, [*starts[1:], count]):
         # Sorted indices read the memory map front to back; the batch's order does not matter.
-        index = np.sort(order[start : start + batch_size])
+        index = np.sort(order[start:stop])
         batch = to_float(images[index])
         if augment is not None:
             batch = augment(batch)

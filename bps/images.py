@@ -17,6 +17,7 @@ is then applied to the small image (see :func:`prepare_image`).
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,27 +33,58 @@ class ImageError(PipelineError, ValueError):
     """An image file cannot be used: the message names the file."""
 
 
-def read_tiff(source: Path | str | BinaryIO, name: str | None = None) -> np.ndarray:
-    """Decode a single-channel TIFF (a path or an open binary file) to a 2-D array.
+class NotATiffError(ImageError):
+    """The bytes are not a readable TIFF."""
 
-    Raises :class:`ImageError` naming the file (``name``, else the path) when it is not one.
+
+class PixelTypeError(ImageError):
+    """The pixels are not integer camera counts."""
+
+
+class ImageShapeError(ImageError):
+    """Not exactly one 2-D single-channel page."""
+
+
+class ImageTooLargeError(ImageError):
+    """Far larger than a nucleus crop."""
+
+
+# Crops are ~90-260 px a side; a whole field of view (or a forged header) is a mistake.
+MAX_SIDE = 4096
+
+
+def read_tiff(source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Decode a single-channel integer TIFF (a path or an open binary file) to a 2-D array.
+
+    Pages, pixel type and size are checked from the header before any pixel is decoded (a few
+    kB of compressed zeros can claim a gigapixel image). Every refusal is an :class:`ImageError`
+    subclass naming the file (``name``, else the path).
     """
-    label = name or str(source)
-    try:
-        with tifffile.TiffFile(source) as tiff:
-            if len(tiff.pages) != 1:
-                raise ImageError(f"{label}: expected one image, found {len(tiff.pages)} pages")
-            image = tiff.pages.first.asarray(maxworkers=1)  # one thread: files are small, workers are many
-    except ImageError:
-        raise
-    except Exception as error:  # tifffile raises many types for corrupt input
-        raise ImageError(f"{label}: cannot decode TIFF ({type(error).__name__}: {error})") from None
-    image = np.squeeze(image)
-    if image.ndim != 2 or min(image.shape) < 2:
-        raise ImageError(f"{label}: expected one 2-D single-channel image, got shape {image.shape}")
-    if not np.issubdtype(image.dtype, np.integer) and not np.issubdtype(image.dtype, np.floating):
-        raise ImageError(f"{label}: unsupported pixel type {image.dtype}")
-    return image
+    label = name or (str(source) if isinstance(source, str | Path) else str(getattr(source, "name", "upload")))
+    with ExitStack() as cleanup:
+        try:
+            tiff = cleanup.enter_context(tifffile.TiffFile(source))
+            pages, page = len(tiff.pages), tiff.pages.first
+        except Exception as error:  # tifffile raises many types for non-TIFF input
+            raise NotATiffError(f"{label}: not a TIFF file ({type(error).__name__}: {error})") from None
+        if pages != 1:
+            raise ImageShapeError(f"{label}: expected one image, found {pages} pages")
+        _check_header(label, page.shape, page.dtype, max_side)
+        try:
+            image = page.asarray(maxworkers=1)  # one thread: files are small, workers are many
+        except Exception as error:  # a valid header over corrupt or truncated pixel data
+            raise ImageError(f"{label}: cannot decode TIFF pixel data ({type(error).__name__}: {error})") from None
+    return np.squeeze(image)
+
+
+def _check_header(label: str, shape: tuple[int, ...], dtype: np.dtype | None, max_side: int) -> None:
+    if dtype is None or np.dtype(dtype).kind not in "iu":
+        raise PixelTypeError(f"{label}: pixel type {dtype} is not supported; expected integer counts (e.g. uint16)")
+    sides = [side for side in shape if side != 1]
+    if len(sides) != 2 or min(sides) < 2:
+        raise ImageShapeError(f"{label}: expected one 2-D single-channel image, got shape {tuple(shape)}")
+    if max(sides) > max_side:
+        raise ImageTooLargeError(f"{label}: image is {sides[0]}×{sides[1]} px; at most {max_side} px a side")
 
 
 def intensity_window(image: np.ndarray, params: PreprocessParams) -> tuple[float, float]:

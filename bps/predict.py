@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from bps import baseline
 from bps.errors import PipelineError
-from bps.images import prepare_image, read_tiff
+from bps.images import MAX_SIDE, prepare_image, read_tiff
 from bps.params import PreprocessParams
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -32,23 +32,38 @@ class Predictor:
         info_path = self.folder / "model.json"
         if not info_path.is_file():
             raise PipelineError(f"{self.folder}: not a model folder (no model.json); try models/lenet")
-        self.info = json.loads(info_path.read_text())
-        self.classes: list[str] = self.info["classes"]
-        self.preprocess = PreprocessParams(**self.info["preprocess"])
+        try:
+            self.info = json.loads(info_path.read_text())
+            self.classes: list[str] = self.info["classes"]
+            self.preprocess = PreprocessParams(**self.info["preprocess"])
+            self._proba = self._load_model()
+        except PipelineError:
+            raise
+        except Exception as error:  # missing weights, bad JSON, unknown architecture, torch errors...
+            raise PipelineError(f"{self.folder}: cannot load the model ({type(error).__name__}: {error})") from None
+        channels = self.info.get("in_channels", 1)
+        if channels != 1:
+            raise PipelineError(f"{self.folder}: this model takes {channels} channels; BPS TIFFs have one")
+
+    def _load_model(self):
+        """A function from N×1×size×size uint8 inputs to class probabilities."""
         if (self.folder / baseline.MODEL_FILE).is_file():
             pipeline = baseline.load(self.folder)
-            self._proba = lambda images: pipeline.predict_proba(baseline.flatten(images))
-        else:
-            from bps.models import load_checkpoint
-            from bps.training import pick_device, predict_proba
+            return lambda images: pipeline.predict_proba(baseline.flatten(images))
+        from bps.models import load_checkpoint  # torch only for the CNN models
+        from bps.training import pick_device, predict_proba
 
-            device = pick_device("auto")
-            model, _ = load_checkpoint(self.folder, device)
-            self._proba = lambda images: predict_proba(model, images, device)
+        device = pick_device("auto")
+        model, _ = load_checkpoint(self.folder, device)
+        return lambda images: predict_proba(model, images, device)
 
-    def prepare(self, source: Path | str | BinaryIO, name: str | None = None) -> np.ndarray:
+    @property
+    def architecture(self) -> str:
+        return "mlp" if (self.folder / baseline.MODEL_FILE).is_file() else self.info["architecture"]
+
+    def prepare(self, source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
         """One TIFF (path or open binary file) → the model's 1×size×size uint8 input."""
-        return prepare_image(read_tiff(source, name), self.preprocess)[None]
+        return prepare_image(read_tiff(source, name, max_side), self.preprocess)[None]
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for N×1×size×size uint8 inputs."""
@@ -63,7 +78,8 @@ class Predictor:
 
     def predict_files(self, paths: list[Path]) -> pd.DataFrame:
         """Predict every file, with a progress bar; a bad file stops with its name."""
-        inputs = np.stack([self.prepare(path) for path in tqdm(paths, desc="prepare", unit="img")])
+        with tqdm(paths, desc="prepare", unit="img") as progress:  # closed on a bad file too
+            inputs = np.stack([self.prepare(path) for path in progress])
         return self.table([str(path) for path in paths], self.predict_proba(inputs))
 
 

@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import torch
 import yaml
 from s3_server import FAKE_KEY_ID, FAKE_SECRET, REGION, new_bucket, s3_client, start_moto_server
 
+from bps.labels import get_target
 from bps.simulate import DEFLATE, plan_dataset, simulate_image
 
 pytestmark = pytest.mark.slow
@@ -35,7 +37,9 @@ DVC = VENV_BIN / "dvc"
 STAGES = ("download", "split", "preprocess", "train-baseline", "train-lenet", "evaluate")
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss", "n_test"}
 # Only what the project's pipeline needs from the source tree; the lock and metrics are rebuilt.
-EXCLUDED = ("dvc.lock", "metrics/")
+# The pipeline needs neither its tests nor its benchmarks (and the tests hold fake credentials that
+# the remote test must not find in the project).
+EXCLUDED = ("dvc.lock", "metrics/", "tests/", "benchmarks/")
 TINY_PARAMS = {
     ("data", "synthetic", "images_per_condition"): 8,
     ("data", "hours"): [4],
@@ -374,3 +378,50 @@ def test_exp_run_from_an_s3_bucket(built, workspace, nasa_bucket):
         assert set(scores) >= METRIC_KEYS
         assert scores["n_test"] == n_test
     assert np.load(workspace / "data/prepared/train_images.npy").shape[1:] == (1, 32, 32)
+
+
+def test_predict_cli_reproduces_the_evaluated_lenet_accuracy(built, tmp_path):
+    root = built.root
+    test_table = pd.read_csv(root / "data/prepared/test.csv")
+    files = [f"data/raw/{name}" for name in test_table["filename"]]
+    out = tmp_path / "preds.csv"  # outside the project, which must stay as it is
+
+    run([sys.executable, "-m", "stages.predict", "models/lenet", *files, "--out", str(out)], root, built.env)
+
+    preds = pd.read_csv(out)
+    assert preds["file"].tolist() == files
+    target = get_target(read_json(root / "models/lenet/model.json")["target"])
+    truth = [target.class_of(p, d) for p, d in zip(test_table["particle_type"], test_table["dose_Gy"])]
+    accuracy = float(np.mean(preds["predicted"].to_numpy() == np.array(truth)))
+    evaluated = read_json(root / "metrics/evaluate.json")["lenet"]
+    assert evaluated["n_test"] == len(preds)
+    assert round(accuracy, 6) == evaluated["accuracy"]  # evaluate.json keeps 6 decimals
+    # Image for image, the same predictions as the evaluate stage's confusion rows.
+    confusion = pd.read_csv(root / "metrics/confusion/lenet.csv")
+    assert confusion["actual"].tolist() == truth
+    assert preds["predicted"].tolist() == confusion["predicted"].tolist()
+    probabilities = preds[[f"p_{name}" for name in target.classes]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert git(root, built.env, "status", "--porcelain") == ""
+
+
+def test_exp_run_with_a_resnet18(built, workspace):
+    env = built.env
+    before = read_json(workspace / "metrics/evaluate.json")
+
+    result = dvc(workspace, env, "exp", "run", "-S", "train.model=resnet18")
+
+    assert sorted(stages_run(result)) == ["evaluate", "train-lenet"]
+    info = read_json(workspace / "models/lenet/model.json")
+    assert info["architecture"] == "resnet18"
+    assert info["train"]["model"] == "resnet18"
+    state = torch.load(workspace / "models/lenet/model.pt", weights_only=True)
+    assert state["conv1.weight"].shape[1] == 1
+    assert "layer4.1.bn2.running_mean" in state
+    results = read_json(workspace / "metrics/evaluate.json")
+    assert set(results) == {"baseline", "lenet"}
+    assert results["baseline"] == before["baseline"]  # the baseline was not retrained
+    n_test = len(pd.read_csv(workspace / "data/prepared/test.csv"))
+    for scores in results.values():
+        assert set(scores) >= METRIC_KEYS
+        assert scores["n_test"] == n_test

@@ -1,0 +1,48 @@
+"""Smoke test: ``python -m benchmarks --quick`` still runs end to end and reports every row.
+
+Timings are not asserted (machines are noisy); only that each benchmark produced its rows with
+finite, positive values in the documented JSON shape.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED_ROWS = {
+    "download_vs_sequential",
+    "download_vs_sequential_rtt20ms",
+    "preprocess_vs_naive",
+    "preprocess_vs_decode_limit",
+    "train_input_vs_seed_loader",
+    "train_input_vs_compute_limit",
+    "dvc_noop_repro_s",
+    "dvc_status_s",
+    "e2e_dvc_repro_s",
+}
+
+
+@pytest.mark.slow
+def test_quick_benchmark_suite_reports_every_row(tmp_path):
+    out = tmp_path / "bench.json"
+    env_path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": env_path, "HOME": str(tmp_path), "GIT_CONFIG_GLOBAL": "/dev/null"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    names = {row["name"] for row in rows}
+    assert names >= EXPECTED_ROWS, EXPECTED_ROWS - names
+    for row in rows:
+        assert set(row) >= {"name", "value", "unit"}
+        assert math.isfinite(row["value"]) and row["value"] > 0, row
+    assert "preprocess_vs_naive" in result.stdout  # the printed table
