@@ -34,6 +34,17 @@ def summary(target: Target, y_true: np.ndarray, proba: np.ndarray, is_sham: np.n
     return {key: (round(float(value), 6) if isinstance(value, float) else value) for key, value in result.items()}
 
 
+def validation_scores(target: Target, y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """What both trainers log after every epoch, over the whole validation split."""
+    y_pred = proba.argmax(axis=1)
+    labels = np.arange(len(target.classes))
+    return {
+        "val_loss": round(float(skm.log_loss(y_true, _clipped(proba), labels=labels)), 6),
+        "val_accuracy": round(float(skm.accuracy_score(y_true, y_pred)), 6),
+        "val_macro_f1": round(float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 6),
+    }
+
+
 def _clipped(proba: np.ndarray, floor: float = 1e-7) -> np.ndarray:
     """Probabilities kept off zero (a finite log loss) and renormalised so rows still sum to 1."""
     proba = np.clip(proba, floor, 1.0)

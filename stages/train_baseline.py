@@ -15,7 +15,7 @@ from bps.batches import load_split
 from bps.cli import run_stage
 from bps.labels import get_target
 from bps.layout import METRICS, MODELS
-from bps.metrics import is_sham, summary
+from bps.metrics import validation_scores
 from bps.params import Params
 
 
@@ -33,11 +33,9 @@ def main(params: Params) -> None:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
         for _ in tqdm(range(config.epochs), desc="train-baseline", unit="epoch"):
             baseline.fit_epoch(mlp, train_x, train_y, classes)
-            scores = summary(target, val_y, mlp.predict_proba(val_x), is_sham(val_table))
-            live.log_metric("train_loss", float(mlp.loss_))
-            live.log_metric("val_loss", scores["log_loss"])
-            live.log_metric("val_accuracy", scores["accuracy"])
-            live.log_metric("val_macro_f1", scores["macro_f1"])
+            scores = {"train_loss": float(mlp.loss_), **validation_scores(target, val_y, mlp.predict_proba(val_x))}
+            for name, value in scores.items():
+                live.log_metric(name, value)
             live.next_step()
     info = {
         "target": target.name, "classes": list(target.classes),

@@ -15,7 +15,7 @@ from bps.batches import RandomAugment, balanced_weights, load_split
 from bps.cli import run_stage
 from bps.labels import get_target
 from bps.layout import METRICS, MODELS
-from bps.metrics import is_sham, summary
+from bps.metrics import validation_scores
 from bps.models import build_model, save_checkpoint
 from bps.params import Params
 from bps.training import (
@@ -63,9 +63,8 @@ def main(params: Params) -> None:
                                      generator, augment, device, **options)
             if scheduler is not None:
                 scheduler.step()
-            scores = summary(target, val_labels, predict_proba(model, val_images, device), is_sham(val_table))
-            epoch_metrics = {"train_loss": train_loss, "val_loss": scores["log_loss"],
-                             "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
+            epoch_metrics = {"train_loss": train_loss,
+                             **validation_scores(target, val_labels, predict_proba(model, val_images, device))}
             for name, value in epoch_metrics.items():
                 live.log_metric(name, value)
             if stopping.improved(epoch_metrics[config.select_metric]):
