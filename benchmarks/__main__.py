@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from benchmarks.common import Row
 
-# Imported only when run: a benchmark must not pay for another's imports (forking a process
-# that has torch loaded, for one, is slower than forking a lean stage process).
+# Each benchmark runs in a fresh interpreter: none pays for another's imports, threads or memory
+# (forking workers from a process that has torch or boto3 loaded, for one, is slower than forking
+# from a lean stage process, which is what the pipeline does).
 SUITE = {
     "download": ("benchmarks.bench_download", "run"),
     "preprocess": ("benchmarks.bench_preprocess", "run"),
@@ -34,21 +36,33 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.name:<{width}}  {row.value:>10.2f}  {row.unit:<9}  {row.note}")
 
 
+def run_isolated(name: str, folder: Path, quick: bool) -> list[Row]:
+    """Run one benchmark in a child interpreter and read back its rows."""
+    out = folder / "rows.json"
+    command = [sys.executable, "-m", "benchmarks", "--only", name, "--json", str(out), *(["--quick"] if quick else [])]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return [Row(**row) for row in json.loads(out.read_text())]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (seconds, not minutes)")
     parser.add_argument("--json", type=Path, help="also write the rows as a JSON list to this file")
     parser.add_argument("--only", choices=sorted(SUITE), action="append", help="run only these benchmarks")
     args = parser.parse_args(argv)
+    names = args.only or list(SUITE)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bps-bench-") as scratch:
-        for name in args.only or SUITE:
+        for name in names:
             start = time.perf_counter()
             print(f"running {name} ...", file=sys.stderr, flush=True)
             folder = Path(scratch) / name
             folder.mkdir()
-            module, function = SUITE[name]
-            rows += getattr(importlib.import_module(module), function)(folder, args.quick)
+            if len(names) == 1:
+                module, function = SUITE[name]
+                rows += getattr(importlib.import_module(module), function)(folder, args.quick)
+            else:
+                rows += run_isolated(name, folder, args.quick)
             print(f"  {name} took {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     print_table(rows)
     if args.json:

@@ -41,7 +41,7 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     table = simulated_tiffs(folder, count)
     paths = [folder / name for name in table["filename"]]
     params = PreprocessParams()
-    repeats = 1 if quick else 2
+    repeats = 1 if quick else 3
     project = best_of(lambda: prepare_images(paths, params), repeats)
     tracemalloc.start()  # an untimed extra run: what the parent holds at its peak
     prepare_images(paths, params)
