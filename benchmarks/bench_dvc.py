@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import Row, best_of
+from benchmarks.common import Row, best_of_each
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -76,9 +76,8 @@ def overhead_rows(workdir: Path, quick: bool) -> list[Row]:
     times = {}
     for count in (small, large):
         root = files_repo(workdir / f"dvc-{count}", count)
-        times[count] = tuple(
-            best_of(partial(_run, str(BIN / "dvc"), verb, cwd=root), 3) for verb in ("repro", "status")
-        )
+        best = best_of_each({verb: partial(_run, str(BIN / "dvc"), verb, cwd=root) for verb in ("repro", "status")}, 3)
+        times[count] = (best["repro"], best["status"])
     return [
         Row("dvc_noop_repro_s", times[large][0], "s", f"{large} tracked files; {small} files: {times[small][0]:.2f} s"),
         Row("dvc_status_s", times[large][1], "s", f"{large} tracked files; {small} files: {times[small][1]:.2f} s"),

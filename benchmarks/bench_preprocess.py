@@ -10,7 +10,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from benchmarks.common import Row, best_of, simulated_tiffs
+from benchmarks.common import Row, best_of_each, simulated_tiffs
 from bps.params import PreprocessParams
 from bps.prepare import prepare_images
 
@@ -42,13 +42,19 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     paths = [folder / name for name in table["filename"]]
     params = PreprocessParams()
     repeats = 1 if quick else 3
-    project = best_of(lambda: prepare_images(paths, params), repeats)
+    best = best_of_each(
+        {
+            "project": lambda: prepare_images(paths, params),
+            "naive": lambda: naive_loop(paths, params.size),
+            "decode": lambda: decode_only(paths),
+        },
+        repeats,
+    )
+    project, naive, decode = best["project"], best["naive"], best["decode"]
     tracemalloc.start()  # an untimed extra run: what the parent holds at its peak
     prepare_images(paths, params)
     parent_peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    naive = best_of(lambda: naive_loop(paths, params.size), repeats)
-    decode = best_of(lambda: decode_only(paths), repeats)
     cores = os.cpu_count() or 1
     decode_limit = count / decode * cores
     output_mb = count * params.size * params.size / 2**20

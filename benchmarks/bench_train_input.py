@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from benchmarks.common import Row, best_of, simulated_tiffs
+from benchmarks.common import Row, best_of_each, simulated_tiffs, timed
 from bps.batches import RandomAugment, iterate_batches
 from bps.models import LeNet5
 from bps.params import PreprocessParams
@@ -80,10 +80,10 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     def study() -> None:
         _epoch(DataLoader(StudyDataset(paths, labels), batch_size=BATCH, shuffle=True, num_workers=0))
 
-    repeats = 1 if quick else 2
-    compute = best_of(lambda: _epoch(in_memory), repeats)
-    ours = best_of(project, repeats)
-    seed_style = best_of(study, 1)
+    repeats = 1 if quick else 3
+    best = best_of_each({"compute": lambda: _epoch(in_memory), "project": project}, repeats)
+    compute, ours = best["compute"], best["project"]
+    seed_style = timed(study)  # the slow one, once
     return [
         Row("train_input_vs_seed_loader", seed_style / ours, "x", f"{count} images, LeNet-5 epoch, batch {BATCH}"),
         Row("train_input_vs_compute_limit", ours / compute, "x", "project epoch time / in-memory tensors epoch time"),

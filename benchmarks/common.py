@@ -34,9 +34,13 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def best_of(action: Callable[[], object], repeats: int) -> float:
-    """The fastest of ``repeats`` runs: the least disturbed by a noisy machine."""
-    return min(timed(action) for _ in range(repeats))
+def best_of_each(actions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` runs of each action, taken in turns so drift hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(repeats):
+        for name, action in actions.items():
+            times[name].append(timed(action))
+    return {name: min(runs) for name, runs in times.items()}
 
 
 def simulated_tiffs(folder: Path, count: int) -> pd.DataFrame:
