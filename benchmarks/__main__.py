@@ -36,6 +36,16 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.name:<{width}}  {row.value:>10.2f}  {row.unit:<9}  {row.note}")
 
 
+def run_here(name: str, folder: Path, quick: bool) -> list[Row]:
+    """Run one benchmark in this interpreter, saying on stderr how long it took."""
+    print(f"running {name} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    module, function = SUITE[name]
+    rows = getattr(importlib.import_module(module), function)(folder, quick)
+    print(f"  {name} took {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return rows
+
+
 def run_isolated(name: str, folder: Path, quick: bool) -> list[Row]:
     """Run one benchmark in a child interpreter and read back its rows."""
     out = folder / "rows.json"
@@ -54,16 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bps-bench-") as scratch:
         for name in names:
-            start = time.perf_counter()
-            print(f"running {name} ...", file=sys.stderr, flush=True)
             folder = Path(scratch) / name
             folder.mkdir()
-            if len(names) == 1:
-                module, function = SUITE[name]
-                rows += getattr(importlib.import_module(module), function)(folder, args.quick)
-            else:
-                rows += run_isolated(name, folder, args.quick)
-            print(f"  {name} took {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+            rows += run_here(name, folder, args.quick) if len(names) == 1 else run_isolated(name, folder, args.quick)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
