@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from s3_server import start_moto_server
 
 FAKE_KEY_ID = "AKIATESTFAKEKEY00000"
 FAKE_SECRET = "fake-secret-for-tests-only"
@@ -41,14 +41,12 @@ def aws_env(monkeypatch, tmp_path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """A real S3 server (moto's server mode) on 127.0.0.1, on a free port; yields its URL."""
-    from moto.server import ThreadedMotoServer
+    """One real S3 server (moto's server mode) on 127.0.0.1 for the session; yields its URL.
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    Tests share it and each makes buckets of its own.
+    """
+    server, endpoint_url = start_moto_server()
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint_url
     finally:
         server.stop()

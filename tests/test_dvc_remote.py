@@ -6,10 +6,8 @@ subprocesses get no AWS credentials from the environment, so every push and pull
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from s3_server import FAKE_KEY_ID, FAKE_SECRET, new_bucket, s3_client, start_moto_server
+from s3_server import FAKE_KEY_ID, FAKE_SECRET, new_bucket, s3_client
 from test_pipeline_dvc import (
     copy_project,
     dvc,
@@ -26,15 +24,6 @@ pytestmark = pytest.mark.slow
 CACHED_OUTPUTS = ("data/raw", "data/split", "data/prepared", "models/baseline", "models/lenet")
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server, endpoint_url = start_moto_server()
-    try:
-        yield endpoint_url
-    finally:
-        server.stop()
-
-
 def configure_remote_locally(repo, env, endpoint_url: str) -> None:
     """Endpoint and credentials go to .dvc/config.local only: machine-specific, never committed."""
     for option, value in (
@@ -45,17 +34,17 @@ def configure_remote_locally(repo, env, endpoint_url: str) -> None:
         dvc(repo, env, "remote", "modify", "--local", "storage", option, value)
 
 
-def test_push_then_pull_into_a_fresh_clone(tmp_path_factory, tmp_path, s3_endpoint):
+def test_push_then_pull_into_a_fresh_clone(tmp_path_factory, tmp_path, moto_server):
     built = reproduced_project(tmp_path_factory)
     origin = copy_project(built.root, tmp_path / "origin")
     env = isolated_env(tmp_path / "sandbox", aws_credentials=False)
-    bucket = new_bucket(s3_endpoint, "dvc-remote")
+    bucket = new_bucket(moto_server, "dvc-remote")
 
     dvc(origin, env, "remote", "add", "-d", "storage", f"s3://{bucket}/dvcstore")
-    configure_remote_locally(origin, env, s3_endpoint)
+    configure_remote_locally(origin, env, moto_server)
     pushed = dvc(origin, env, "push")
     assert "pushed" in output_of(pushed)
-    stored = s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="dvcstore/")
+    stored = s3_client(moto_server).list_objects_v2(Bucket=bucket, Prefix="dvcstore/")
     assert stored.get("KeyCount", 0) > 0
     assert dvc(origin, env, "status", "--cloud", "--json").stdout.strip() in ("{}", "")
     git(origin, env, "add", "-A")
@@ -69,7 +58,7 @@ def test_push_then_pull_into_a_fresh_clone(tmp_path_factory, tmp_path, s3_endpoi
     # The clone knows the remote's URL (committed) but neither its endpoint nor any credential.
     assert f"s3://{bucket}/dvcstore" in (clone / ".dvc/config").read_text()
     assert not (clone / ".dvc/config.local").exists()
-    configure_remote_locally(clone, env, s3_endpoint)
+    configure_remote_locally(clone, env, moto_server)
     git(clone, env, "check-ignore", "-q", ".dvc/config.local")
 
     dvc(clone, env, "pull")
@@ -86,7 +75,7 @@ def test_push_then_pull_into_a_fresh_clone(tmp_path_factory, tmp_path, s3_endpoi
     assert (clone / "metrics/evaluate.json").read_bytes() == (origin / "metrics/evaluate.json").read_bytes()
     assert git(clone, env, "status", "--porcelain") == ""
 
-    host_port = s3_endpoint.removeprefix("http://")
+    host_port = moto_server.removeprefix("http://")
     for name in git(clone, env, "ls-files", "-z").split("\0"):
         if not name:
             continue

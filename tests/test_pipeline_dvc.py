@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 import tifffile
 import torch
 import yaml
-from s3_server import FAKE_KEY_ID, FAKE_SECRET, REGION, new_bucket, s3_client, start_moto_server
+from s3_server import FAKE_KEY_ID, FAKE_SECRET, REGION, new_bucket, s3_client
 
 from bps.labels import get_target
 from bps.simulate import DEFLATE, plan_dataset, simulate_image
@@ -214,26 +213,23 @@ class NasaBucket:
 
 
 @pytest.fixture(scope="module")
-def nasa_bucket() -> Iterator[NasaBucket]:
+def nasa_bucket(moto_server: str) -> NasaBucket:
     """A local S3 bucket laid out like the NASA one: Microscopy/train/meta.csv and Deflate TIFFs."""
-    server, endpoint_url = start_moto_server()
-    try:
-        bucket = new_bucket(endpoint_url, "bps-nasa-layout")
-        client = s3_client(endpoint_url)
-        # Another seed than the synthetic source's, and 24 h images the 4 h config must leave out.
-        table = plan_dataset(8, [4, 24], seed=1)
-        tiffs = {}
-        for name, dose, particle, hours in table.itertuples(index=False):
-            stream = io.BytesIO()
-            tifffile.imwrite(stream, simulate_image(name, particle, dose, hours, seed=1), compression=DEFLATE)
-            tiffs[name] = stream.getvalue()
-            client.put_object(Bucket=bucket, Key=f"Microscopy/train/{name}", Body=tiffs[name], ACL="public-read")
-        client.put_object(
-            Bucket=bucket, Key="Microscopy/train/meta.csv", Body=table.to_csv(index=False).encode(), ACL="public-read"
-        )
-        yield NasaBucket(endpoint_url, bucket, table, tiffs)
-    finally:
-        server.stop()
+    endpoint_url = moto_server
+    bucket = new_bucket(endpoint_url, "bps-nasa-layout")
+    client = s3_client(endpoint_url)
+    # Another seed than the synthetic source's, and 24 h images the 4 h config must leave out.
+    table = plan_dataset(8, [4, 24], seed=1)
+    tiffs = {}
+    for name, dose, particle, hours in table.itertuples(index=False):
+        stream = io.BytesIO()
+        tifffile.imwrite(stream, simulate_image(name, particle, dose, hours, seed=1), compression=DEFLATE)
+        tiffs[name] = stream.getvalue()
+        client.put_object(Bucket=bucket, Key=f"Microscopy/train/{name}", Body=tiffs[name], ACL="public-read")
+    client.put_object(
+        Bucket=bucket, Key="Microscopy/train/meta.csv", Body=table.to_csv(index=False).encode(), ACL="public-read"
+    )
+    return NasaBucket(endpoint_url, bucket, table, tiffs)
 
 
 # ---------------------------------------------------------------- tests
