@@ -36,6 +36,8 @@ class Predictor:
             self.info = json.loads(info_path.read_text())
             self.classes: list[str] = self.info["classes"]
             self.preprocess = PreprocessParams(**self.info["preprocess"])
+            is_baseline = (self.folder / baseline.MODEL_FILE).is_file()
+            self.architecture: str = "mlp" if is_baseline else self.info["architecture"]
             self._proba = self._load_model()
         except PipelineError:
             raise
@@ -47,7 +49,7 @@ class Predictor:
 
     def _load_model(self):
         """A function from N×1×size×size uint8 inputs to class probabilities."""
-        if (self.folder / baseline.MODEL_FILE).is_file():
+        if self.architecture == "mlp":
             pipeline = baseline.load(self.folder)
             return lambda images: pipeline.predict_proba(baseline.flatten(images))
         from bps.models import load_checkpoint  # torch only for the CNN models
@@ -56,10 +58,6 @@ class Predictor:
         device = pick_device("auto")
         model, _ = load_checkpoint(self.folder, device)
         return lambda images: predict_proba(model, images, device)
-
-    @property
-    def architecture(self) -> str:
-        return "mlp" if (self.folder / baseline.MODEL_FILE).is_file() else self.info["architecture"]
 
     def prepare(self, source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
         """One TIFF (path or open binary file) → the model's 1×size×size uint8 input."""
