@@ -45,7 +45,7 @@ def prepare_images(paths: list[Path], params: PreprocessParams, desc: str = "pre
     kept: list[int] = []
     failures: dict[str, str] = {}
     workers = worker_count(params.workers)
-    chunksize = max(1, min(64, len(paths) // (workers * 4) or 1))
+    chunksize = max(1, min(64, len(paths) // (workers * 4)))
     pool = ProcessPoolExecutor(max_workers=workers)
     try:
         results = pool.map(partial(_prepare_or_report, params=params), paths, chunksize=chunksize)

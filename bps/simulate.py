@@ -232,6 +232,6 @@ def write_images(folder: Path, table: pd.DataFrame, seed: int, workers: int) -> 
         for row in table[["filename", "dose_Gy", "particle_type", "hr_post_exposure"]].itertuples(index=False)
     ]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        done = pool.map(_write_row, tasks, chunksize=max(1, len(tasks) // (workers * 8) or 1))
+        done = pool.map(_write_row, tasks, chunksize=max(1, len(tasks) // (workers * 8)))
         for _ in tqdm(done, total=len(tasks), desc="simulate", unit="img"):
             pass
