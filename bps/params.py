@@ -55,9 +55,9 @@ class SyntheticParams(_Block):
     seed: Seed = 0
     # Mild, real-like defaults, plate drift first: a plate-disjoint split removes most of the
     # sham-vs-sham signal (the README's probe numbers), the batch keeps a little by design.
-    batch_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.03
+    batch_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.02
     well_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.05
-    plate_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.08
+    plate_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
 
 
 class DataParams(_Block):

@@ -28,7 +28,7 @@ from bps.params import SyntheticParams
 
 # Typical values without any effect, calibrated on the real crop with bps.crop_stats.
 BACKGROUND_LEVEL = 360.0  # grey levels of the background (the real crop: ~396 with halo, p1 323)
-NUCLEUS_LEVEL = 700.0  # median grey level of a nucleus (the real crop: 849)
+NUCLEUS_LEVEL = 670.0  # median grey level of a nucleus (the real crop: 849)
 BLUR_PX = 0.0  # extra focus blur (px, added in quadrature to every focus's σ)
 
 # How strongly one unit of strength moves each quantity, relative to the others (a strength of
@@ -57,10 +57,19 @@ class Look:
 
 
 def _shifts(seed: int, effect: str, key: tuple[int, ...], strength: float) -> dict[str, float]:
-    """Standard-normal draws for the quantities ``effect`` moves, scaled by weight and strength."""
+    """Log-scale shifts of the quantities ``effect`` moves, scaled by weight and strength.
+
+    Wells and plates draw standard normals. The batch effect is a fixed, symmetric offset with
+    random signs: Fe moves each quantity by +strength, X-rays by −strength (times its weight),
+    so its size does not depend on the luck of two draws.
+    """
     if strength == 0:
         return {}
-    draws = np.random.default_rng([seed, _TAGS[effect], *key]).normal(0, 1, len(_WEIGHTS))
+    if effect == "batch":
+        signs = np.random.default_rng([seed, _TAGS[effect]]).choice([-1.0, 1.0], len(_WEIGHTS))
+        draws = signs * (1.0 if key == (0,) else -1.0)
+    else:
+        draws = np.random.default_rng([seed, _TAGS[effect], *key]).normal(0, 1, len(_WEIGHTS))
     return {name: strength * _WEIGHTS[name] * z for name, z in zip(_WEIGHTS, draws) if name in _MOVES[effect]}
 
 
