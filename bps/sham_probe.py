@@ -20,11 +20,11 @@ import argparse
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from scipy import ndimage
-from sklearn.neighbors import KNeighborsClassifier
 from bps.meta import with_groups
 from bps.params import SyntheticParams
 from bps.simulate import plan_dataset, simulate_image
