@@ -22,17 +22,8 @@ from bps.params import Params
 from bps.training import pick_device, predict_proba
 
 MODEL_NAMES = ("baseline", "lenet")
-ROWS = (
-    "accuracy",
-    "balanced_accuracy",
-    "macro_f1",
-    "hamming_loss",
-    "jaccard",
-    "log_loss",
-    "sham_accuracy",
-    "irradiated_accuracy",
-    "n_test",
-)
+ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss",
+        "sham_accuracy", "irradiated_accuracy", "n_test")
 
 
 def comparison_table(results: dict[str, dict]) -> str:

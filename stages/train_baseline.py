@@ -38,10 +38,8 @@ def main(params: Params) -> None:
                 live.log_metric(name, value)
             live.next_step()
     info = {
-        "target": target.name,
-        "classes": list(target.classes),
-        "preprocess": params.preprocess.model_dump(mode="json"),
-        "baseline": config.model_dump(mode="json"),
+        "target": target.name, "classes": list(target.classes),
+        "preprocess": params.preprocess.model_dump(mode="json"), "baseline": config.model_dump(mode="json"),
     }
     baseline.save(MODELS / "baseline", make_pipeline(scaler, mlp), info)
 

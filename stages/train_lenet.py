@@ -37,13 +37,9 @@ def main(params: Params) -> None:
     val_images, val_table = load_split("val")
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)
     checkpoint = {
-        "architecture": config.model,
-        "in_channels": train_images.shape[1],
-        "size": train_images.shape[-1],
-        "target": target.name,
-        "classes": list(target.classes),
-        "preprocess": params.preprocess.model_dump(mode="json"),
-        "train": config.model_dump(mode="json"),
+        "architecture": config.model, "in_channels": train_images.shape[1], "size": train_images.shape[-1],
+        "target": target.name, "classes": list(target.classes),
+        "preprocess": params.preprocess.model_dump(mode="json"), "train": config.model_dump(mode="json"),
     }
     model = build_model(checkpoint, Path(config.pretrained) if config.pretrained else None).to(device)
     if config.channels_last:
@@ -63,15 +59,12 @@ def main(params: Params) -> None:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
         for epoch in tqdm(range(config.epochs), desc=f"train-{config.model}", unit="epoch"):
             live.log_metric("lr", optimizer.param_groups[0]["lr"])
-            train_loss = train_epoch(
-                model, optimizer, train_images, train_labels, config.batch_size, generator, augment, device, **options
-            )
+            train_loss = train_epoch(model, optimizer, train_images, train_labels, config.batch_size,
+                                     generator, augment, device, **options)
             if scheduler is not None:
                 scheduler.step()
-            epoch_metrics = {
-                "train_loss": train_loss,
-                **validation_scores(target, val_labels, predict_proba(model, val_images, device)),
-            }
+            epoch_metrics = {"train_loss": train_loss,
+                             **validation_scores(target, val_labels, predict_proba(model, val_images, device))}
             for name, value in epoch_metrics.items():
                 live.log_metric(name, value)
             if stopping.improved(epoch_metrics[config.select_metric]):
@@ -79,10 +72,8 @@ def main(params: Params) -> None:
                 live.summary["best_epoch"] = epoch
             live.next_step()
             if stopping.should_stop:
-                print(
-                    f"early stop after epoch {epoch}: no better {config.select_metric} "
-                    f"for {config.early_stopping_patience} epochs"
-                )
+                print(f"early stop after epoch {epoch}: no better {config.select_metric} "
+                      f"for {config.early_stopping_patience} epochs")
                 break
 
 

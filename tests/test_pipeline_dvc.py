@@ -257,13 +257,8 @@ def test_repro_builds_every_output_then_has_nothing_to_do(built):
         assert set(scores) >= METRIC_KEYS, model
         assert scores["n_test"] == n_test
         assert 0.0 <= scores["accuracy"] <= 1.0
-    for name in (
-        "models/baseline/model.skops",
-        "models/lenet/model.pt",
-        "metrics/comparison.md",
-        "metrics/confusion/lenet.csv",
-        "metrics/per_class/baseline.csv",
-    ):
+    for name in ("models/baseline/model.skops", "models/lenet/model.pt", "metrics/comparison.md",
+                 "metrics/confusion/lenet.csv", "metrics/per_class/baseline.csv"):
         assert (root / name).is_file(), name
 
     again = dvc(root, built.env, "repro")
@@ -295,7 +290,9 @@ def test_exp_run_with_new_lr_reruns_only_training_and_evaluation(built, workspac
     assert changed["lenet.log_loss"]["new"] == after["lenet"]["log_loss"]
 
     shown = json.loads(dvc(workspace, env, "exp", "show", "--json").stdout)
-    experiments = [rev for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]]
+    experiments = [
+        rev for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]
+    ]
     assert len(experiments) == 1
     data = experiments[0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 1.5e-4
@@ -354,16 +351,11 @@ def test_exp_run_from_an_s3_bucket(built, workspace, nasa_bucket):
     result = dvc(
         workspace,
         built.env,
-        "exp",
-        "run",
-        "-S",
-        "data.source=s3",
-        "-S",
-        f"data.s3.endpoint_url={source.endpoint_url}",
-        "-S",
-        f"data.s3.bucket={source.bucket}",
-        "-S",
-        "data.s3.workers=4",
+        "exp", "run",
+        "-S", "data.source=s3",
+        "-S", f"data.s3.endpoint_url={source.endpoint_url}",
+        "-S", f"data.s3.bucket={source.bucket}",
+        "-S", "data.s3.workers=4",
     )
 
     assert stages_run(result) == list(STAGES)
