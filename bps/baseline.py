@@ -57,3 +57,4 @@ def load(folder: Path) -> Pipeline:
     if unknown:
         raise ValueError(f"{path}: refusing to load unexpected types {unknown}")
     return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+
