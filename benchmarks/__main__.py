@@ -21,6 +21,7 @@ from benchmarks.common import Row
 # (forking workers from a process that has torch or boto3 loaded, for one, is slower than forking
 # from a lean stage process, which is what the pipeline does).
 SUITE = {
+    "simulate": ("benchmarks.bench_simulate", "run"),
     "download": ("benchmarks.bench_download", "run"),
     "preprocess": ("benchmarks.bench_preprocess", "run"),
     "train_input": ("benchmarks.bench_train_input", "run"),

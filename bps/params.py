@@ -45,8 +45,19 @@ class S3Params(_Block):
 
 
 class SyntheticParams(_Block):
+    """The offline simulator (bps/simulate.py): size, seed and the strength of each confound.
+
+    A strength is the relative standard deviation of its effect (bps/sim_confounds.py): 0 switches
+    it off; above 0.5 nuclei would be unrecognisable.
+    """
+
     images_per_condition: PositiveInt = 200
     seed: Seed = 0
+    # Mild, real-like defaults, plate drift first: a plate-disjoint split removes most of the
+    # sham-vs-sham signal (the README's probe numbers), the batch keeps a little by design.
+    batch_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.02
+    well_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.05
+    plate_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
 
 
 class DataParams(_Block):

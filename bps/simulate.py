@@ -1,28 +1,22 @@
-"""An offline simulator of the BPS Microscopy dataset, true enough to teach something.
+"""An offline simulator of the BPS Microscopy dataset, true to the real crop and its design.
 
 It writes what the bucket holds: a ``meta.csv`` with the real columns and value sets, and one
 Deflate-compressed uint16 TIFF per nucleus, named ``P<plate>_<barcode>-<well>_<field>_<object>
-_proj.tif`` with one plate per condition. Calibrated on the real crop in ``shared/bps-real``:
-background ~250-400, nucleus ~450-1200 with chromatin texture, foci a few pixels wide peaking
-at ~1500-3000, Poisson and read noise, slight blur, bits of neighbouring nuclei at the edges.
+_proj.tif`` on the real plates (one condition per plate) and the real well layouts.
 
-The physics that a model can (and cannot) learn:
+Three modules, one job each:
 
-* X-rays (low LET) deposit dose uniformly, so foci are scattered over the nucleus, about
-  ``XRAY_FOCI_PER_GY`` per Gy at 4 h, most of them repaired by 24 h and 48 h.
-* Fe ions (high LET) hit a nucleus a few times (Poisson, mean ∝ dose / LET × nuclear area);
-  each track leaves several large, bright foci on a straight line, and clustered damage
-  is repaired slowly, so tracks persist at 24 h and 48 h. Some nuclei are simply not hit.
-* Sham nuclei show only spontaneous foci: their particle label is a coin flip that the image
-  cannot show; only per-plate brightness, background and focus differences tell the plates
-  apart, as on the real data.
+* this one draws the image: a maximum projection of a z-stack, framed and lit like the real
+  crop ``shared/bps-real/P242_73665006707-A6_003_013_proj.tif`` [R] as ``bps.crop_stats``
+  measures it (``python -m bps.calibration`` prints the comparison);
+* ``bps.sim_physics`` says how many detectable foci each nucleus shows, and how they look;
+* ``bps.sim_confounds`` says how each well of each plate looks: batch, well and plate effects.
 """
 
 from __future__ import annotations
 
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +26,10 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from bps.files import atomic_open
-from bps.meta import DOSES_GY
+from bps.meta import DOSES_GY, FILENAME_PATTERN
+from bps.params import SyntheticParams
+from bps.sim_confounds import BACKGROUND_LEVEL, NUCLEUS_LEVEL, Look, look_for
+from bps.sim_physics import draw_foci
 
 # The real plate (number, barcode) of each condition, so names look exactly like the bucket's.
 PLATES: dict[tuple[str, float, int], tuple[int, str]] = {
@@ -60,15 +57,8 @@ WELLS = {
 }
 FIELDS_PER_WELL = 40
 
-SPONTANEOUS_FOCI = 1.5
-XRAY_FOCI_PER_GY = 20.0
-# Fraction of foci still present after repair, by hours post exposure.
-XRAY_REMAINING = {4: 1.0, 24: 0.3, 48: 0.12}
-FE_REMAINING = {4: 1.0, 24: 0.75, 48: 0.6}
-# Fe tracks per nucleus per Gy: fluence (6.24 / LET[keV/µm] per µm² per Gy) × ~120 µm² nucleus,
-# for 1 GeV/n Fe at LET ≈ 150 keV/µm.
-FE_TRACKS_PER_GY = 6.24 / 150.0 * 120.0
-FE_FOCUS_SPACING_PX = 11.0
+# The default confound strengths of data.synthetic (mild, real-like).
+REAL_LIKE = SyntheticParams()
 
 # TIFF compression tag 32946 (Deflate), as in the bucket.
 DEFLATE = 32946
@@ -79,22 +69,55 @@ def conditions(hours: list[int] | tuple[int, ...] = (4, 24, 48)) -> list[tuple[s
     return [c for c in PLATES if c[2] in hours]
 
 
-@dataclass(frozen=True)
-class PlateLook:
-    """Mild, systematic differences between plates: staining, background and focus."""
+# --- geometry, calibrated on the real crop [R] with bps.crop_stats --------------------------------
+# Median nucleus diameter (px): the real nucleus covers 26 % of a 141 × 149 crop.
+NUCLEUS_DIAMETER_PX = 88.0
+# Log-normal spread of nucleus diameters. Crops are cut around the segmented nucleus, so their
+# sizes follow it: σ 0.17 around a 145 px median (1.63 × 88 px) puts 90 px at −2.8σ and 256 px at +3.3σ, the
+# real dataset's 90-256 px spread (issue 10 and this README; meta.csv has no sizes, so the shape of
+# the distribution between those ends is an assumption).
+DIAMETER_SPREAD = 0.17
+# Crop side / nucleus extent: a disc of diameter d in a square of side 1.63 d fills π / (4 × 1.63²)
+# = 30 % of it; the soft edge and the dome put the measured (isodata) fraction at ~26 % [R].
+CROP_MARGIN = 1.63
+CROP_SIDES_PX = (90, 256)
+EDGE_PX = 6.0  # width of the nucleus's soft edge: out-of-focus slices add a halo in a max projection [R]
+DOME = 0.35  # the nucleus is brighter in its middle, where it is thickest [R: ~1000 centre, ~650 rim]
+COARSE_TEXTURE = 0.06  # chromatin domains ~6 px across, relative contrast [R]
+FINE_SPECKLE = 0.08  # bright speckle 1-2 px across, relative contrast [R]
+NEIGHBOURS = 1.5  # mean neighbouring nuclei near the crop (Poisson); the real crop shows two corners [R]
+NEIGHBOUR_GAP_PX = (4.0, 24.0)  # gap between the main nucleus's edge and a neighbour's
+NEIGHBOUR_LEVEL = (0.5, 1.3)  # a neighbour's brightness relative to the main nucleus [R: ~0.7 and ~1.4]
+GRADIENT = 0.08  # std of a linear background ramp across the crop, × background [R: 300-470 grey levels]
+# Noise of a maximum projection: shot noise (GAIN grey levels per photo-electron) plus read noise,
+# and the maximum over z makes it skewed (Gumbel, the limit law of maxima) and narrower than one
+# slice's. READ_NOISE and GAIN give σ ≈ 13.7 at the background, 12-13 by bps.crop_stats [R: 13.1].
+READ_NOISE = 6.0
+GAIN = 0.42
+_GUMBEL_MEAN, _GUMBEL_STD = 0.5772156649, np.pi / np.sqrt(6)
 
-    brightness: float
-    background: float
-    blur_sigma: float
 
-    @classmethod
-    def for_plate(cls, plate: int) -> PlateLook:
-        rng = np.random.default_rng([plate, 7])
-        return cls(
-            brightness=float(rng.normal(1.0, 0.07)),
-            background=float(rng.uniform(270, 360)),
-            blur_sigma=float(rng.uniform(0.6, 1.3)),
-        )
+def _ellipse_radius(rows: np.ndarray, cols: np.ndarray, centre, axes, angle: float) -> np.ndarray:
+    """Normalised elliptical radius: < 1 inside the ellipse."""
+    dy, dx = rows - centre[0], cols - centre[1]
+    cos, sin = np.cos(angle), np.sin(angle)
+    return np.sqrt(((dy * cos + dx * sin) / axes[0]) ** 2 + ((dx * cos - dy * sin) / axes[1]) ** 2)
+
+
+def _body(rows, cols, centre, axes, angle: float, edge_px: float) -> np.ndarray:
+    """A soft-edged, dome-shaped nucleus of height ~1 in the middle."""
+    radius = _ellipse_radius(rows, cols, centre, axes, angle)
+    edge = 1.0 / (1.0 + np.exp(np.clip((radius - 1.0) * axes.mean() / edge_px, -30, 30)))
+    return edge * (1.0 - DOME * np.minimum(radius, 1.0) ** 2)
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, int], contrast: float) -> np.ndarray:
+    """Chromatin: coarse domains (upsampled low-resolution noise) and a fine, bright speckle."""
+    coarse = rng.normal(0, 1, (shape[0] // 6 + 2, shape[1] // 6 + 2))
+    coarse = ndimage.zoom(coarse, 6, order=1)[: shape[0], : shape[1]]
+    fine = ndimage.gaussian_filter(rng.normal(0, 1, shape), 0.8)
+    speckle = np.maximum(fine / 0.35, 0.0) - 0.4  # one-sided: bright dots on a darker matrix, mean ~0
+    return 1.0 + contrast * (COARSE_TEXTURE * coarse / 0.6 + FINE_SPECKLE * speckle)
 
 
 def _points_in_ellipse(rng: np.random.Generator, n: int, centre, axes, angle: float) -> np.ndarray:
@@ -105,77 +128,54 @@ def _points_in_ellipse(rng: np.random.Generator, n: int, centre, axes, angle: fl
     return np.stack([centre[0] + u * cos - v * sin, centre[1] + u * sin + v * cos], axis=1)
 
 
-def _ellipse_radius(yy, xx, centre, axes, angle: float) -> np.ndarray:
-    """Normalised elliptical radius: < 1 inside the ellipse."""
-    dy, dx = yy - centre[0], xx - centre[1]
-    cos, sin = np.cos(angle), np.sin(angle)
-    u = dy * cos + dx * sin
-    v = -dy * sin + dx * cos
-    return np.sqrt((u / axes[0]) ** 2 + (v / axes[1]) ** 2)
+def _add_foci(image: np.ndarray, points: np.ndarray, sigmas: np.ndarray, heights: np.ndarray) -> None:
+    """Add Gaussian spots in place, each on its own small window (a few per nucleus)."""
+    for (row, col), sigma, height in zip(points, sigmas, heights):
+        reach = int(np.ceil(4 * sigma))
+        top, left = max(int(row) - reach, 0), max(int(col) - reach, 0)
+        bottom, right = min(int(row) + reach + 1, image.shape[0]), min(int(col) + reach + 1, image.shape[1])
+        if top >= bottom or left >= right:
+            continue
+        rows = np.arange(top, bottom)[:, None] - row
+        cols = np.arange(left, right)[None, :] - col
+        image[top:bottom, left:right] += height * np.exp(-(rows**2 + cols**2) / (2 * sigma**2))
 
 
-def _nucleus(rng, yy, xx, centre, axes, angle, level: float) -> np.ndarray:
-    """A soft-edged ellipse with chromatin texture, brighter towards its rim like a DAPI stain."""
-    radius = _ellipse_radius(yy, xx, centre, axes, angle)
-    body = 1.0 / (1.0 + np.exp((radius - 1.0) * 18.0))
-    texture = ndimage.gaussian_filter(rng.normal(0, 1, yy.shape), 3.0)
-    texture *= 0.13 / max(texture.std(), 1e-6)
-    return body * level * (1.0 + texture + 0.12 * np.clip(radius, 0, 1) ** 2)
-
-
-def _track_foci(rng, n_tracks: int, centre, axes, angle, remaining: float) -> np.ndarray:
-    """Foci strung along straight ion tracks crossing the nucleus at random angles."""
-    foci = []
-    for start in _points_in_ellipse(rng, n_tracks, centre, axes, angle):
-        direction = rng.uniform(0, np.pi)
-        length = rng.uniform(0.1, 1.3) * min(axes)
-        n = max(2, int(round(length / FE_FOCUS_SPACING_PX)) + 1)
-        steps = np.linspace(-length / 2, length / 2, n) + rng.normal(0, 2.0, n)
-        points = start + np.outer(steps, [np.sin(direction), np.cos(direction)])
-        points += rng.normal(0, 1.2, points.shape)
-        foci.append(points[rng.uniform(0, 1, n) < remaining])
-    return np.concatenate(foci) if foci else np.empty((0, 2))
-
-
-def _stamp(shape, points: np.ndarray, peaks: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian spots of the given peak heights: impulses blurred once, not one kernel per spot."""
-    impulses = np.zeros(shape)
-    rows, cols = np.round(points).astype(int).T
-    inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
-    np.add.at(impulses, (rows[inside], cols[inside]), peaks[inside] * 2 * np.pi * sigma**2)
-    return ndimage.gaussian_filter(impulses, sigma)
-
-
-def render_nucleus(rng: np.random.Generator, particle: str, dose_gy: float, hours: int, look: PlateLook) -> np.ndarray:
-    """One nucleus crop as the microscope would record it (uint16, variable size)."""
-    height, width = np.clip(rng.normal(150, 28, 2), 90, 256).astype(int)
-    yy, xx = np.mgrid[0:height, 0:width].astype(float)
-    centre = np.array([height, width]) / 2 + rng.normal(0, 3, 2)
-    axes = np.array([height, width]) * rng.uniform(0.34, 0.44, 2)
+def render_nucleus(rng: np.random.Generator, particle: str, dose_gy: float, hours: int, look: Look) -> np.ndarray:
+    """One nucleus crop as the BPS microscope's maximum projection records it (uint16)."""
+    diameter = NUCLEUS_DIAMETER_PX * look.size * np.exp(rng.normal(0, DIAMETER_SPREAD))
+    aspect = 1.0 + look.elongation * abs(rng.normal(0, 0.12))
+    axes = diameter / 2 * np.array([np.sqrt(aspect), 1 / np.sqrt(aspect)])
     angle = rng.uniform(0, np.pi)
-    level = look.brightness * rng.uniform(280, 620)
-    image = look.background + _nucleus(rng, yy, xx, centre, axes, angle, level)
+    cos, sin = np.cos(angle), np.sin(angle)
+    extent = np.array([np.hypot(axes[0] * cos, axes[1] * sin), np.hypot(axes[0] * sin, axes[1] * cos)])  # half box
+    height, width = np.clip(np.round(2 * extent * CROP_MARGIN * np.exp(rng.normal(0, 0.04, 2))), *CROP_SIDES_PX)
+    height, width = int(height), int(width)
+    rows, cols = np.ogrid[0:height, 0:width]
+    centre = np.array([height, width]) / 2 + rng.normal(0, 2, 2)
 
-    for _ in range(rng.poisson(0.8)):  # neighbours cut by the crop's edge
+    level = NUCLEUS_LEVEL * look.brightness * np.exp(rng.normal(0, 0.15))
+    nuclei = level * _body(rows, cols, centre, axes, angle, EDGE_PX + look.blur)
+    for _ in range(min(rng.poisson(NEIGHBOURS), 3)):
         side = rng.uniform(0, 2 * np.pi)
-        where = np.array([height, width]) / 2 + 1.25 * np.array([height, width]) * [np.sin(side), np.cos(side)] / 2
-        image += _nucleus(rng, yy, xx, where, axes * rng.uniform(0.8, 1.1, 2), rng.uniform(0, np.pi), level)
+        other_axes = axes * np.exp(rng.normal(0, 0.12, 2))
+        reach = diameter / 2 + other_axes.mean() + rng.uniform(*NEIGHBOUR_GAP_PX)
+        other_centre = centre + reach * np.array([np.sin(side), np.cos(side)])
+        other_level = level * rng.uniform(*NEIGHBOUR_LEVEL)
+        other = other_level * _body(rows, cols, other_centre, other_axes, rng.uniform(0, np.pi), EDGE_PX)
+        # Cells of a monolayer lie side by side: their light never adds up into one saturated blob.
+        nuclei = np.maximum(nuclei, other)
+    image = nuclei * _texture(rng, (height, width), look.texture)
 
-    scattered = SPONTANEOUS_FOCI
-    n_tracks = 0
-    if particle == "X-ray":
-        scattered += XRAY_FOCI_PER_GY * dose_gy * XRAY_REMAINING[hours]
-    elif dose_gy > 0:
-        n_tracks = rng.poisson(FE_TRACKS_PER_GY * dose_gy)
-    small = _points_in_ellipse(rng, rng.poisson(scattered), centre, axes * 0.92, angle)
-    large = _track_foci(rng, n_tracks, centre, axes * 0.92, angle, FE_REMAINING[hours])
-    nucleus_level = level * look.brightness
-    image += _stamp(image.shape, small, rng.uniform(1.6, 3.0, len(small)) * nucleus_level, 1.1)
-    image += _stamp(image.shape, large, rng.uniform(1.8, 3.4, len(large)) * nucleus_level, 1.6)
+    sigmas, peaks = draw_foci(rng, particle, dose_gy, hours, (diameter / NUCLEUS_DIAMETER_PX) ** 2)
+    points = _points_in_ellipse(rng, len(sigmas), centre, axes * 0.8, angle)
+    _add_foci(image, points, np.hypot(sigmas, look.blur), peaks * level)
 
-    image = ndimage.gaussian_filter(image, look.blur_sigma)
-    gain = 1.6  # grey levels per photo-electron: sets the Poisson noise
-    image = rng.poisson(np.clip(image, 0, None) / gain) * gain + rng.normal(0, 6, image.shape)
+    background = BACKGROUND_LEVEL * look.background * np.exp(rng.normal(0, 0.03))
+    ramp = rng.normal(0, GRADIENT * background, 2)
+    image += background + ramp[0] * (rows / height - 0.5) + ramp[1] * (cols / width - 0.5)
+    noise = (rng.gumbel(0, 1, image.shape) - _GUMBEL_MEAN) / _GUMBEL_STD
+    image += noise * np.sqrt(READ_NOISE**2 + GAIN * image)
     return np.clip(np.round(image), 0, 65535).astype(np.uint16)
 
 
@@ -209,26 +209,33 @@ def plan_dataset(images_per_condition: int, hours: list[int], seed: int) -> pd.D
     return table.sort_values("filename").reset_index(drop=True)
 
 
-def simulate_image(filename: str, particle: str, dose_gy: float, hours: int, seed: int) -> np.ndarray:
-    """The pixels of one named image: a pure function of its name, labels and the seed."""
-    plate = int(filename[1 : filename.index("_")])
-    name_key = zlib.crc32(filename.encode())
-    rng = np.random.default_rng([seed, plate, name_key])
+def simulate_image(
+    filename: str, particle: str, dose_gy: float, hours: int, seed: int, confounds: SyntheticParams = REAL_LIKE
+) -> np.ndarray:
+    """The pixels of one named image: a pure function of its name, labels, seed and confounds."""
+    match = FILENAME_PATTERN.fullmatch(filename)
+    if match is None:
+        raise ValueError(f"{filename!r} is not a BPS file name (P<plate>_<barcode>-<well>_<field>_<object>_proj.tif)")
     if dose_gy not in DOSES_GY[particle]:
         raise ValueError(f"{particle} has no dose {dose_gy} Gy (known: {DOSES_GY[particle]})")
-    return render_nucleus(rng, particle, dose_gy, hours, PlateLook.for_plate(plate))
+    plate = int(match["plate"])
+    rng = np.random.default_rng([seed, plate, zlib.crc32(filename.encode())])
+    look = look_for(particle, plate, match["well"], seed, confounds)
+    return render_nucleus(rng, particle, dose_gy, hours, look)
 
 
-def _write_row(task: tuple[Path, str, float, str, int, int]) -> None:
-    folder, filename, dose, particle, hours, seed = task
-    write_tiff(folder / filename, simulate_image(filename, particle, dose, hours, seed))
+def _write_row(task: tuple[Path, str, float, str, int, int, SyntheticParams]) -> None:
+    folder, filename, dose, particle, hours, seed, confounds = task
+    write_tiff(folder / filename, simulate_image(filename, particle, dose, hours, seed, confounds))
 
 
-def write_images(folder: Path, table: pd.DataFrame, seed: int, workers: int) -> None:
+def write_images(
+    folder: Path, table: pd.DataFrame, seed: int, workers: int, confounds: SyntheticParams = REAL_LIKE
+) -> None:
     """Render and write every image of ``table`` into ``folder``, on ``workers`` processes."""
     folder.mkdir(parents=True, exist_ok=True)
     tasks = [
-        (folder, *row, seed)
+        (folder, *row, seed, confounds)
         for row in table[["filename", "dose_Gy", "particle_type", "hr_post_exposure"]].itertuples(index=False)
     ]
     with ProcessPoolExecutor(max_workers=workers) as pool:

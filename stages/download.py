@@ -21,9 +21,10 @@ def main(params: Params) -> None:
     RAW.mkdir(parents=True, exist_ok=True)
     remove_partials(RAW)
     if data.source == "synthetic":
-        planned = plan_dataset(data.synthetic.images_per_condition, data.hours, data.synthetic.seed)
+        synthetic = data.synthetic
+        planned = plan_dataset(synthetic.images_per_condition, data.hours, synthetic.seed)
         table = select_rows(planned, data.hours, data.max_per_condition, data.sample_seed)
-        write_images(RAW, table, data.synthetic.seed, workers=os.cpu_count() or 1)
+        write_images(RAW, table, synthetic.seed, workers=os.cpu_count() or 1, confounds=synthetic)
     else:
         table = download_dataset(RAW, data)
     write_text(META, table.to_csv(index=False))

@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_ROWS = {
+    "simulate_images_per_s",
     "download_vs_sequential",
     "download_vs_sequential_rtt20ms",
     "preprocess_vs_naive",
