@@ -59,7 +59,11 @@ class DataParams(_Block):
 
 
 class SplitParams(_Block):
+    """How images are dealt to train/val/test; see bps/split.py for what each protocol can claim."""
+
+    protocol: Literal["grouped", "leave_hour_out", "leave_wells_out"] = "grouped"
     group_by: Literal["well", "field", "none"] = "well"
+    test_hour: Literal[4, 24, 48] = 24
     train: Fraction = 0.7
     val: Fraction = 0.15
     test: Fraction = 0.15
@@ -151,6 +155,17 @@ class Params(_Block):
     def _crop_fits_image(self) -> Params:
         if self.train.crop_pad >= self.preprocess.size:
             raise ValueError(f"train.crop_pad ({self.train.crop_pad}) must be smaller than preprocess.size")
+        return self
+
+    @model_validator(mode="after")
+    def _held_out_hour_is_selected(self) -> Params:
+        if self.split.protocol != "leave_hour_out":
+            return self
+        hours = sorted(set(self.data.hours))
+        if self.split.test_hour not in hours:
+            raise ValueError(f"split.test_hour ({self.split.test_hour}) must be one of data.hours {hours}")
+        if len(hours) < 2:
+            raise ValueError(f"split.protocol leave_hour_out needs another of data.hours to train on (got {hours})")
         return self
 
 
