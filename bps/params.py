@@ -102,6 +102,38 @@ class PreprocessParams(_Block):
         return self
 
 
+class FeatureParams(_Block):
+    """Classical features for the appearance and foci baselines (bps/features.py)."""
+
+    spot_sigma: Annotated[float, Field(ge=0.5, le=3.0)] = 1.5
+    # Spot thresholds as fractions of the nucleus's contrast over its background: dim and bright foci.
+    thresholds: tuple[Annotated[float, Field(gt=0, le=5)], Annotated[float, Field(gt=0, le=5)]] = (0.25, 0.5)
+    workers: Annotated[StrictInt, Field(ge=0, le=64)] = 0
+
+    @model_validator(mode="after")
+    def _thresholds_increase(self) -> FeatureParams:
+        if self.thresholds[0] >= self.thresholds[1]:
+            raise ValueError("thresholds must be [dim, bright] with dim < bright")
+        return self
+
+
+class AppearanceParams(_Block):
+    """Gradient boosting on plate-appearance features."""
+
+    max_iter: PositiveInt = 200
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
+    max_leaf_nodes: Annotated[StrictInt, Field(ge=2, le=1024)] = 31
+    l2_regularization: Annotated[float, Field(ge=0)] = 0.0
+    seed: Seed = 0
+
+
+class FociParams(_Block):
+    """Standardised foci features, then logistic regression."""
+
+    C: Annotated[float, Field(gt=0)] = 1.0
+    max_iter: PositiveInt = 1000
+
+
 class TaskParams(_Block):
     target: Literal["particle", "particle_dose", "condition"] = "particle"
 
@@ -150,6 +182,9 @@ class Params(_Block):
     task: TaskParams = TaskParams()
     baseline: BaselineParams = BaselineParams()
     train: TrainParams = TrainParams()
+    features: FeatureParams = FeatureParams()
+    appearance: AppearanceParams = AppearanceParams()
+    foci: FociParams = FociParams()
 
     @model_validator(mode="after")
     def _crop_fits_image(self) -> Params:

@@ -74,7 +74,8 @@ def test_unknown_top_level_key_lists_allowed_keys():
 
 def test_unknown_nested_key_names_dotted_key_and_allowed_keys():
     message = _error({"split": {"grop_by": "well"}})
-    assert message == "params.yaml: split.grop_by: unknown key (allowed: protocol, group_by, test_hour, train, val, test, seed)"
+    allowed = "protocol, group_by, test_hour, train, val, test, seed"
+    assert message == f"params.yaml: split.grop_by: unknown key (allowed: {allowed})"
 
 
 def test_unknown_deeply_nested_key():
