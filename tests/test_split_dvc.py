@@ -27,10 +27,6 @@ def workspace(built, tmp_path) -> Path:
     return copy_project(built.root, tmp_path / "project")
 
 
-def _plates(workspace: Path, split: str) -> set[str]:
-    return set(pd.read_csv(workspace / "data/split" / f"{split}.csv")["plate"])
-
-
 def test_exp_run_with_another_protocol_reruns_split_and_everything_after_it(built, workspace):
     result = dvc(workspace, built.env, "exp", "run", "-S", "split.protocol=leave_wells_out")
 
@@ -42,19 +38,6 @@ def test_exp_run_with_another_protocol_reruns_split_and_everything_after_it(buil
         assert (workspace / "models" / family / "control" / "model.skops").is_file()
     features = pd.read_csv(workspace / "data/features/test.csv")
     assert features["filename"].tolist() == pd.read_csv(workspace / "data/split/test.csv")["filename"].tolist()
-
-
-def test_exp_run_leaving_an_hour_out_gives_plate_disjoint_splits(built, workspace):
-    result = dvc(
-        workspace, built.env, "exp", "run",
-        "-S", "data.hours=[4,24]", "-S", "split.protocol=leave_hour_out", "-S", "split.test_hour=24",
-    )
-
-    assert sorted(stages_run(result)) == sorted(STAGES)  # data.hours changed: the download too
-    summary = read_json(workspace / "data/split/summary.json")
-    assert (summary["protocol"], summary["test_hour"], summary["plate_disjoint"]) == ("leave_hour_out", 24, True)
-    assert _plates(workspace, "test").isdisjoint(_plates(workspace, "train") | _plates(workspace, "val"))
-    assert summary["splits"]["test"]["hours"] == [24]
 
 
 def test_a_held_out_hour_outside_the_data_is_refused_before_any_stage_runs(built, workspace):
