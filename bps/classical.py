@@ -70,7 +70,8 @@ def sham_rows(table: pd.DataFrame) -> pd.DataFrame:
 def fit(family: str, params: Params, table: pd.DataFrame, target: Target) -> ClassifierMixin:
     """Train the family's model on ``table`` for ``target``; every class of the target must be present."""
     labels = target.encode(table)
-    missing = [name for index, name in enumerate(target.classes) if index not in set(labels)]
+    present = set(labels.tolist())
+    missing = [name for index, name in enumerate(target.classes) if index not in present]
     if missing:
         raise PipelineError(f"train-{family}: no training images of class(es) {missing} for task.target {target.name}")
     return make_model(family, params).fit(table[family_columns(table, family)].to_numpy(), labels)
