@@ -69,7 +69,8 @@ def test_load_params_error_names_the_file(tmp_path):
 
 def test_unknown_top_level_key_lists_allowed_keys():
     message = _error({"splt": {"train": 0.7}})
-    assert message == "params.yaml: splt: unknown key (allowed: data, split, preprocess, task, baseline, train)"
+    allowed = "data, split, preprocess, task, baseline, train, features, appearance, foci"
+    assert message == f"params.yaml: splt: unknown key (allowed: {allowed})"
 
 
 def test_unknown_nested_key_names_dotted_key_and_allowed_keys():
