@@ -174,3 +174,11 @@ def test_held_out_hour_must_be_a_selected_hour():
     assert "needs another of data.hours" in only
     # Other protocols never read the hour.
     assert parse_params({"split": {"test_hour": 48}, "data": {"hours": [4]}}).split.test_hour == 48
+
+
+def test_feature_and_classical_blocks():
+    params = parse_params({})
+    assert params.features.thresholds == (0.25, 0.5) and params.appearance.max_iter == 200 and params.foci.C == 1.0
+    assert "thresholds must be [dim, bright] with dim < bright" in _error({"features": {"thresholds": [0.5, 0.25]}})
+    assert "foci.C" in _error({"foci": {"C": 0}})
+    assert "appearance.max_leaf_nodes" in _error({"appearance": {"max_leaf_nodes": 1}})
