@@ -24,3 +24,9 @@ def prepared_images(split: str) -> Path:
 def prepared_table(split: str) -> Path:
     """One split's labels, row for row with its image array."""
     return PREPARED / f"{split}.csv"
+FEATURES = Path("data/features")
+
+
+def feature_table(split: str) -> Path:
+    """One split's per-image classical features (appearance_*, foci_*) beside its labels."""
+    return FEATURES / f"{split}.csv"

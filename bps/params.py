@@ -70,7 +70,11 @@ class DataParams(_Block):
 
 
 class SplitParams(_Block):
+    """How images are dealt to train/val/test; see bps/split.py for what each protocol can claim."""
+
+    protocol: Literal["grouped", "leave_hour_out", "leave_wells_out"] = "grouped"
     group_by: Literal["well", "field", "none"] = "well"
+    test_hour: Literal[4, 24, 48] = 24
     train: Fraction = 0.7
     val: Fraction = 0.15
     test: Fraction = 0.15
@@ -107,6 +111,38 @@ class PreprocessParams(_Block):
         if self.percentiles[0] >= self.percentiles[1]:
             raise ValueError("percentiles must be [low, high] with low < high")
         return self
+
+
+class FeatureParams(_Block):
+    """Classical features for the appearance and foci baselines (bps/features.py)."""
+
+    spot_sigma: Annotated[float, Field(ge=0.5, le=3.0)] = 1.5
+    # Spot thresholds as fractions of the nucleus's contrast over its background: dim and bright foci.
+    thresholds: tuple[Annotated[float, Field(gt=0, le=5)], Annotated[float, Field(gt=0, le=5)]] = (0.25, 0.5)
+    workers: Annotated[StrictInt, Field(ge=0, le=64)] = 0
+
+    @model_validator(mode="after")
+    def _thresholds_increase(self) -> FeatureParams:
+        if self.thresholds[0] >= self.thresholds[1]:
+            raise ValueError("thresholds must be [dim, bright] with dim < bright")
+        return self
+
+
+class AppearanceParams(_Block):
+    """Gradient boosting on plate-appearance features."""
+
+    max_iter: PositiveInt = 200
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
+    max_leaf_nodes: Annotated[StrictInt, Field(ge=2, le=1024)] = 31
+    l2_regularization: Annotated[float, Field(ge=0)] = 0.0
+    seed: Seed = 0
+
+
+class FociParams(_Block):
+    """Standardised foci features, then logistic regression."""
+
+    C: Annotated[float, Field(gt=0)] = 1.0
+    max_iter: PositiveInt = 1000
 
 
 class TaskParams(_Block):
@@ -157,11 +193,25 @@ class Params(_Block):
     task: TaskParams = TaskParams()
     baseline: BaselineParams = BaselineParams()
     train: TrainParams = TrainParams()
+    features: FeatureParams = FeatureParams()
+    appearance: AppearanceParams = AppearanceParams()
+    foci: FociParams = FociParams()
 
     @model_validator(mode="after")
     def _crop_fits_image(self) -> Params:
         if self.train.crop_pad >= self.preprocess.size:
             raise ValueError(f"train.crop_pad ({self.train.crop_pad}) must be smaller than preprocess.size")
+        return self
+
+    @model_validator(mode="after")
+    def _held_out_hour_is_selected(self) -> Params:
+        if self.split.protocol != "leave_hour_out":
+            return self
+        hours = sorted(set(self.data.hours))
+        if self.split.test_hour not in hours:
+            raise ValueError(f"split.test_hour ({self.split.test_hour}) must be one of data.hours {hours}")
+        if len(hours) < 2:
+            raise ValueError(f"split.protocol leave_hour_out needs another of data.hours to train on (got {hours})")
         return self
 
 

@@ -1,7 +1,8 @@
-"""split: deal whole wells (or fields) into train/val/test, stratified by condition.
+"""split: deal images into train/val/test under ``split.protocol`` (see bps/split.py).
 
-Writes data/split/{train,val,test}.csv (file name, labels, plate/well/field) and a summary of
-image and group counts per split and condition.
+Writes data/split/{train,val,test}.csv (file name, labels, plate/well/field) and summary.json:
+the protocol and its parameters, and per split its images, groups, conditions, plates, well
+positions and hours. A selection that cannot fill every split is refused before anything is written.
 """
 
 from bps.cli import run_stage
@@ -13,15 +14,17 @@ from bps.split import SPLITS, assign_splits, summarise
 
 
 def main(params: Params) -> None:
+    config = params.split
     table = with_groups(read_meta(META))
-    fractions = (params.split.train, params.split.val, params.split.test)
-    split = assign_splits(table, params.split.group_by, fractions, params.split.seed)
+    fractions = (config.train, config.val, config.test)
+    split = assign_splits(table, config.group_by, fractions, config.seed, config.protocol, config.test_hour)
+    summary = summarise(table, split, config)
     for name in SPLITS:
         write_text(split_table(name), table[split == name].to_csv(index=False))
-    summary = summarise(table, split, params.split.group_by)
     write_json(SPLIT_SUMMARY, summary)
     counts = ", ".join(f"{name} {summary['splits'][name]['images']}" for name in SPLITS)
-    print(f"split by {params.split.group_by}: {counts}")
+    disjoint = "plate-disjoint" if summary["plate_disjoint"] else "test plates also in training"
+    print(f"split ({config.protocol}, by {config.group_by}): {counts}; {disjoint}")
 
 
 if __name__ == "__main__":

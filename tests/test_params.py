@@ -69,12 +69,14 @@ def test_load_params_error_names_the_file(tmp_path):
 
 def test_unknown_top_level_key_lists_allowed_keys():
     message = _error({"splt": {"train": 0.7}})
-    assert message == "params.yaml: splt: unknown key (allowed: data, split, preprocess, task, baseline, train)"
+    allowed = "data, split, preprocess, task, baseline, train, features, appearance, foci"
+    assert message == f"params.yaml: splt: unknown key (allowed: {allowed})"
 
 
 def test_unknown_nested_key_names_dotted_key_and_allowed_keys():
     message = _error({"split": {"grop_by": "well"}})
-    assert message == "params.yaml: split.grop_by: unknown key (allowed: group_by, train, val, test, seed)"
+    allowed = "protocol, group_by, test_hour, train, val, test, seed"
+    assert message == f"params.yaml: split.grop_by: unknown key (allowed: {allowed})"
 
 
 def test_unknown_deeply_nested_key():
@@ -155,3 +157,28 @@ def test_params_are_frozen():
     params = Params()
     with pytest.raises(ValueError):
         params.split.seed = 3
+
+
+def test_split_protocol_defaults_and_choices():
+    assert (Params().split.protocol, Params().split.test_hour) == ("grouped", 24)
+    message = _error({"split": {"protocol": "by_plate"}})
+    assert "split.protocol" in message and "'leave_hour_out'" in message and "'leave_wells_out'" in message
+    assert "split.test_hour" in _error({"split": {"test_hour": 12}})
+
+
+def test_held_out_hour_must_be_a_selected_hour():
+    message = _error({"split": {"protocol": "leave_hour_out", "test_hour": 48}, "data": {"hours": [4, 24]}})
+    assert message.count("\n") == 0
+    assert "split.test_hour (48) must be one of data.hours [4, 24]" in message
+    only = _error({"split": {"protocol": "leave_hour_out", "test_hour": 24}, "data": {"hours": [24]}})
+    assert "needs another of data.hours" in only
+    # Other protocols never read the hour.
+    assert parse_params({"split": {"test_hour": 48}, "data": {"hours": [4]}}).split.test_hour == 48
+
+
+def test_feature_and_classical_blocks():
+    params = parse_params({})
+    assert params.features.thresholds == (0.25, 0.5) and params.appearance.max_iter == 200 and params.foci.C == 1.0
+    assert "thresholds must be [dim, bright] with dim < bright" in _error({"features": {"thresholds": [0.5, 0.25]}})
+    assert "foci.C" in _error({"foci": {"C": 0}})
+    assert "appearance.max_leaf_nodes" in _error({"appearance": {"max_leaf_nodes": 1}})

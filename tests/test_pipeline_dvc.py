@@ -33,7 +33,11 @@ pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 DVC = VENV_BIN / "dvc"
-STAGES = ("download", "split", "preprocess", "train-baseline", "train-lenet", "evaluate")
+# In the order `dvc repro` runs them.
+STAGES = (
+    "download", "split", "preprocess", "train-baseline", "train-lenet",
+    "features", "train-appearance", "train-foci", "evaluate",
+)
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss", "n_test"}
 # Only what the project's pipeline needs from the source tree; the lock and metrics are rebuilt.
 # The pipeline needs neither its tests nor its benchmarks (and the tests hold fake credentials that

@@ -1,11 +1,15 @@
-"""bps.split: whole groups per split, every condition in every split, reproducible for a seed."""
+"""bps.split: whole groups per split, every condition in every split, reproducible for a seed;
+plate-disjoint and well-disjoint protocols that never leak a held-out plate or position into training."""
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bps.meta import CONDITION_COLUMNS, with_groups
+from bps.meta import CONDITION_COLUMNS, read_meta, select_rows, with_groups
+from bps.params import Params, SplitParams
 from bps.simulate import plan_dataset
-from bps.split import SPLITS, _group_counts, assign_splits, summarise
+from bps.split import SPLITS, SplitError, _group_counts, assign_splits, summarise, well_position
 
 FRACTIONS = (0.7, 0.15, 0.15)
 PER_CONDITION = 30
@@ -105,8 +109,10 @@ def test_independent_of_row_order(table):
 @pytest.mark.parametrize("group_by", ["well", "field", "none"])
 def test_summary_counts_add_up(table, group_by):
     split = assign_splits(table, group_by, FRACTIONS, seed=0)
-    summary = summarise(table, split, group_by)
+    summary = summarise(table, split, SplitParams(group_by=group_by))
     assert summary["group_by"] == group_by
+    assert summary["protocol"] == "grouped"
+    assert summary["plate_disjoint"] is False
     assert list(summary["splits"]) == list(SPLITS)
     assert sum(part["images"] for part in summary["splits"].values()) == len(table)
     for name, part in summary["splits"].items():
@@ -123,7 +129,157 @@ def test_summary_counts_add_up(table, group_by):
 
 def test_summary_condition_keys(table):
     split = assign_splits(table, "none", FRACTIONS, seed=0)
-    per_condition = summarise(table, split, "none")["splits"]["val"]["per_condition"]
+    per_condition = summarise(table, split, SplitParams(group_by="none"))["splits"]["val"]["per_condition"]
     assert per_condition["Fe 0.82 Gy 4 h"] == 4
     assert per_condition["X-ray 0 Gy 48 h"] == 4
     assert "Fe 0.3 Gy 48 h" not in per_condition
+
+
+# ---------------------------------------------------------------- protocols
+
+REAL_META = Path(__file__).resolve().parents[2] / "shared" / "bps-real" / "meta.csv"
+HOURS = (4, 24, 48)
+SEEDS = range(12)
+
+
+def _split(table: pd.DataFrame, params: SplitParams) -> pd.Series:
+    return assign_splits(
+        table, params.group_by, (params.train, params.val, params.test), params.seed, params.protocol, params.test_hour
+    )
+
+
+def _positions(table: pd.DataFrame) -> pd.Series:
+    """(batch, position) keys: position C7 of the Fe plates is another well than C7 of the X-ray plates."""
+    return table["particle_type"] + " " + well_position(table)
+
+
+@pytest.mark.parametrize("per_condition", [6, 30])
+@pytest.mark.parametrize("test_hour", HOURS)
+def test_leave_hour_out_never_puts_a_test_plate_in_training(per_condition, test_hour):
+    # Property over many data and split seeds: tables of other sizes and samples, then every split seed.
+    for data_seed in range(3):
+        table = with_groups(plan_dataset(per_condition, list(HOURS), seed=data_seed))
+        for seed in SEEDS:
+            for group_by in ("well", "field", "none"):
+                split = _split(table, SplitParams(protocol="leave_hour_out", test_hour=test_hour, seed=seed,
+                                                  group_by=group_by))
+                test_plates = set(table.loc[split == "test", "plate"])
+                assert test_plates.isdisjoint(table.loc[split != "test", "plate"]), (data_seed, seed)
+                assert set(table.loc[split == "test", "hr_post_exposure"]) == {test_hour}
+                assert (split[table["hr_post_exposure"] == test_hour] == "test").all()
+                assert set(split) == set(SPLITS)
+                assert (split.groupby(table[group_by] if group_by != "none" else table.index).nunique() == 1).all()
+
+
+@pytest.mark.parametrize("per_condition", [6, 30])
+def test_leave_wells_out_never_puts_a_test_well_position_in_training(per_condition):
+    for data_seed in range(3):
+        table = with_groups(plan_dataset(per_condition, list(HOURS), seed=data_seed))
+        positions = _positions(table)
+        for seed in SEEDS:
+            try:
+                split = _split(table, SplitParams(protocol="leave_wells_out", seed=seed))
+            except SplitError as error:  # tiny tables may leave a plate only held-out positions
+                assert per_condition == 6 and "no training images" in str(error)
+                continue
+            train = set(positions[split == "train"])
+            for held_out in ("val", "test"):
+                assert train.isdisjoint(positions[split == held_out]), (data_seed, seed, held_out)
+            assert set(positions[split == "val"]).isdisjoint(positions[split == "test"])
+            # Each batch holds out whole positions: one of eight each for val and test here.
+            for batch in ("Fe", "X-ray"):
+                in_batch = table["particle_type"] == batch
+                assert positions[in_batch & (split == "test")].nunique() == 1
+
+
+def test_leave_wells_out_is_not_plate_disjoint(table):
+    split = _split(table, SplitParams(protocol="leave_wells_out"))
+    summary = summarise(table, split, SplitParams(protocol="leave_wells_out"))
+    assert summary["well_position_disjoint"] is True
+    assert summary["plate_disjoint"] is False
+    assert summary["splits"]["test"]["shared_with_train"]["plates"] == sorted(set(table["plate"]))
+
+
+@pytest.mark.skipif(not REAL_META.is_file(), reason="real BPS meta.csv not available")
+@pytest.mark.parametrize("protocol", ["leave_hour_out", "leave_wells_out"])
+def test_protocols_on_the_real_metadata(protocol):
+    table = with_groups(read_meta(REAL_META))
+    for seed in range(2):
+        params = SplitParams(protocol=protocol, seed=seed, test_hour=48)
+        split = _split(table, params)
+        summary = summarise(table, split, params)
+        if protocol == "leave_hour_out":
+            assert summary["plate_disjoint"] is True
+            assert set(table.loc[split == "test", "plate"]) == {"P251", "P253", "P286", "P287", "P288"}
+        else:
+            assert summary["well_position_disjoint"] is True
+            positions = _positions(table)
+            assert set(positions[split == "train"]).isdisjoint(positions[split == "test"])
+
+
+def test_summary_states_plates_positions_and_hours_per_split(table):
+    params = SplitParams(protocol="leave_hour_out", test_hour=48)
+    split = _split(table, params)
+    summary = summarise(table, split, params)
+    assert (summary["protocol"], summary["test_hour"], summary["group_by"]) == ("leave_hour_out", 48, "well")
+    assert summary["fractions"] == {"train": 0.7, "val": 0.15, "test": 0.15}
+    assert summary["plate_disjoint"] is True
+    test = summary["splits"]["test"]
+    assert test["hours"] == [48]
+    assert test["plates"] == ["P251", "P253", "P286", "P287", "P288"]
+    assert test["shared_with_train"]["plates"] == [] and test["shared_with_train"]["hours"] == []
+    assert summary["splits"]["train"]["hours"] == [4, 24]
+    assert set(summary["splits"]["val"]["plates"]) <= set(summary["splits"]["train"]["plates"])
+    for part in summary["splits"].values():
+        assert set(part["well_positions"]) == {"Fe", "X-ray"}
+        assert part["well_positions"]["Fe"] == sorted(part["well_positions"]["Fe"])
+
+
+def test_leave_hour_out_deals_train_and_val_by_their_share(table):
+    split = _split(table, SplitParams(protocol="leave_hour_out", test_hour=4))
+    trained = table[table["hr_post_exposure"] != 4]
+    for _, rows in trained.groupby(CONDITION_COLUMNS):
+        wells = rows.groupby(split[rows.index])["well"].nunique()
+        # val gets its share of train + val (0.15 / 0.85) of the condition's wells, at least one.
+        assert wells["val"] == max(1, round(0.15 / 0.85 * rows["well"].nunique()))
+        assert wells["train"] + wells["val"] == rows["well"].nunique()
+
+
+def test_default_protocol_is_unchanged_by_the_new_parameters(table):
+    grouped = assign_splits(table, "well", FRACTIONS, seed=3)
+    pd.testing.assert_series_equal(grouped, _split(table, SplitParams(seed=3, test_hour=48)))
+
+
+def test_too_few_groups_is_refused_naming_the_condition_and_the_fix():
+    # Issue 11: data.max_per_condition=2 left validation empty and failed later with a traceback.
+    table = with_groups(select_rows(plan_dataset(30, list(HOURS), seed=0), list(HOURS), 2, 0))
+    with pytest.raises(SplitError) as caught:
+        assign_splits(table, "well", FRACTIONS, seed=0)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "condition Fe 0 Gy 4 h has 2 wells" in message
+    assert "train, val and test" in message and "data.max_per_condition" in message
+    assert "split.group_by: field or none" in message
+    with pytest.raises(SplitError, match="has 2 images, too few .*data.max_per_condition"):
+        assign_splits(table, "none", FRACTIONS, seed=0)
+
+
+def test_leave_hour_out_refuses_a_missing_hour_and_too_few_groups():
+    table = with_groups(plan_dataset(30, [4, 24], seed=0))
+    with pytest.raises(SplitError, match="split.test_hour 48 must be one of the hours .*found \\[4, 24\\]"):
+        _split(table, SplitParams(protocol="leave_hour_out", test_hour=48))
+    one_well = with_groups(select_rows(plan_dataset(30, [4, 24], seed=0), [4, 24], 1, 0))
+    with pytest.raises(SplitError, match="has 1 wells, too few to give train and val one each"):
+        _split(one_well, SplitParams(protocol="leave_hour_out", test_hour=24))
+
+
+def test_split_stage_refuses_before_writing_anything(tmp_path, monkeypatch):
+    from stages import split as stage
+
+    table = select_rows(plan_dataset(30, list(HOURS), seed=0), list(HOURS), 2, 0)
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/meta.csv").write_text(table.to_csv(index=False))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SplitError, match="data.max_per_condition"):
+        stage.main(Params())
+    assert not (tmp_path / "data/split").exists()

@@ -1,0 +1,132 @@
+"""Classical baselines on per-image features, and their negative controls.
+
+* ``appearance``: gradient boosting on plate-appearance features (no foci). Whatever it scores
+  is available to any model from plate recognition alone.
+* ``foci``: standardised foci features, then logistic regression: the classical radiobiology
+  measurement turned into a classifier.
+
+Each family also trains a **negative control**: the same model on the training split's sham
+(dose 0) images only, to tell Fe-sham from X-ray-sham plates. No image can show that label, so
+the control's accuracy above 0.5 on held-out sham images is the plate or batch signal the
+split protocol leaves available. Models are saved with skops (see :mod:`bps.baseline`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from bps import baseline
+from bps.errors import PipelineError
+from bps.features import FAMILIES, family_columns
+from bps.labels import Target, get_target
+from bps.layout import MODELS, feature_table
+from bps.metrics import is_sham
+from bps.params import Params
+
+CONTROL = "control"  # subfolder of a family's model folder holding its negative control
+CONTROL_TARGET = "particle"  # Fe-sham vs X-ray-sham
+
+
+def model_folder(family: str) -> Path:
+    return MODELS / family
+
+
+def make_model(family: str, params: Params) -> ClassifierMixin:
+    """A fresh, seeded classifier of the family."""
+    if family == "appearance":
+        config = params.appearance
+        return HistGradientBoostingClassifier(
+            max_iter=config.max_iter,
+            learning_rate=config.learning_rate,
+            max_leaf_nodes=config.max_leaf_nodes,
+            l2_regularization=config.l2_regularization,
+            early_stopping=False,  # an internal random hold-out would see the training plates anyway
+            random_state=config.seed,
+        )
+    if family == "foci":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=params.foci.C, max_iter=params.foci.max_iter))
+    raise ValueError(f"unknown family {family!r} (allowed: {list(FAMILIES)})")
+
+
+def read_features(split: str) -> pd.DataFrame:
+    """A split's feature table (data/features/{split}.csv)."""
+    return pd.read_csv(feature_table(split))
+
+
+def sham_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The unirradiated images, whose particle label no image can show."""
+    return table[is_sham(table)].reset_index(drop=True)
+
+
+def fit(family: str, params: Params, table: pd.DataFrame, target: Target) -> ClassifierMixin:
+    """Train the family's model on ``table`` for ``target``; every class of the target must be present."""
+    labels = target.encode(table)
+    present = set(labels.tolist())
+    missing = [name for index, name in enumerate(target.classes) if index not in present]
+    if missing:
+        raise PipelineError(f"train-{family}: no training images of class(es) {missing} for task.target {target.name}")
+    return make_model(family, params).fit(table[family_columns(table, family)].to_numpy(), labels)
+
+
+def class_probabilities(model: ClassifierMixin, family: str, table: pd.DataFrame, target: Target) -> np.ndarray:
+    """N × classes probabilities, columns in ``target.classes`` order."""
+    proba = np.zeros((len(table), len(target.classes)))
+    if len(table):
+        proba[:, model.classes_] = model.predict_proba(table[family_columns(table, family)].to_numpy())
+    return proba
+
+
+def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, trained_on: str) -> None:
+    info = {
+        "family": family,
+        "target": target.name,
+        "classes": list(target.classes),
+        "features": params.features.model_dump(mode="json"),
+        family: getattr(params, family).model_dump(mode="json"),
+        "trained_on": trained_on,
+    }
+    baseline.save(folder, model, info)
+
+
+def _load(folder: Path) -> tuple[ClassifierMixin, dict]:
+    info_path = folder / "model.json"
+    if not info_path.is_file():
+        raise PipelineError(f"{folder}: not a classical model folder (no model.json); run dvc repro first")
+    return baseline.load(folder), json.loads(info_path.read_text())
+
+
+def predict_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Class probabilities of a family's model for every image of a split, and the split's feature table.
+
+    Columns follow ``model.json``'s ``classes`` (the ``task.target`` it was trained for); the
+    table (file, labels, plate/well/field, features) is row for row with the probabilities.
+    """
+    model, info = _load(Path(model_dir))
+    table = read_features(split)
+    return class_probabilities(model, info["family"], table, get_target(info["target"])), table
+
+
+def control_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """The negative control's (Fe, X-ray) probabilities for the sham images of a split, and those rows."""
+    model, info = _load(Path(model_dir) / CONTROL)
+    table = sham_rows(read_features(split))
+    return class_probabilities(model, info["family"], table, get_target(info["target"])), table
+
+
+def dose_response(table: pd.DataFrame, column: str = "foci_count") -> dict[tuple[str, int], pd.DataFrame]:
+    """Mean foci per nucleus (with its standard error and count) against dose, per (particle, hour)."""
+    curves = {}
+    for (particle, hours), rows in table.groupby(["particle_type", "hr_post_exposure"], sort=True):
+        stats = rows.groupby("dose_Gy", sort=True)[column].agg(["mean", "sem", "count"]).reset_index()
+        stats.columns = ["dose_Gy", "foci_per_nucleus", "sem", "nuclei"]
+        curves[(str(particle), int(hours))] = stats.fillna({"sem": 0.0})
+    return curves

@@ -1,0 +1,63 @@
+"""train-appearance / train-foci: a classical baseline on per-image features, and its negative control.
+
+``python -m stages.train_classical appearance`` (or ``foci``) fits the family's model
+(bps/classical.py) on the training split for ``task.target`` and, in the same folder under
+``control/``, the same model on the training split's sham images for Fe-sham vs X-ray-sham.
+Writes models/{family}/ and metrics/{family}/ (dvclive: whole-split validation scores of both);
+``foci`` also writes metrics/foci/dose_response/{particle}_{hours}h.csv (foci per nucleus vs
+dose, from the features of every split) for ``dvc plots``.
+"""
+
+import sys
+from functools import partial
+
+import numpy as np
+import pandas as pd
+from dvclive import Live
+
+from bps import classical
+from bps.cli import run_stage
+from bps.features import FAMILIES
+from bps.files import write_text
+from bps.labels import get_target
+from bps.layout import METRICS
+from bps.metrics import validation_scores
+from bps.params import Params
+from bps.split import SPLITS
+
+
+def main(params: Params, family: str) -> None:
+    target, control_target = get_target(params.task.target), get_target(classical.CONTROL_TARGET)
+    train, val = classical.read_features("train"), classical.read_features("val")
+    model = classical.fit(family, params, train, target)
+    control = classical.fit(family, params, classical.sham_rows(train), control_target)
+    folder = classical.model_folder(family)
+    classical.save(folder, model, family, target, params, trained_on="train split")
+    classical.save(folder / classical.CONTROL, control, family, control_target, params,
+                   trained_on="train split, sham (dose 0) images only")
+
+    scores = validation_scores(target, target.encode(val), classical.class_probabilities(model, family, val, target))
+    val_sham = classical.sham_rows(val)
+    control_proba = classical.class_probabilities(control, family, val_sham, control_target)
+    correct = control_proba.argmax(axis=1) == control_target.encode(val_sham)
+    scores["control_val_accuracy"] = round(float(np.mean(correct)), 6) if len(val_sham) else None
+    scores["control_val_n"] = len(val_sham)
+    with Live(str(METRICS / family), dvcyaml=None, save_dvc_exp=False) as live:
+        live.log_params({"task": target.name, "features": params.features.model_dump(mode="json"),
+                         family: getattr(params, family).model_dump(mode="json")})
+        for name, value in scores.items():
+            live.log_metric(name, value, plot=False)
+    if family == "foci":
+        every_image = pd.concat([classical.read_features(split) for split in SPLITS], ignore_index=True)
+        for (particle, hours), curve in classical.dose_response(every_image).items():
+            path = METRICS / "foci" / "dose_response" / f"{particle}_{hours}h.csv"
+            write_text(path, curve.to_csv(index=False, float_format="%.6g"))
+    print(f"train-{family}: val accuracy {scores['val_accuracy']:.3f}, control (Fe-sham vs X-ray-sham) "
+          f"val accuracy {scores['control_val_accuracy']} on {len(val_sham)} sham images")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in FAMILIES:
+        print(f"usage: python -m stages.train_classical {{{'|'.join(FAMILIES)}}}", file=sys.stderr)
+        raise SystemExit(2)
+    run_stage(partial(main, family=sys.argv[1]))
