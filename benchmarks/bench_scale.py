@@ -58,20 +58,26 @@ def write_prepared(root: Path, images_per_condition: int, size: int = 64) -> int
     return int((split == "train").sum())
 
 
+# The stage as it was: torch imported with its loader, one float matrix scaled as a whole, saved
+# while the features were still alive.
 ONE_MATRIX = """
+from pathlib import Path
 import numpy as np
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from bps import baseline
+from bps.batches import load_split
 from bps.labels import get_target
 from bps.params import BaselineParams
-from bps.prepared import load_split
 train_images, train_table = load_split("train")
 val_images, _ = load_split("val")
-flat = StandardScaler().fit(baseline.flatten(train_images))
-train_x, val_x = flat.transform(baseline.flatten(train_images)), flat.transform(baseline.flatten(val_images))
+train_flat = baseline.flatten(train_images)
+scaler = StandardScaler().fit(train_flat)
+train_x, val_x = scaler.transform(train_flat), scaler.transform(baseline.flatten(val_images))
 mlp = baseline.make_mlp(BaselineParams())
 baseline.fit_epoch(mlp, train_x, get_target("particle").encode(train_table), np.arange(2))
 mlp.predict_proba(val_x)
+baseline.save(Path("one-matrix-model"), make_pipeline(scaler, mlp), {})
 """
 
 
@@ -110,7 +116,7 @@ def ddp_rows(workdir: Path, quick: bool) -> list[Row]:
     epochs = 1 if quick else 3
     return [
         Row("ddp_2proc_vs_1proc", one_s / two_s, "x",
-            f"train-lenet, {images} images, {epochs} epochs, CPU: 1 process {one_s:.1f} s, 2 processes {two_s:.1f} s"),
+            f"train-lenet, {images} images × {epochs} epoch(s) on CPU: 1 process {one_s:.1f} s, 2: {two_s:.1f} s"),
         Row("ddp_val_accuracy_2proc", two["val_accuracy"], "",
             f"1 process {one['val_accuracy']:.4f}; val loss {two['val_loss']:.4f} vs {one['val_loss']:.4f}"),
     ]
