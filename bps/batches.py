@@ -97,14 +97,14 @@ class RandomAugment:
         self.generator = generator
         self.pad = pad
 
-    def __call__(self, batch: torch.Tensor, rows: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
-        """Augment ``batch``; with ``rows`` and ``drawn_for``, it is those rows of a batch of
+    def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
+        """Augment ``batch``; with ``part`` and ``drawn_for``, it is those rows of a batch of
         ``drawn_for`` images, and gets the draws those rows would get in the whole batch."""
         count, _, height, width = batch.shape
         total = count if drawn_for is None else drawn_for
 
         def draw(high: int) -> torch.Tensor:
-            return torch.randint(0, high, (total,), generator=self.generator)[rows]
+            return torch.randint(0, high, (total,), generator=self.generator)[part]
 
         flip = draw(2).bool().view(-1, 1, 1, 1)
         batch = torch.where(flip, batch.flip(-1), batch)

@@ -103,7 +103,7 @@ def train_epoch(
     ``autocast`` runs the forward pass in bfloat16 on a GPU; ``channels_last`` feeds NHWC
     tensors, which convolutions on CPU often run faster. With a ``shard`` this process trains
     on its rows of every batch and returns its part of the mean (the parts sum to the mean).
-    The loss is summed on the device and read once, so a GPU never waits for the host per batch.
+    The loss is summed on the device and read once, so the host never waits for a GPU after each batch.
     """
     model.train()
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
