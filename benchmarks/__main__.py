@@ -1,5 +1,8 @@
 """Run every benchmark and print one table: ``python -m benchmarks [--quick] [--json PATH]``.
 
+``full_size`` (the whole pipeline on 77,180 simulated images) runs only when named:
+``python -m benchmarks --only full_size [--images-per-condition N]``.
+
 Each ratio is measured side by side in the same run, on the same generated data, so machine
 noise hits both sides alike. Timings are reported, never asserted.
 """
@@ -27,7 +30,12 @@ SUITE = {
     "train_input": ("benchmarks.bench_train_input", "run"),
     "dvc_overhead": ("benchmarks.bench_dvc", "overhead_rows"),
     "end_to_end": ("benchmarks.bench_dvc", "end_to_end_rows"),
+    "baseline_memory": ("benchmarks.bench_scale", "baseline_memory_rows"),
+    "ddp": ("benchmarks.bench_scale", "ddp_rows"),
+    "full_size": ("benchmarks.bench_scale", "full_size_rows"),
 }
+ON_REQUEST = {"full_size"}  # minutes and gigabytes: run with --only
+SIZED = {"full_size", "baseline_memory"}  # take --images-per-condition
 
 
 def print_table(rows: list[Row]) -> None:
@@ -37,20 +45,23 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.name:<{width}}  {row.value:>10.2f}  {row.unit:<9}  {row.note}")
 
 
-def run_here(name: str, folder: Path, quick: bool) -> list[Row]:
+def run_here(name: str, folder: Path, quick: bool, images_per_condition: int | None) -> list[Row]:
     """Run one benchmark in this interpreter, saying on stderr how long it took."""
     print(f"running {name} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     module, function = SUITE[name]
-    rows = getattr(importlib.import_module(module), function)(folder, quick)
+    sized = {"images_per_condition": images_per_condition} if name in SIZED else {}
+    rows = getattr(importlib.import_module(module), function)(folder, quick, **sized)
     print(f"  {name} took {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return rows
 
 
-def run_isolated(name: str, folder: Path, quick: bool) -> list[Row]:
+def run_isolated(name: str, folder: Path, quick: bool, images_per_condition: int | None) -> list[Row]:
     """Run one benchmark in a child interpreter and read back its rows."""
     out = folder / "rows.json"
     command = [sys.executable, "-m", "benchmarks", "--only", name, "--json", str(out), *(["--quick"] if quick else [])]
+    if images_per_condition:
+        command += ["--images-per-condition", str(images_per_condition)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return [Row(**row) for row in json.loads(out.read_text())]
 
@@ -60,14 +71,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small smoke run (seconds, not minutes)")
     parser.add_argument("--json", type=Path, help="also write the rows as a JSON list to this file")
     parser.add_argument("--only", choices=sorted(SUITE), action="append", help="run only these benchmarks")
+    parser.add_argument("--images-per-condition", type=int, metavar="N",
+                        help="size of full_size and baseline_memory (default 4540: 77,180 images; --quick: 8)")
     args = parser.parse_args(argv)
-    names = args.only or list(SUITE)
+    names = args.only or [name for name in SUITE if name not in ON_REQUEST]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bps-bench-") as scratch:
         for name in names:
             folder = Path(scratch) / name
             folder.mkdir()
-            rows += run_here(name, folder, args.quick) if len(names) == 1 else run_isolated(name, folder, args.quick)
+            run = run_here if len(names) == 1 else run_isolated
+            rows += run(name, folder, args.quick, args.images_per_condition)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")

@@ -85,7 +85,22 @@ def overhead_rows(workdir: Path, quick: bool) -> list[Row]:
     ]
 
 
-def _project_copy(root: Path, quick: bool) -> Path:
+QUICK = {("data", "synthetic", "images_per_condition"): 20, ("train", "epochs"): 1, ("baseline", "epochs"): 1}
+
+
+def set_params(root: Path, changes: dict[tuple[str, ...], object]) -> None:
+    """Change some keys of a project's params.yaml (each key a path of names)."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for keys, value in changes.items():
+        block = params
+        for key in keys[:-1]:
+            block = block[key]
+        block[keys[-1]] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def project_copy(root: Path, changes: dict[tuple[str, ...], object]) -> Path:
+    """This project's sources (no lock, metrics, tests or benchmarks) in a new git repo, params changed."""
     files = _run("git", "ls-files", cwd=PROJECT).split()
     files += _run("git", "ls-files", "--others", "--exclude-standard", cwd=PROJECT).split()
     for name in files:
@@ -94,11 +109,7 @@ def _project_copy(root: Path, quick: bool) -> Path:
         target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((PROJECT / name).read_bytes())
-    if quick:
-        params = yaml.safe_load((root / "params.yaml").read_text())
-        params["data"]["synthetic"]["images_per_condition"] = 20
-        params["train"]["epochs"] = params["baseline"]["epochs"] = 1
-        (root / "params.yaml").write_text(yaml.safe_dump(params))
+    set_params(root, changes)
     _run("git", "init", "-q", cwd=root)
     _commit(root)
     return root
@@ -112,7 +123,11 @@ PEAK_RSS = (
 
 def end_to_end_rows(workdir: Path, quick: bool) -> list[Row]:
     """``dvc repro`` of the defaults from scratch, stage by stage, with each stage's peak memory."""
-    root = _project_copy(workdir / "e2e", quick)
+    return stage_rows(project_copy(workdir / "e2e", QUICK if quick else {}), "e2e")
+
+
+def stage_rows(root: Path, prefix: str) -> list[Row]:
+    """Reproduce a project stage by stage: each stage's seconds and peak RSS, then the total."""
     rows, total = [], 0.0
     for stage in STAGES:
         start = time.perf_counter()
@@ -120,8 +135,9 @@ def end_to_end_rows(workdir: Path, quick: bool) -> list[Row]:
         seconds = time.perf_counter() - start
         total += seconds
         rss_mb = int(output.split()[-1]) / 1024
-        rows.append(Row(f"e2e_{stage}_s", seconds, "s", f"peak RSS {rss_mb:.0f} MiB"))
+        rows.append(Row(f"{prefix}_{stage}_s", seconds, "s", f"peak RSS {rss_mb:.0f} MiB"))
+        print(f"  {prefix} {stage}: {seconds:.1f} s, peak RSS {rss_mb:.0f} MiB", file=sys.stderr, flush=True)
     scores = json.loads((root / "metrics" / "evaluate.json").read_text())
     accuracy = ", ".join(f"{model} {scores[model]['accuracy']:.3f}" for model in scores)
-    rows.append(Row("e2e_dvc_repro_s", total, "s", f"test accuracy: {accuracy}"))
+    rows.append(Row(f"{prefix}_dvc_repro_s", total, "s", f"test accuracy: {accuracy}"))
     return rows

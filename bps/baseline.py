@@ -6,24 +6,62 @@ that would run whatever code a shared file contains.
 
 from __future__ import annotations
 
+import mmap
 import warnings
 from pathlib import Path
 
 import numpy as np
-import skops.io as sio
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from bps.files import atomic_open, write_json
 from bps.params import BaselineParams
 
 MODEL_FILE = "model.skops"
+# Rows converted at a time: 2048 rows of 64×64 pixels are 32 MiB as float32, 64 MiB as float64.
+CHUNK_ROWS = 2048
 
 
 def flatten(images: np.ndarray) -> np.ndarray:
     """N×C×H×W uint8 → N×(C·H·W) float32 in 0-1."""
     return np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255.0
+
+
+def _chunks(images: np.ndarray):
+    """Float32 0-1 pixels of consecutive row blocks: the uint8 array is never converted at once.
+
+    A memory map's pages are dropped from this process once read (the page cache keeps them):
+    otherwise the whole split's file would count in the stage's memory beside its features.
+    """
+    mapping = getattr(images, "_mmap", None)
+    for start in range(0, len(images), CHUNK_ROWS):
+        yield start, flatten(images[start : start + CHUNK_ROWS])
+        if mapping is not None:
+            mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def fit_scaler(images: np.ndarray) -> StandardScaler:
+    """Per-pixel mean and variance accumulated block by block.
+
+    ``StandardScaler.fit`` on the whole split held a float32 copy plus float64 temporaries of
+    it (3.9 GB at full size); ``partial_fit`` over blocks needs one block's worth. The float64
+    pixel sums are exact in any order, so the means are the same; the variances may differ in
+    their last bits, which almost never moves a float32 feature (see README, Scaling out).
+    """
+    scaler = StandardScaler()
+    for _, block in _chunks(images):
+        scaler.partial_fit(block)
+    return scaler
+
+
+def standardize(images: np.ndarray, scaler: StandardScaler) -> np.ndarray:
+    """The float32 features ``scaler.transform(flatten(images))`` would give, built block by block."""
+    features = np.empty((len(images), int(np.prod(images.shape[1:]))), dtype=np.float32)
+    for start, block in _chunks(images):
+        features[start : start + len(block)] = scaler.transform(block)
+    return features
 
 
 def make_mlp(params: BaselineParams) -> MLPClassifier:
@@ -45,6 +83,8 @@ def fit_epoch(mlp: MLPClassifier, features: np.ndarray, labels: np.ndarray, clas
 
 def save(folder: Path, pipeline: Pipeline, info: dict) -> None:
     """Write the scaler + MLP pipeline atomically in skops format, with its target beside it."""
+    import skops.io as sio  # here, not at the top: it imports torch (~500 MB) through its trusted types
+
     with atomic_open(folder / MODEL_FILE) as stream:
         sio.dump(pipeline, stream)
     write_json(folder / "model.json", info)
@@ -52,6 +92,8 @@ def save(folder: Path, pipeline: Pipeline, info: dict) -> None:
 
 def load(folder: Path) -> Pipeline:
     """Load a saved baseline, refusing any type outside scikit-learn's and numpy's."""
+    import skops.io as sio
+
     path = folder / MODEL_FILE
     unknown = [name for name in sio.get_untrusted_types(file=path) if not name.startswith(("sklearn.", "numpy."))]
     if unknown:

@@ -9,19 +9,27 @@ whole batch. Augmentation is a training-only step: evaluation batches come from
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
-from bps.layout import prepared_images, prepared_table
+from bps.prepared import load_split  # noqa: F401  (re-exported: the CNN stages load splits from here)
 
-Augment = Callable[[torch.Tensor], torch.Tensor]
+Augment = Callable[..., torch.Tensor]
 
 
-def load_split(split: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """A split's N×C×H×W uint8 images (memory-mapped, not read into RAM) and its label table."""
-    return np.load(prepared_images(split), mmap_mode="r"), pd.read_csv(prepared_table(split))
+@dataclass(frozen=True)
+class Shard:
+    """One of ``size`` processes training together: it takes rows ``rank``, ``rank + size``, …
+    of every batch, so that the processes' parts make up exactly the one-process batch."""
+
+    rank: int
+    size: int
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.rank, None, self.size)
 
 
 def balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -42,12 +50,18 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     augment: Augment | None = None,
     sample_weights: np.ndarray | None = None,
+    shard: Shard | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (images, labels) batches for one epoch.
 
     In order without a generator; shuffled with one; with ``sample_weights`` too, an epoch of
     the same length drawn with replacement in proportion to the weights (a weighted sampler).
     Shuffled epochs never end on a batch of one image (it joins the one before).
+
+    With a ``shard``, every process draws the same order from the same seeded generator and
+    yields only its rows of each batch, augmented with the draws the whole batch would get:
+    the processes' parts are the one-process batches, split. A last batch too small to give
+    every process an image joins the one before.
     """
     count = len(images)
     if generator is None:
@@ -58,15 +72,17 @@ def iterate_batches(
     else:
         order = torch.randperm(count, generator=generator).numpy()
     starts = list(range(0, count, batch_size))
-    if generator is not None and len(starts) > 1 and count - starts[-1] == 1:
+    smallest_last = max(2, shard.size if shard else 1)
+    if generator is not None and len(starts) > 1 and count - starts[-1] < smallest_last:
         starts.pop()  # a lone last training image joins the batch before it: BatchNorm cannot train on one
     for start, stop in zip(starts, [*starts[1:], count]):
         # Sorted indices read the memory map front to back; the batch's order does not matter.
         index = np.sort(order[start:stop])
-        batch = to_float(images[index])
+        rows = shard.rows if shard else slice(None)
+        batch = to_float(images[index[rows]])
         if augment is not None:
-            batch = augment(batch)
-        yield batch, torch.from_numpy(labels[index])
+            batch = augment(batch, rows, len(index)) if shard else augment(batch)
+        yield batch, torch.from_numpy(labels[index[rows]])
 
 
 class RandomAugment:
@@ -81,15 +97,19 @@ class RandomAugment:
         self.generator = generator
         self.pad = pad
 
-    def _draw(self, high: int, count: int) -> torch.Tensor:
-        return torch.randint(0, high, (count,), generator=self.generator)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
+        """Augment ``batch``; with ``part`` and ``drawn_for``, it is those rows of a batch of
+        ``drawn_for`` images, and gets the draws those rows would get in the whole batch."""
         count, _, height, width = batch.shape
-        flip = self._draw(2, count).bool().view(-1, 1, 1, 1)
+        total = count if drawn_for is None else drawn_for
+
+        def draw(high: int) -> torch.Tensor:
+            return torch.randint(0, high, (total,), generator=self.generator)[part]
+
+        flip = draw(2).bool().view(-1, 1, 1, 1)
         batch = torch.where(flip, batch.flip(-1), batch)
         if height == width:
-            turns = self._draw(4, count)
+            turns = draw(4)
             rotated = torch.empty_like(batch)
             for k in range(4):
                 chosen = turns == k
@@ -97,8 +117,8 @@ class RandomAugment:
             batch = rotated
         if self.pad:
             padded = torch.nn.functional.pad(batch, (self.pad,) * 4, mode="reflect")
-            top = self._draw(2 * self.pad + 1, count)
-            left = self._draw(2 * self.pad + 1, count)
+            top = draw(2 * self.pad + 1)
+            left = draw(2 * self.pad + 1)
             rows = (top[:, None] + torch.arange(height)).view(count, 1, height, 1)
             cols = (left[:, None] + torch.arange(width)).view(count, 1, 1, width)
             samples = torch.arange(count).view(count, 1, 1, 1)

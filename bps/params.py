@@ -178,6 +178,7 @@ class TrainParams(_Block):
     sampler: Literal["shuffle", "weighted"] = "shuffle"
     amp: StrictBool = False
     channels_last: StrictBool = False
+    processes: Annotated[StrictInt, Field(ge=1, le=64)] = 1
 
     @model_validator(mode="after")
     def _pretrained_needs_resnet(self) -> TrainParams:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bps.batches import Augment, iterate_batches
+from bps.batches import Augment, Shard, iterate_batches
 from bps.errors import PipelineError
 from bps.params import TrainParams
 
@@ -52,6 +52,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams):
     return None
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch on ``device``: on a GPU through pinned memory with an asynchronous copy (the
+    host goes on to the next batch while the copy runs); on CPU the tensor itself, untouched."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 class EarlyStopping:
     """Tracks the best value of a validation metric; says stop after ``patience`` epochs without
     improvement (``patience`` 0 never stops)."""
@@ -87,27 +95,30 @@ def train_epoch(
     sample_weights: np.ndarray | None = None,
     autocast: bool = False,
     channels_last: bool = False,
+    shard: Shard | None = None,
 ) -> float:
     """One pass over the training split; returns the mean loss over all its images.
 
     ``class_weights`` weight the loss, ``sample_weights`` the sampling (see iterate_batches);
     ``autocast`` runs the forward pass in bfloat16 on a GPU; ``channels_last`` feeds NHWC
-    tensors, which convolutions on CPU often run faster.
+    tensors, which convolutions on CPU often run faster. With a ``shard`` this process trains
+    on its rows of every batch and returns its part of the mean (the parts sum to the mean).
+    The loss is summed on the device and read once, so the host never waits for a GPU after each batch.
     """
     model.train()
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, reduction="sum")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    total = 0.0
-    for batch, target in iterate_batches(images, labels, batch_size, generator, augment, sample_weights):
-        batch = batch.to(device).contiguous(memory_format=memory_format)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for batch, target in iterate_batches(images, labels, batch_size, generator, augment, sample_weights, shard):
+        batch = to_device(batch, device).contiguous(memory_format=memory_format)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = loss_fn(model(batch), target.to(device))
+            loss = loss_fn(model(batch), to_device(target, device))
         loss.backward()
         optimizer.step()
-        total += loss.item()
-    return total / len(images)
+        total += loss.detach()
+    return total.item() / len(images)
 
 
 @torch.no_grad()
@@ -116,7 +127,7 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device) ->
     model.eval()
     dummy = np.zeros(len(images), dtype=np.int64)
     chunks = [
-        torch.softmax(model(batch.to(device)), dim=1).cpu().numpy()
+        torch.softmax(model(to_device(batch, device)), dim=1).cpu().numpy()
         for batch, _ in iterate_batches(images, dummy, EVAL_BATCH_SIZE)
     ]
     return np.concatenate(chunks) if chunks else np.empty((0, 0), dtype=np.float32)

@@ -7,25 +7,23 @@ whole-split validation loss and accuracy).
 import numpy as np
 from dvclive import Live
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from bps import baseline
-from bps.batches import load_split
 from bps.cli import run_stage
 from bps.labels import get_target
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
 from bps.params import Params
+from bps.prepared import load_split
 
 
 def main(params: Params) -> None:
     config, target = params.baseline, get_target(params.task.target)
     train_images, train_table = load_split("train")
     val_images, val_table = load_split("val")
-    train_flat = baseline.flatten(train_images)
-    scaler = StandardScaler().fit(train_flat)
-    train_x, val_x = scaler.transform(train_flat), scaler.transform(baseline.flatten(val_images))
+    scaler = baseline.fit_scaler(train_images)
+    train_x, val_x = baseline.standardize(train_images, scaler), baseline.standardize(val_images, scaler)
     train_y, val_y = target.encode(train_table), target.encode(val_table)
     mlp = baseline.make_mlp(config)
     classes = np.arange(len(target.classes))
@@ -37,6 +35,7 @@ def main(params: Params) -> None:
             for name, value in scores.items():
                 live.log_metric(name, value)
             live.next_step()
+    del train_x, val_x  # the features go before saving, which imports skops (and torch with it)
     info = {
         "target": target.name, "classes": list(target.classes),
         "preprocess": params.preprocess.model_dump(mode="json"), "baseline": config.model_dump(mode="json"),

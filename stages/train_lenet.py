@@ -13,6 +13,16 @@ from tqdm import tqdm
 
 from bps.batches import RandomAugment, balanced_weights, load_split
 from bps.cli import run_stage
+from bps.distributed import (
+    SilentLive,
+    World,
+    predict_whole_split,
+    process_group,
+    relaunch_under_torchrun,
+    sum_over_ranks,
+    unwrap,
+    wrap,
+)
 from bps.labels import get_target
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
@@ -24,14 +34,21 @@ from bps.training import (
     make_optimizer,
     make_scheduler,
     pick_device,
-    predict_proba,
     train_epoch,
 )
 
 
 def main(params: Params) -> None:
+    world = World.from_env()
+    if params.train.processes > 1 and not world.launched:
+        relaunch_under_torchrun(params.train.processes, "stages.train_lenet")
+        return
+    with process_group(world, pick_device(params.train.device)) as device:
+        train(params, world, device)
+
+
+def train(params: Params, world: World, device: torch.device) -> None:
     config, target = params.train, get_target(params.task.target)
-    device = pick_device(config.device)
     generator = make_deterministic(config.seed, device.type)
     train_images, train_table = load_split("train")
     val_images, val_table = load_split("val")
@@ -40,10 +57,12 @@ def main(params: Params) -> None:
         "architecture": config.model, "in_channels": train_images.shape[1], "size": train_images.shape[-1],
         "target": target.name, "classes": list(target.classes),
         "preprocess": params.preprocess.model_dump(mode="json"), "train": config.model_dump(mode="json"),
+        **({"world_size": world.size} if world.size > 1 else {}),
     }
     model = build_model(checkpoint, Path(config.pretrained) if config.pretrained else None).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = wrap(model, world, device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     augment = RandomAugment(generator, config.crop_pad) if config.augment else None
@@ -53,27 +72,33 @@ def main(params: Params) -> None:
         "sample_weights": per_class[train_labels] if config.sampler == "weighted" else None,
         "autocast": config.amp and device.type == "cuda",
         "channels_last": config.channels_last,
+        "shard": world.shard,
     }
     stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
-    with Live(str(METRICS / "lenet"), dvcyaml=None, save_dvc_exp=False) as live:
+    live = Live(str(METRICS / "lenet"), dvcyaml=None, save_dvc_exp=False) if world.is_main else SilentLive()
+    with live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
-        for epoch in tqdm(range(config.epochs), desc=f"train-{config.model}", unit="epoch"):
+        quiet = {} if world.is_main else {"disable": True}  # one progress bar, rank 0's
+        for epoch in tqdm(range(config.epochs), desc=f"train-{config.model}", unit="epoch", **quiet):
             live.log_metric("lr", optimizer.param_groups[0]["lr"])
             train_loss = train_epoch(model, optimizer, train_images, train_labels, config.batch_size,
                                      generator, augment, device, **options)
             if scheduler is not None:
                 scheduler.step()
-            epoch_metrics = {"train_loss": train_loss,
-                             **validation_scores(target, val_labels, predict_proba(model, val_images, device))}
+            proba = predict_whole_split(model, val_images, device, world)
+            epoch_metrics = {"train_loss": sum_over_ranks(train_loss, world, device),
+                             **validation_scores(target, val_labels, proba)}
             for name, value in epoch_metrics.items():
                 live.log_metric(name, value)
             if stopping.improved(epoch_metrics[config.select_metric]):
-                save_checkpoint(MODELS / "lenet", model, {**checkpoint, "epoch": epoch, **epoch_metrics})
+                if world.is_main:
+                    save_checkpoint(MODELS / "lenet", unwrap(model), {**checkpoint, "epoch": epoch, **epoch_metrics})
                 live.summary["best_epoch"] = epoch
             live.next_step()
-            if stopping.should_stop:
-                print(f"early stop after epoch {epoch}: no better {config.select_metric} "
-                      f"for {config.early_stopping_patience} epochs")
+            if stopping.should_stop:  # every rank saw the same metrics: all stop together
+                if world.is_main:
+                    print(f"early stop after epoch {epoch}: no better {config.select_metric} "
+                          f"for {config.early_stopping_patience} epochs")
                 break
 
 

@@ -24,15 +24,17 @@ EXPECTED_ROWS = {
     "dvc_noop_repro_s",
     "dvc_status_s",
     "e2e_dvc_repro_s",
+    "baseline_peak_rss_mb",
+    "baseline_rss_vs_one_matrix",
+    "ddp_2proc_vs_1proc",
 }
 
 
-@pytest.mark.slow
-def test_quick_benchmark_suite_reports_every_row(tmp_path):
+def _benchmarks(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
     out = tmp_path / "bench.json"
     env_path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -41,9 +43,27 @@ def test_quick_benchmark_suite_reports_every_row(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())
-    names = {row["name"] for row in rows}
-    assert names >= EXPECTED_ROWS, EXPECTED_ROWS - names
     for row in rows:
         assert set(row) >= {"name", "value", "unit"}
         assert math.isfinite(row["value"]) and row["value"] > 0, row
+    return result, rows
+
+
+@pytest.mark.slow
+def test_quick_benchmark_suite_reports_every_row(tmp_path):
+    result, rows = _benchmarks(tmp_path)
+    names = {row["name"] for row in rows}
+    assert names >= EXPECTED_ROWS, EXPECTED_ROWS - names
+    assert not any(name.startswith("full_") for name in names)  # the full-size run only on request
     assert "preprocess_vs_naive" in result.stdout  # the printed table
+
+
+@pytest.mark.slow
+def test_full_size_run_reports_every_stage_at_a_tiny_size(tmp_path):
+    result, rows = _benchmarks(tmp_path, "--only", "full_size", "--images-per-condition", "4")
+    names = [row["name"] for row in rows]
+    stages = ("download", "split", "preprocess", "train-baseline", "train-lenet", "evaluate")
+    assert names == [f"full_{stage}_s" for stage in stages] + ["full_dvc_repro_s"]
+    assert all("peak RSS" in row["note"] for row in rows[:-1])
+    assert "68 simulated images" in rows[-1]["note"]
+    assert "full_train-lenet_s" in result.stdout

@@ -140,6 +140,23 @@ def test_flatten_reads_a_memory_map(tmp_path):
     np.testing.assert_array_equal(baseline.flatten(mapped), baseline.flatten(images))
 
 
+def test_blockwise_scaler_matches_one_matrix_fit(tmp_path, monkeypatch):
+    """Fitting and standardising block by block (a memory map, 3 blocks and a short one) gives the
+    one-matrix StandardScaler's means exactly, its variances to the last bits, and its features."""
+    monkeypatch.setattr(baseline, "CHUNK_ROWS", 16)
+    images = np.random.default_rng(0).integers(0, 256, (53, 1, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    whole = StandardScaler().fit(baseline.flatten(images))
+    blockwise = baseline.fit_scaler(mapped)
+    assert blockwise.n_samples_seen_ == 53
+    np.testing.assert_array_equal(blockwise.mean_, whole.mean_)
+    np.testing.assert_allclose(blockwise.var_, whole.var_, rtol=1e-12)
+    features = baseline.standardize(mapped, blockwise)
+    assert features.dtype == np.float32 and features.shape == (53, 64)
+    np.testing.assert_array_equal(features, whole.transform(baseline.flatten(images)))
+
+
 def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """1×8×8 uint8 images; class 1 has a brighter top half than bottom half, class 0 the reverse."""
     rng = np.random.default_rng(seed)

@@ -1,0 +1,122 @@
+"""Scaling: a full-size run stage by stage, the baseline's memory at full size, DDP on CPU.
+
+Full size is the NASA dataset's: 17 conditions × 4,540 images = 77,180 (simulated here, never
+downloaded). ``python -m benchmarks --only full_size`` runs the whole pipeline at that size
+(about 10 minutes and several GB on 2 cores); ``--images-per-condition`` makes it smaller.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_dvc import BIN, PEAK_RSS, QUICK, _run, project_copy, set_params, stage_rows
+from benchmarks.common import Row
+from bps.simulate import plan_dataset
+
+FULL_SIZE = 4540  # images per condition: 77,180 in all, the size of the NASA bucket
+QUICK_SIZE = 8
+SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def _size(quick: bool, images_per_condition: int | None) -> int:
+    return images_per_condition or (QUICK_SIZE if quick else FULL_SIZE)
+
+
+def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None = None) -> list[Row]:
+    """``dvc repro`` from scratch on simulated data of the full size: seconds and peak RSS per stage."""
+    count = _size(quick, images_per_condition)
+    print(f"full_size: {count} images per condition ({17 * count} in all), stage by stage", file=sys.stderr)
+    changes = {("data", "synthetic", "images_per_condition"): count}
+    if quick:
+        changes |= {("train", "epochs"): 1, ("baseline", "epochs"): 1}
+    rows = stage_rows(project_copy(workdir / "full", changes), "full")
+    rows[-1].note += f"; {17 * count} simulated images"
+    return rows
+
+
+def write_prepared(root: Path, images_per_condition: int, size: int = 64) -> int:
+    """``data/prepared`` as preprocess would leave it for this many images per condition, with
+    random pixels and labels drawn from the dataset's real table: no simulation, no TIFFs."""
+    table = plan_dataset(images_per_condition, [4, 24, 48], seed=0)
+    rng = np.random.default_rng(0)
+    split = rng.choice(list(SPLITS), size=len(table), p=list(SPLITS.values()))
+    folder = root / "data" / "prepared"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        rows = table[split == name]
+        rows.to_csv(folder / f"{name}.csv", index=False)
+        shape = (len(rows), 1, size, size)
+        array = np.lib.format.open_memmap(folder / f"{name}_images.npy", mode="w+", dtype=np.uint8, shape=shape)
+        for start in range(0, len(rows), 4096):
+            array[start : start + 4096] = rng.integers(0, 256, (len(array[start : start + 4096]), 1, size, size))
+        array.flush()
+    return int((split == "train").sum())
+
+
+# The stage as it was: torch imported with its loader, one float matrix scaled as a whole, saved
+# while the features were still alive.
+ONE_MATRIX = """
+from pathlib import Path
+import numpy as np
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from bps import baseline
+from bps.batches import load_split
+from bps.labels import get_target
+from bps.params import BaselineParams
+train_images, train_table = load_split("train")
+val_images, _ = load_split("val")
+train_flat = baseline.flatten(train_images)
+scaler = StandardScaler().fit(train_flat)
+train_x, val_x = scaler.transform(train_flat), scaler.transform(baseline.flatten(val_images))
+mlp = baseline.make_mlp(BaselineParams())
+baseline.fit_epoch(mlp, train_x, get_target("particle").encode(train_table), np.arange(2))
+mlp.predict_proba(val_x)
+baseline.save(Path("one-matrix-model"), make_pipeline(scaler, mlp), {})
+"""
+
+
+def _peak_rss_mb(command: list[str], cwd: Path) -> tuple[float, float]:
+    start = time.perf_counter()
+    output = _run(sys.executable, "-c", PEAK_RSS, *command, cwd=cwd)
+    return int(output.split()[-1]) / 1024, time.perf_counter() - start
+
+
+def baseline_memory_rows(workdir: Path, quick: bool, images_per_condition: int | None = None) -> list[Row]:
+    """Peak RSS of the train-baseline stage (one epoch) on full-size prepared arrays, beside the
+    one-matrix way it used to work (StandardScaler.fit and transform of the whole split)."""
+    count = _size(quick, images_per_condition)
+    root = project_copy(workdir / "baseline", {("baseline", "epochs"): 1})
+    train = write_prepared(root, count)
+    stage_mb, stage_s = _peak_rss_mb([sys.executable, "-m", "stages.train_baseline"], root)
+    reference_mb, _ = _peak_rss_mb([sys.executable, "-c", ONE_MATRIX], root)
+    note = f"{train} train images of 64×64, 1 epoch, {stage_s:.0f} s; one float matrix: {reference_mb:.0f} MiB"
+    return [Row("baseline_peak_rss_mb", stage_mb, "MiB", note),
+            Row("baseline_rss_vs_one_matrix", reference_mb / stage_mb, "x", "peak RSS, one-matrix way / blockwise")]
+
+
+def ddp_rows(workdir: Path, quick: bool) -> list[Row]:
+    """train-lenet with 2 processes (torchrun, gloo) vs 1, same data, params and seed, side by side."""
+    root = project_copy(workdir / "ddp", QUICK if quick else {("train", "epochs"): 3})
+    _run(str(BIN / "dvc"), "repro", "-q", "preprocess", cwd=root)
+    runs = {}
+    for processes in (1, 2):
+        set_params(root, {("train", "processes"): processes})
+        start = time.perf_counter()
+        _run(sys.executable, "-m", "stages.train_lenet", cwd=root)
+        seconds = time.perf_counter() - start
+        runs[processes] = seconds, json.loads((root / "metrics/lenet/metrics.json").read_text())
+    (one_s, one), (two_s, two) = runs[1], runs[2]
+    images = len((root / "data/prepared/train.csv").read_text().splitlines()) - 1
+    epochs = 1 if quick else 3
+    return [
+        Row("ddp_2proc_vs_1proc", one_s / two_s, "x",
+            f"train-lenet, {images} images × {epochs} epoch(s) on CPU: 1 process {one_s:.1f} s, 2: {two_s:.1f} s"),
+        Row("ddp_val_accuracy_2proc", two["val_accuracy"], "",
+            f"1 process {one['val_accuracy']:.4f}; val loss {two['val_loss']:.4f} vs {one['val_loss']:.4f}"),
+    ]
