@@ -2,18 +2,20 @@
 
 Writes models/lenet/ (weights-only model.pt + model.json with the classes and preprocessing)
 and metrics/lenet/ (dvclive: per-epoch train loss, whole-split validation loss, accuracy and
-macro F1, learning rate).
+macro F1, learning rate). With ``--control``, the negative control instead (bps/controls.py):
+particle on sham images only, into models/ and metrics/lenet-control/.
 """
 
+from functools import partial
 from pathlib import Path
 
 import torch
 from dvclive import Live
 from tqdm import tqdm
 
-from bps.batches import RandomAugment, balanced_weights, load_split
+from bps.batches import RandomAugment, balanced_weights
 from bps.cli import run_stage
-from bps.labels import get_target
+from bps.controls import control_requested, training_data
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
 from bps.models import build_model, save_checkpoint
@@ -29,17 +31,19 @@ from bps.training import (
 )
 
 
-def main(params: Params) -> None:
-    config, target = params.train, get_target(params.task.target)
+def main(params: Params, control: bool = False) -> None:
+    config, data = params.train, training_data("lenet", params.task.target, control)
+    target = data.target
     device = pick_device(config.device)
     generator = make_deterministic(config.seed, device.type)
-    train_images, train_table = load_split("train")
-    val_images, val_table = load_split("val")
+    train_images, train_table = data.load("train")
+    val_images, val_table = data.load("val")
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)
     checkpoint = {
         "architecture": config.model, "in_channels": train_images.shape[1], "size": train_images.shape[-1],
         "target": target.name, "classes": list(target.classes),
         "preprocess": params.preprocess.model_dump(mode="json"), "train": config.model_dump(mode="json"),
+        **data.describe(),
     }
     model = build_model(checkpoint, Path(config.pretrained) if config.pretrained else None).to(device)
     if config.channels_last:
@@ -55,7 +59,7 @@ def main(params: Params) -> None:
         "channels_last": config.channels_last,
     }
     stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
-    with Live(str(METRICS / "lenet"), dvcyaml=None, save_dvc_exp=False) as live:
+    with Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
         for epoch in tqdm(range(config.epochs), desc=f"train-{config.model}", unit="epoch"):
             live.log_metric("lr", optimizer.param_groups[0]["lr"])
@@ -68,7 +72,7 @@ def main(params: Params) -> None:
             for name, value in epoch_metrics.items():
                 live.log_metric(name, value)
             if stopping.improved(epoch_metrics[config.select_metric]):
-                save_checkpoint(MODELS / "lenet", model, {**checkpoint, "epoch": epoch, **epoch_metrics})
+                save_checkpoint(MODELS / data.name, model, {**checkpoint, "epoch": epoch, **epoch_metrics})
                 live.summary["best_epoch"] = epoch
             live.next_step()
             if stopping.should_stop:
@@ -78,4 +82,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(partial(main, control=control_requested()))
