@@ -52,7 +52,7 @@ class GroupedBootstrap:
         stratum_of_group[group_of_image] = strata
         mixed = np.flatnonzero(stratum_of_group[group_of_image] != strata)
         if len(mixed):
-            raise ValueError(f"group {names[group_of_image[mixed[0]]]!r} spans more than one stratum")
+            raise ValueError(f"group {str(names[group_of_image[mixed[0]]])!r} spans more than one stratum")
         rng = np.random.default_rng(seed)
         weights = np.zeros((resamples, len(names)), dtype=np.int64)
         for stratum in np.unique(stratum_of_group):
