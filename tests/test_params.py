@@ -69,7 +69,8 @@ def test_load_params_error_names_the_file(tmp_path):
 
 def test_unknown_top_level_key_lists_allowed_keys():
     message = _error({"splt": {"train": 0.7}})
-    assert message == "params.yaml: splt: unknown key (allowed: data, split, preprocess, task, baseline, train)"
+    allowed = "data, split, preprocess, task, baseline, train, evaluate"
+    assert message == f"params.yaml: splt: unknown key (allowed: {allowed})"
 
 
 def test_unknown_nested_key_names_dotted_key_and_allowed_keys():
@@ -155,3 +156,8 @@ def test_params_are_frozen():
     params = Params()
     with pytest.raises(ValueError):
         params.split.seed = 3
+
+
+def test_bootstrap_unit_is_well_or_plate():
+    message = _error({"evaluate": {"bootstrap_unit": "image"}})
+    assert message == "params.yaml: evaluate.bootstrap_unit: Input should be 'well' or 'plate' (got 'image')"
