@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 DVC = VENV_BIN / "dvc"
-STAGES = ("download", "split", "preprocess", "train-baseline", "train-baseline-control", "train-lenet",
+STAGES = ("download", "split", "preprocess", "train-baseline", "train-lenet", "train-baseline-control",
           "train-lenet-control", "evaluate")
 SCORED = ("baseline", "lenet")  # the models in metrics/evaluate.json, beside its "paired" tests
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss", "n_test"}
