@@ -25,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bps import baseline
+from bps.controls import control_name
 from bps.errors import PipelineError
 from bps.features import FAMILIES, family_columns
 from bps.labels import Target, get_target
@@ -32,12 +33,12 @@ from bps.layout import MODELS, feature_table
 from bps.metrics import is_sham
 from bps.params import Params
 
-CONTROL = "control"  # subfolder of a family's model folder holding its negative control
 CONTROL_TARGET = "particle"  # Fe-sham vs X-ray-sham
 
 
-def model_folder(family: str) -> Path:
-    return MODELS / family
+def model_folder(family: str, control: bool = False) -> Path:
+    """models/<family>, or models/<family>-control for its negative control (as for the MLP and CNN)."""
+    return MODELS / (control_name(family) if control else family)
 
 
 def make_model(family: str, params: Params) -> ClassifierMixin:
@@ -104,22 +105,25 @@ def _load(folder: Path) -> tuple[ClassifierMixin, dict]:
     return baseline.load(folder), json.loads(info_path.read_text())
 
 
-def predict_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """Class probabilities of a family's model for every image of a split, and the split's feature table.
-
-    Columns follow ``model.json``'s ``classes`` (the ``task.target`` it was trained for); the
-    table (file, labels, plate/well/field, features) is row for row with the probabilities.
-    """
+def probabilities_for(model_dir: Path | str, rows: pd.DataFrame, split: str = "test") -> np.ndarray:
+    """Class probabilities of a family's model for ``rows`` (any table with the split's file names),
+    row for row, columns in ``model.json``'s ``classes`` order: how evaluate scores it beside the CNN."""
     model, info = _load(Path(model_dir))
+    features = read_features(split).set_index("filename").loc[rows["filename"]].reset_index()
+    return class_probabilities(model, info["family"], features, get_target(info["target"]))
+
+
+def predict_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Class probabilities of a family's model for every image of a split, and the split's feature table."""
     table = read_features(split)
-    return class_probabilities(model, info["family"], table, get_target(info["target"])), table
+    return probabilities_for(model_dir, table, split), table
 
 
 def control_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
     """The negative control's (Fe, X-ray) probabilities for the sham images of a split, and those rows."""
-    model, info = _load(Path(model_dir) / CONTROL)
+    model_dir = Path(model_dir)
     table = sham_rows(read_features(split))
-    return class_probabilities(model, info["family"], table, get_target(info["target"])), table
+    return probabilities_for(model_dir.parent / control_name(model_dir.name), table, split), table
 
 
 def dose_response(table: pd.DataFrame, column: str = "foci_count") -> dict[tuple[str, int], pd.DataFrame]:

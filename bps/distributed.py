@@ -56,8 +56,8 @@ class World:
         return Shard(self.rank, self.size) if self.size > 1 else None
 
 
-def relaunch_under_torchrun(processes: int, module: str) -> None:
-    """Run ``python -m module`` in ``processes`` local processes under torchrun, and wait.
+def relaunch_under_torchrun(processes: int, module: str, args: list[str] | None = None) -> None:
+    """Run ``python -m module [args]`` in ``processes`` local processes under torchrun, and wait.
 
     ``--standalone`` picks a free local rendezvous port, so two runs never collide. Each process
     gets an equal share of the cores unless OMP_NUM_THREADS says otherwise.
@@ -65,7 +65,7 @@ def relaunch_under_torchrun(processes: int, module: str) -> None:
     threads = max(1, (os.cpu_count() or 1) // processes)
     env = {"OMP_NUM_THREADS": str(threads), **os.environ}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", module]
+               "-m", module, *(args or [])]
     print(f"train.processes is {processes}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     code = subprocess.run(command, env=env).returncode
     if code:

@@ -40,6 +40,18 @@ def validation_scores(target: Target, y_true: np.ndarray, proba: np.ndarray) -> 
     return {"val_loss": scores["log_loss"], "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
 
 
+def per_image_losses(target: Target, y_true: np.ndarray, proba: np.ndarray) -> dict[str, np.ndarray]:
+    """Each image's share of the averaged metrics (their means are :func:`summary`'s values): what a
+    bootstrap over groups of images resamples."""
+    true_sets, pred_sets = target.indicators(y_true), target.indicators(proba.argmax(axis=1))
+    union = (true_sets | pred_sets).sum(axis=1)
+    return {
+        "hamming_loss": (true_sets != pred_sets).mean(axis=1),
+        "jaccard": np.where(union > 0, (true_sets & pred_sets).sum(axis=1) / np.maximum(union, 1), 0.0),
+        "log_loss": -np.log(_clipped(proba)[np.arange(len(y_true)), y_true]),
+    }
+
+
 def _clipped(proba: np.ndarray, floor: float = 1e-7) -> np.ndarray:
     """Probabilities kept off zero (a finite log loss) and renormalised so rows still sum to 1."""
     proba = np.clip(proba, floor, 1.0)

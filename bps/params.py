@@ -187,6 +187,14 @@ class TrainParams(_Block):
         return self
 
 
+class EvaluateParams(_Block):
+    bootstrap_unit: Literal["well", "plate"] = "well"
+    resamples: Annotated[StrictInt, Field(ge=100, le=100_000)] = 2000
+    seed: Seed = 0
+    calibration_bins: Annotated[StrictInt, Field(ge=2, le=100)] = 10
+    saliency_per_class: Annotated[StrictInt, Field(ge=0, le=64)] = 4
+
+
 class Params(_Block):
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
@@ -197,6 +205,7 @@ class Params(_Block):
     features: FeatureParams = FeatureParams()
     appearance: AppearanceParams = AppearanceParams()
     foci: FociParams = FociParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @model_validator(mode="after")
     def _crop_fits_image(self) -> Params:

@@ -1,71 +1,193 @@
-"""evaluate: score both models on the whole test split, side by side.
+"""evaluate: score every model, and its negative control, on the whole test split, with intervals.
 
-Writes metrics/evaluate.json (headline metrics per model, sham and irradiated images also
-scored apart), metrics/per_class/<model>.csv, metrics/confusion/<model>.csv (DVC plots) and
-metrics/comparison.md (a table for people).
+Writes metrics/evaluate.json (per model: headline metrics with 95 % grouped-bootstrap intervals,
+the protocol, the bootstrap unit, the negative control; per pair of models: a paired test),
+metrics/comparison.md (the same for people, plus accuracy per hour and per condition),
+metrics/accuracy_by_{condition,hour}.csv, and per model metrics/per_class/, metrics/confusion/
+and metrics/calibration/ CSVs (DVC plots), and the CNN's saliency pictures in metrics/saliency/.
 """
 
+from __future__ import annotations
+
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from itertools import combinations
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
+from tqdm import tqdm
 
-from bps import baseline
+from bps import baseline, classical
 from bps.batches import load_split
 from bps.cli import run_stage
+from bps.controls import CONTROL_TARGET, control_name, sham_only
 from bps.errors import PipelineError
+from bps.evaluation import (
+    accuracy_by,
+    accuracy_by_condition,
+    control_scores,
+    describe_protocol,
+    model_scores,
+    reliability_table,
+    strata,
+)
 from bps.files import write_json, write_text
-from bps.labels import get_target
+from bps.labels import Target, get_target
 from bps.layout import METRICS, MODELS
-from bps.metrics import confusion_rows, is_sham, per_class, summary
+from bps.metrics import confusion_rows, is_sham, per_class
 from bps.models import load_checkpoint
 from bps.params import Params
+from bps.report import frame_table, headline_table, markdown, more_table, paired_table
+from bps.saliency import input_gradients, render, sample_per_class
 from bps.training import pick_device, predict_proba
+from bps.uncertainty import GroupedBootstrap, paired_comparison
 
-MODEL_NAMES = ("baseline", "lenet")
-ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss",
-        "sham_accuracy", "irradiated_accuracy", "n_test")
-
-
-def comparison_table(results: dict[str, dict]) -> str:
-    models = list(results)
-    lines = ["| metric | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
-    for row in ROWS:
-        cells = [results[m][row] for m in models]
-        lines.append(f"| {row} | " + " | ".join("n/a" if c is None else f"{c:.4g}" for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+# (model folder, prepared test images N×C×H×W uint8, their rows of data/prepared/test.csv)
+#   → class probabilities N×K in the order of the folder's model.json classes.
+Predict = Callable[[Path, np.ndarray, pd.DataFrame], np.ndarray]
 
 
-def check_target(name: str, target: str) -> None:
+@dataclass(frozen=True)
+class ScoredModel:
+    """A model that evaluate scores: ``name`` is its key in evaluate.json and its folder under
+    models/; with ``control``, models/<name>-control holds its negative control, scored on the
+    test split's sham images by the same ``predict``."""
+
+    name: str
+    label: str
+    predict: Predict
+    control: bool = True
+
+
+def mlp_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    return baseline.load(folder).predict_proba(baseline.flatten(images))
+
+
+def cnn_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, device: torch.device) -> np.ndarray:
+    model, _ = load_checkpoint(folder, device)
+    return predict_proba(model, images, device)
+
+
+def classical_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    return classical.probabilities_for(folder, table)
+
+
+def scored_models(params: Params) -> list[ScoredModel]:
+    """Every model evaluate scores, in table order. Adding one is one line here (and its stages in dvc.yaml)."""
+    device = pick_device(params.train.device)
+    return [
+        ScoredModel("baseline", "MLP baseline", mlp_probabilities),
+        ScoredModel("lenet", "LeNet-5" if params.train.model == "lenet" else params.train.model,
+                    partial(cnn_probabilities, device=device)),
+        ScoredModel("appearance", "appearance only (no foci)", classical_probabilities),
+        ScoredModel("foci", "foci count", classical_probabilities),
+    ]
+
+
+def check_target(folder: Path, target: str) -> None:
     """Refuse to score a model trained for another target (e.g. after editing params by hand)."""
-    trained_for = json.loads((MODELS / name / "model.json").read_text())["target"]
+    info = folder / "model.json"
+    if not info.is_file():
+        raise PipelineError(f"{folder}: no trained model (missing {info.name}); run its training stage")
+    trained_for = json.loads(info.read_text())["target"]
     if trained_for != target:
-        raise PipelineError(f"models/{name} was trained for {trained_for!r} but task.target is {target!r}")
+        raise PipelineError(f"{folder} was trained for {trained_for!r} but evaluate expects {target!r}")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text)
+
+
+def write_saliency(name: str, target: Target, images: np.ndarray, table: pd.DataFrame, labels: np.ndarray,
+                   params: Params) -> list[str]:
+    """The CNN's input-gradient maps for a seeded sample of test nuclei, one PNG per true class."""
+    device = pick_device(params.train.device)
+    model, _ = load_checkpoint(MODELS / name, device)
+    chosen = np.array(sample_per_class(labels, params.evaluate.saliency_per_class, params.evaluate.seed), dtype=int)
+    if not len(chosen):
+        return []
+    saliency, proba = input_gradients(model, np.asarray(images[chosen]), device)
+    written = []
+    for label in np.unique(labels[chosen]):
+        rows = np.flatnonzero(labels[chosen] == label)
+        rows_of = table.iloc[chosen[rows]]
+        captions = [f"{p} {d:g} Gy {h} h, {well}: predicted {target.classes[pr.argmax()]} (p={pr.max():.2f})"
+                    for p, d, h, well, pr in zip(rows_of["particle_type"], rows_of["dose_Gy"],
+                                                 rows_of["hr_post_exposure"], rows_of["well"], proba[rows])]
+        title = f"{name}, true class {target.classes[label]}: input | |d log p / d pixel| | overlay"
+        path = METRICS / "saliency" / f"{name}_{slug(target.classes[label])}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        render(np.asarray(images[chosen[rows]]), saliency[rows], captions, title).save(path)
+        written.append(str(path))
+    return written
 
 
 def main(params: Params) -> None:
-    target = get_target(params.task.target)
-    for name in MODEL_NAMES:
-        check_target(name, target.name)
+    target, control_target = get_target(params.task.target), get_target(CONTROL_TARGET)
+    models = scored_models(params)
+    for model in models:
+        check_target(MODELS / model.name, target.name)
+        if model.control:
+            check_target(MODELS / control_name(model.name), control_target.name)
+    settings = params.evaluate
     images, table = load_split("test")
     labels, sham = target.encode(table), is_sham(table)
-    device = pick_device(params.train.device)
-    lenet, _ = load_checkpoint(MODELS / "lenet", device)
-    probabilities = {
-        "baseline": baseline.load(MODELS / "baseline").predict_proba(baseline.flatten(images)),
-        "lenet": predict_proba(lenet, images, device),
-    }
-    results = {}
-    for folder in ("per_class", "confusion"):
-        (METRICS / folder).mkdir(parents=True, exist_ok=True)
-    for name, proba in probabilities.items():
+    unit = settings.bootstrap_unit
+    bootstrap = GroupedBootstrap.draw(table[unit], strata(target, labels, sham), settings.resamples, settings.seed)
+    sham_images, sham_table = sham_only(images, table, "test")
+    sham_labels = control_target.encode(sham_table)
+    sham_bootstrap = GroupedBootstrap.draw(sham_table[unit], sham_labels, settings.resamples, settings.seed)
+    context = {"task": target.name, "protocol": describe_protocol(params.split), "bootstrap_unit": unit,
+               "n_test_groups": bootstrap.n_groups}
+    results, correct, labels_of = {}, {}, {model.name: model.label for model in models}
+    for model in tqdm(models, desc="evaluate", unit="model"):
+        proba = model.predict(MODELS / model.name, images, table)
         predicted = proba.argmax(axis=1)
-        results[name] = {"task": target.name, **summary(target, labels, proba, sham)}
-        pd.DataFrame(per_class(target, labels, predicted)).to_csv(METRICS / "per_class" / f"{name}.csv", index=False)
-        confusion_rows(target, labels, predicted).to_csv(METRICS / "confusion" / f"{name}.csv", index=False)
-    write_json(METRICS / "evaluate.json", results)
-    table_md = comparison_table(results)
-    write_text(METRICS / "comparison.md", f"Test split ({len(labels)} images), target `{target.name}`\n\n{table_md}")
-    print(table_md)
+        results[model.name] = {**context, **model_scores(target, labels, proba, sham, bootstrap,
+                                                         settings.calibration_bins)}
+        if model.control:
+            control_proba = model.predict(MODELS / control_name(model.name), sham_images, sham_table)
+            results[model.name]["control"] = control_scores(sham_labels, control_proba, sham_bootstrap)
+        correct[model.name] = predicted == labels
+        for folder, frame in (("per_class", pd.DataFrame(per_class(target, labels, predicted))),
+                              ("confusion", confusion_rows(target, labels, predicted)),
+                              ("calibration", reliability_table(labels, proba, settings.calibration_bins))):
+            write_text(METRICS / folder / f"{model.name}.csv", frame.to_csv(index=False))
+    pairs = {f"{a}_vs_{b}": paired_comparison(correct[a], correct[b], bootstrap)
+             for a, b in combinations(correct, 2)}
+    by_condition = accuracy_by_condition(table, correct)
+    by_hour = accuracy_by(table, correct, ["hr_post_exposure"], bootstrap)
+    write_text(METRICS / "accuracy_by_condition.csv", by_condition.to_csv(index=False))
+    write_text(METRICS / "accuracy_by_hour.csv", by_hour.to_csv(index=False))
+    pictures = write_saliency("lenet", target, images, table, labels, params)
+    write_json(METRICS / "evaluate.json", {**results, "paired": pairs})
+    headline = headline_table(results, labels_of)
+    write_text(METRICS / "comparison.md", "\n".join([
+        f"# Test split: {len(labels)} images from {bootstrap.n_groups} {unit}s, target `{target.name}`, "
+        f"protocol: {context['protocol']}\n",
+        f"Every interval is a 95 % percentile interval of {settings.resamples} bootstrap replicates that redraw "
+        f"whole test {unit}s, with replacement, within (true class × sham/irradiated) strata (bps/uncertainty.py). "
+        f"The negative control is the same model family trained on training-split sham images to tell Fe from "
+        f"X-ray, labels no nucleus shows, and scored on the {len(sham_labels)} test sham images "
+        f"({sham_bootstrap.n_groups} {unit}s); leakage = its balanced accuracy − 0.5, the plate signal.\n",
+        headline, "## More metrics\n", more_table(results, labels_of),
+        "## Model pairs (same test images)\n",
+        "A pair is a tie when the paired bootstrap interval of the difference includes 0 or McNemar's p ≥ 0.05.\n",
+        paired_table(pairs, labels_of) if pairs else "(one model)\n",
+        f"## Accuracy per hour post exposure (intervals over test {unit}s)\n", frame_table(by_hour, labels_of),
+        "## Accuracy per condition (one plate each; no interval: see the wells column)\n",
+        frame_table(by_condition, labels_of),
+        "## Pictures (`dvc plots show`)\n",
+        markdown(["what", "files"], [["reliability (binned confidence vs accuracy)", "metrics/calibration/*.csv"],
+                                     ["CNN saliency per true class", ", ".join(pictures) or "none"]]),
+    ]))
+    print(headline)
+    print(paired_table(pairs, labels_of) if pairs else "")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """train-baseline: the study's MLP on standardised, flattened pixels, one logged epoch at a time.
 
 Writes models/baseline/model.skops (scaler + MLP) and metrics/baseline/ (dvclive: per-epoch
-whole-split validation loss and accuracy).
+whole-split validation loss and accuracy). With ``--control``, the negative control instead
+(bps/controls.py): particle on sham images only, into models/ and metrics/baseline-control/.
 """
+
+from functools import partial
 
 import numpy as np
 from dvclive import Live
@@ -11,25 +14,25 @@ from tqdm import tqdm
 
 from bps import baseline
 from bps.cli import run_stage
-from bps.labels import get_target
+from bps.controls import control_requested, training_data
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
 from bps.params import Params
-from bps.prepared import load_split
 
 
-def main(params: Params) -> None:
-    config, target = params.baseline, get_target(params.task.target)
-    train_images, train_table = load_split("train")
-    val_images, val_table = load_split("val")
+def main(params: Params, control: bool = False) -> None:
+    config, data = params.baseline, training_data("baseline", params.task.target, control)
+    target = data.target
+    train_images, train_table = data.load("train")
+    val_images, val_table = data.load("val")
     scaler = baseline.fit_scaler(train_images)
     train_x, val_x = baseline.standardize(train_images, scaler), baseline.standardize(val_images, scaler)
     train_y, val_y = target.encode(train_table), target.encode(val_table)
     mlp = baseline.make_mlp(config)
     classes = np.arange(len(target.classes))
-    with Live(str(METRICS / "baseline"), dvcyaml=None, save_dvc_exp=False) as live:
+    with Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
-        for _ in tqdm(range(config.epochs), desc="train-baseline", unit="epoch"):
+        for _ in tqdm(range(config.epochs), desc=f"train-{data.name}", unit="epoch"):
             baseline.fit_epoch(mlp, train_x, train_y, classes)
             scores = {"train_loss": float(mlp.loss_), **validation_scores(target, val_y, mlp.predict_proba(val_x))}
             for name, value in scores.items():
@@ -39,9 +42,10 @@ def main(params: Params) -> None:
     info = {
         "target": target.name, "classes": list(target.classes),
         "preprocess": params.preprocess.model_dump(mode="json"), "baseline": config.model_dump(mode="json"),
+        **data.describe(),
     }
-    baseline.save(MODELS / "baseline", make_pipeline(scaler, mlp), info)
+    baseline.save(MODELS / data.name, make_pipeline(scaler, mlp), info)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(partial(main, control=control_requested()))

@@ -1,9 +1,10 @@
 """train-appearance / train-foci: a classical baseline on per-image features, and its negative control.
 
 ``python -m stages.train_classical appearance`` (or ``foci``) fits the family's model
-(bps/classical.py) on the training split for ``task.target`` and, in the same folder under
-``control/``, the same model on the training split's sham images for Fe-sham vs X-ray-sham.
-Writes models/{family}/ and metrics/{family}/ (dvclive: whole-split validation scores of both);
+(bps/classical.py) on the training split for ``task.target`` and, in models/{family}-control/,
+the same model on the training split's sham images for Fe-sham vs X-ray-sham.
+Writes models/{family}/, models/{family}-control/ and metrics/{family}/ (dvclive: whole-split
+validation scores of both);
 ``foci`` also writes metrics/foci/dose_response/{particle}_{hours}h.csv (foci per nucleus vs
 dose, from the features of every split) for ``dvc plots``.
 """
@@ -31,9 +32,8 @@ def main(params: Params, family: str) -> None:
     train, val = classical.read_features("train"), classical.read_features("val")
     model = classical.fit(family, params, train, target)
     control = classical.fit(family, params, classical.sham_rows(train), control_target)
-    folder = classical.model_folder(family)
-    classical.save(folder, model, family, target, params, trained_on="train split")
-    classical.save(folder / classical.CONTROL, control, family, control_target, params,
+    classical.save(classical.model_folder(family), model, family, target, params, trained_on="train split")
+    classical.save(classical.model_folder(family, control=True), control, family, control_target, params,
                    trained_on="train split, sham (dose 0) images only")
 
     scores = validation_scores(target, target.encode(val), classical.class_probabilities(model, family, val, target))

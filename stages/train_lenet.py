@@ -2,17 +2,20 @@
 
 Writes models/lenet/ (weights-only model.pt + model.json with the classes and preprocessing)
 and metrics/lenet/ (dvclive: per-epoch train loss, whole-split validation loss, accuracy and
-macro F1, learning rate).
+macro F1, learning rate). With ``--control``, the negative control instead (bps/controls.py):
+particle on sham images only, into models/ and metrics/lenet-control/.
 """
 
+from functools import partial
 from pathlib import Path
 
 import torch
 from dvclive import Live
 from tqdm import tqdm
 
-from bps.batches import RandomAugment, balanced_weights, load_split
+from bps.batches import RandomAugment, balanced_weights
 from bps.cli import run_stage
+from bps.controls import control_requested, training_data
 from bps.distributed import (
     SilentLive,
     World,
@@ -23,7 +26,6 @@ from bps.distributed import (
     unwrap,
     wrap,
 )
-from bps.labels import get_target
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
 from bps.models import build_model, save_checkpoint
@@ -38,25 +40,27 @@ from bps.training import (
 )
 
 
-def main(params: Params) -> None:
+def main(params: Params, control: bool = False) -> None:
     world = World.from_env()
     if params.train.processes > 1 and not world.launched:
-        relaunch_under_torchrun(params.train.processes, "stages.train_lenet")
+        relaunch_under_torchrun(params.train.processes, "stages.train_lenet", ["--control"] if control else [])
         return
     with process_group(world, pick_device(params.train.device)) as device:
-        train(params, world, device)
+        train(params, world, device, control)
 
 
-def train(params: Params, world: World, device: torch.device) -> None:
-    config, target = params.train, get_target(params.task.target)
+def train(params: Params, world: World, device: torch.device, control: bool) -> None:
+    config, data = params.train, training_data("lenet", params.task.target, control)
+    target = data.target
     generator = make_deterministic(config.seed, device.type)
-    train_images, train_table = load_split("train")
-    val_images, val_table = load_split("val")
+    train_images, train_table = data.load("train")
+    val_images, val_table = data.load("val")
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)
     checkpoint = {
         "architecture": config.model, "in_channels": train_images.shape[1], "size": train_images.shape[-1],
         "target": target.name, "classes": list(target.classes),
         "preprocess": params.preprocess.model_dump(mode="json"), "train": config.model_dump(mode="json"),
+        **data.describe(),
         **({"world_size": world.size} if world.size > 1 else {}),
     }
     model = build_model(checkpoint, Path(config.pretrained) if config.pretrained else None).to(device)
@@ -75,7 +79,7 @@ def train(params: Params, world: World, device: torch.device) -> None:
         "shard": world.shard,
     }
     stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
-    live = Live(str(METRICS / "lenet"), dvcyaml=None, save_dvc_exp=False) if world.is_main else SilentLive()
+    live = Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) if world.is_main else SilentLive()
     with live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
         quiet = {} if world.is_main else {"disable": True}  # one progress bar, rank 0's
@@ -92,7 +96,7 @@ def train(params: Params, world: World, device: torch.device) -> None:
                 live.log_metric(name, value)
             if stopping.improved(epoch_metrics[config.select_metric]):
                 if world.is_main:
-                    save_checkpoint(MODELS / "lenet", unwrap(model), {**checkpoint, "epoch": epoch, **epoch_metrics})
+                    save_checkpoint(MODELS / data.name, unwrap(model), {**checkpoint, "epoch": epoch, **epoch_metrics})
                 live.summary["best_epoch"] = epoch
             live.next_step()
             if stopping.should_stop:  # every rank saw the same metrics: all stop together
@@ -103,4 +107,4 @@ def train(params: Params, world: World, device: torch.device) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(partial(main, control=control_requested()))

@@ -61,7 +61,7 @@ def test_predict_proba_covers_a_whole_split_in_class_order(trained, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_negative_control_is_trained_and_scored_on_sham_images_only(trained, family):
-    model, info = classical._load(Path("models") / family / classical.CONTROL)
+    model, info = classical._load(classical.model_folder(family, control=True))
     train = pd.read_csv("data/features/train.csv")
     n_sham = int((train["dose_Gy"] == 0).sum())
     assert 0 < n_sham < len(train)

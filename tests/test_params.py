@@ -69,7 +69,7 @@ def test_load_params_error_names_the_file(tmp_path):
 
 def test_unknown_top_level_key_lists_allowed_keys():
     message = _error({"splt": {"train": 0.7}})
-    allowed = "data, split, preprocess, task, baseline, train, features, appearance, foci"
+    allowed = "data, split, preprocess, task, baseline, train, features, appearance, foci, evaluate"
     assert message == f"params.yaml: splt: unknown key (allowed: {allowed})"
 
 
@@ -182,3 +182,6 @@ def test_feature_and_classical_blocks():
     assert "thresholds must be [dim, bright] with dim < bright" in _error({"features": {"thresholds": [0.5, 0.25]}})
     assert "foci.C" in _error({"foci": {"C": 0}})
     assert "appearance.max_leaf_nodes" in _error({"appearance": {"max_leaf_nodes": 1}})
+def test_bootstrap_unit_is_well_or_plate():
+    message = _error({"evaluate": {"bootstrap_unit": "image"}})
+    assert message == "params.yaml: evaluate.bootstrap_unit: Input should be 'well' or 'plate' (got 'image')"

@@ -35,9 +35,10 @@ VENV_BIN = Path(sys.executable).parent
 DVC = VENV_BIN / "dvc"
 # In the order `dvc repro` runs them.
 STAGES = (
-    "download", "split", "preprocess", "train-baseline", "train-lenet",
-    "features", "train-appearance", "train-foci", "evaluate",
+    "download", "split", "preprocess", "train-baseline", "train-lenet", "train-baseline-control",
+    "train-lenet-control", "features", "train-appearance", "train-foci", "evaluate",
 )
+SCORED = ("baseline", "lenet", "appearance", "foci")  # the models in metrics/evaluate.json, beside "paired"
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss", "n_test"}
 # Only what the project's pipeline needs from the source tree; the lock and metrics are rebuilt.
 # The pipeline needs neither its tests nor its benchmarks (and the tests hold fake credentials that
@@ -255,9 +256,13 @@ def test_repro_builds_every_output_then_has_nothing_to_do(built):
     assert set(raw_meta["hr_post_exposure"]) == {4}
 
     results = read_json(root / "metrics/evaluate.json")
-    assert set(results) == {"baseline", "lenet"}
+    assert set(results) == {*SCORED, "paired"}
     n_test = len(pd.read_csv(root / "data/prepared/test.csv"))
-    for model, scores in results.items():
+    n_sham = int((pd.read_csv(root / "data/prepared/test.csv")["dose_Gy"] == 0).sum())
+    for model in SCORED:
+        scores = results[model]
+        assert scores["control"]["n_test"] == n_sham  # the negative control is scored on test shams only
+        assert scores["accuracy_ci95_low"] <= scores["accuracy"] <= scores["accuracy_ci95_high"]
         assert set(scores) >= METRIC_KEYS, model
         assert scores["n_test"] == n_test
         assert 0.0 <= scores["accuracy"] <= 1.0
@@ -281,7 +286,7 @@ def test_exp_run_with_new_lr_reruns_only_training_and_evaluation(built, workspac
 
     result = dvc(workspace, env, "exp", "run", "-S", "train.lr=1.5e-4")
 
-    assert sorted(stages_run(result)) == ["evaluate", "train-lenet"]
+    assert sorted(stages_run(result)) == ["evaluate", "train-lenet", "train-lenet-control"]
     params = json.loads(dvc(workspace, env, "params", "diff", "--json").stdout)
     assert params == {"params.yaml": {"train.lr": {"old": 0.0003, "new": 0.00015, "diff": pytest.approx(-0.00015)}}}
     metrics = json.loads(dvc(workspace, env, "metrics", "diff", "--json").stdout)
@@ -309,7 +314,7 @@ def test_exp_run_with_new_size_reruns_from_preprocess(built, workspace):
     # The run-cache already holds preprocess at size 32; DVC's run-cache key ignores keys named
     # `size` (treeverse/dvc#10296), so this also guards the `preprocess.size` line in dvc.yaml.
     assert "is cached" not in output_of(result)
-    assert sorted(stages_run(result)) == sorted(["preprocess", "train-baseline", "train-lenet", "evaluate"])
+    assert sorted(stages_run(result)) == sorted(STAGES[2:])
     train_images = np.load(workspace / "data/prepared/train_images.npy")
     assert train_images.shape[1:] == (1, 28, 28)
     assert read_json(workspace / "models/lenet/model.json")["size"] == 28
@@ -373,8 +378,8 @@ def test_exp_run_from_an_s3_bucket(built, workspace, nasa_bucket):
 
     results = read_json(workspace / "metrics/evaluate.json")
     n_test = len(pd.read_csv(workspace / "data/prepared/test.csv"))
-    assert set(results) == {"baseline", "lenet"}
-    for scores in results.values():
+    assert set(results) == {*SCORED, "paired"}
+    for scores in (results[model] for model in SCORED):
         assert set(scores) >= METRIC_KEYS
         assert scores["n_test"] == n_test
     assert np.load(workspace / "data/prepared/train_images.npy").shape[1:] == (1, 32, 32)
@@ -411,7 +416,7 @@ def test_exp_run_with_a_resnet18(built, workspace):
 
     result = dvc(workspace, env, "exp", "run", "-S", "train.model=resnet18")
 
-    assert sorted(stages_run(result)) == ["evaluate", "train-lenet"]
+    assert sorted(stages_run(result)) == ["evaluate", "train-lenet", "train-lenet-control"]
     info = read_json(workspace / "models/lenet/model.json")
     assert info["architecture"] == "resnet18"
     assert info["train"]["model"] == "resnet18"
@@ -419,9 +424,9 @@ def test_exp_run_with_a_resnet18(built, workspace):
     assert state["conv1.weight"].shape[1] == 1
     assert "layer4.1.bn2.running_mean" in state
     results = read_json(workspace / "metrics/evaluate.json")
-    assert set(results) == {"baseline", "lenet"}
+    assert set(results) == {*SCORED, "paired"}
     assert results["baseline"] == before["baseline"]  # the baseline was not retrained
     n_test = len(pd.read_csv(workspace / "data/prepared/test.csv"))
-    for scores in results.values():
+    for scores in (results[model] for model in SCORED):
         assert set(scores) >= METRIC_KEYS
         assert scores["n_test"] == n_test

@@ -35,7 +35,7 @@ def test_exp_run_with_another_protocol_reruns_split_and_everything_after_it(buil
     assert summary["protocol"] == "leave_wells_out"
     assert summary["well_position_disjoint"] is True and summary["plate_disjoint"] is False
     for family in ("appearance", "foci"):
-        assert (workspace / "models" / family / "control" / "model.skops").is_file()
+        assert (workspace / "models" / f"{family}-control" / "model.skops").is_file()
     features = pd.read_csv(workspace / "data/features/test.csv")
     assert features["filename"].tolist() == pd.read_csv(workspace / "data/split/test.csv")["filename"].tolist()
 
