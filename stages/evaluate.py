@@ -5,18 +5,17 @@ scored apart), metrics/per_class/<model>.csv, metrics/confusion/<model>.csv (DVC
 metrics/comparison.md (a table for people).
 """
 
-import json
-
 import pandas as pd
 
 from bps import baseline
 from bps.batches import load_split
 from bps.cli import run_stage
 from bps.errors import PipelineError
-from bps.files import write_json, write_text
+from bps.files import write_csv, write_json, write_text
 from bps.labels import get_target
 from bps.layout import METRICS, MODELS
 from bps.metrics import confusion_rows, is_sham, per_class, summary
+from bps.model_card import read_card
 from bps.models import load_checkpoint
 from bps.params import Params
 from bps.training import pick_device, predict_proba
@@ -36,8 +35,8 @@ def comparison_table(results: dict[str, dict]) -> str:
 
 
 def check_target(name: str, target: str) -> None:
-    """Refuse to score a model trained for another target (e.g. after editing params by hand)."""
-    trained_for = json.loads((MODELS / name / "model.json").read_text())["target"]
+    """Refuse to score an unfinished model, or one trained for another target (e.g. after editing params by hand)."""
+    trained_for = read_card(MODELS / name).target
     if trained_for != target:
         raise PipelineError(f"models/{name} was trained for {trained_for!r} but task.target is {target!r}")
 
@@ -60,8 +59,8 @@ def main(params: Params) -> None:
     for name, proba in probabilities.items():
         predicted = proba.argmax(axis=1)
         results[name] = {"task": target.name, **summary(target, labels, proba, sham)}
-        pd.DataFrame(per_class(target, labels, predicted)).to_csv(METRICS / "per_class" / f"{name}.csv", index=False)
-        confusion_rows(target, labels, predicted).to_csv(METRICS / "confusion" / f"{name}.csv", index=False)
+        write_csv(METRICS / "per_class" / f"{name}.csv", pd.DataFrame(per_class(target, labels, predicted)))
+        write_csv(METRICS / "confusion" / f"{name}.csv", confusion_rows(target, labels, predicted))
     write_json(METRICS / "evaluate.json", results)
     table_md = comparison_table(results)
     write_text(METRICS / "comparison.md", f"Test split ({len(labels)} images), target `{target.name}`\n\n{table_md}")

@@ -1,7 +1,7 @@
 """train-baseline: the study's MLP on standardised, flattened pixels, one logged epoch at a time.
 
-Writes models/baseline/model.skops (scaler + MLP) and metrics/baseline/ (dvclive: per-epoch
-whole-split validation loss and accuracy).
+Writes models/baseline/model.skops (scaler + MLP), model.json (the model card, marked complete
+last) and metrics/baseline/ (dvclive: per-epoch whole-split validation loss and accuracy).
 """
 
 import numpy as np
@@ -12,11 +12,12 @@ from tqdm import tqdm
 
 from bps import baseline
 from bps.batches import load_split
-from bps.cli import run_stage
 from bps.labels import get_target
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
+from bps.model_card import ModelCard
 from bps.params import Params
+from bps.run_guard import run_training_stage
 
 
 def main(params: Params) -> None:
@@ -37,12 +38,13 @@ def main(params: Params) -> None:
             for name, value in scores.items():
                 live.log_metric(name, value)
             live.next_step()
-    info = {
-        "target": target.name, "classes": list(target.classes),
-        "preprocess": params.preprocess.model_dump(mode="json"), "baseline": config.model_dump(mode="json"),
-    }
-    baseline.save(MODELS / "baseline", make_pipeline(scaler, mlp), info)
+    card = ModelCard(
+        kind="mlp", architecture="mlp", in_channels=train_images.shape[1], size=train_images.shape[-1],
+        target=target.name, classes=list(target.classes), preprocess=params.preprocess,
+        training=config.model_dump(mode="json"), metrics={"epoch": config.epochs - 1, **scores},
+    )
+    baseline.save(MODELS / "baseline", make_pipeline(scaler, mlp), card)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_training_stage(main, MODELS / "baseline")

@@ -1,6 +1,6 @@
 """train-lenet: train the CNN (LeNet-5 by default, ``train.model``), keep its best epoch.
 
-Writes models/lenet/ (weights-only model.pt + model.json with the classes and preprocessing)
+Writes models/lenet/ (weights-only model.pt + model.json, the model card, marked complete last)
 and metrics/lenet/ (dvclive: per-epoch train loss, whole-split validation loss, accuracy and
 macro F1, learning rate).
 """
@@ -12,12 +12,13 @@ from dvclive import Live
 from tqdm import tqdm
 
 from bps.batches import RandomAugment, balanced_weights, load_split
-from bps.cli import run_stage
 from bps.labels import get_target
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
+from bps.model_card import ModelCard
 from bps.models import build_model, save_checkpoint
 from bps.params import Params
+from bps.run_guard import run_training_stage
 from bps.training import (
     EarlyStopping,
     make_deterministic,
@@ -36,12 +37,12 @@ def main(params: Params) -> None:
     train_images, train_table = load_split("train")
     val_images, val_table = load_split("val")
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)
-    checkpoint = {
-        "architecture": config.model, "in_channels": train_images.shape[1], "size": train_images.shape[-1],
-        "target": target.name, "classes": list(target.classes),
-        "preprocess": params.preprocess.model_dump(mode="json"), "train": config.model_dump(mode="json"),
-    }
-    model = build_model(checkpoint, Path(config.pretrained) if config.pretrained else None).to(device)
+    card = ModelCard(
+        kind="cnn", architecture=config.model, in_channels=train_images.shape[1], size=train_images.shape[-1],
+        target=target.name, classes=list(target.classes),
+        preprocess=params.preprocess, training=config.model_dump(mode="json"),
+    )
+    model = build_model(card, Path(config.pretrained) if config.pretrained else None).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
@@ -68,7 +69,8 @@ def main(params: Params) -> None:
             for name, value in epoch_metrics.items():
                 live.log_metric(name, value)
             if stopping.improved(epoch_metrics[config.select_metric]):
-                save_checkpoint(MODELS / "lenet", model, {**checkpoint, "epoch": epoch, **epoch_metrics})
+                kept = card.model_copy(update={"metrics": {"epoch": epoch, **epoch_metrics}})
+                save_checkpoint(MODELS / "lenet", model, kept)
                 live.summary["best_epoch"] = epoch
             live.next_step()
             if stopping.should_stop:
@@ -78,4 +80,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_training_stage(main, MODELS / "lenet")
