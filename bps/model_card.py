@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bps import options
 from bps.errors import PipelineError
 from bps.files import write_json
-from bps.labels import TARGET_NAMES
 from bps.params import PreprocessParams
 
 CARD_FILE = "model.json"
@@ -34,7 +34,7 @@ class ModelCard(BaseModel):
 
     kind: Kind
     architecture: str  # "mlp" for the baseline; a train.model name for a CNN
-    target: Literal[TARGET_NAMES]
+    target: Literal[options.TARGETS]
     classes: list[str] = Field(min_length=2)
     in_channels: int = Field(default=1, gt=0)
     size: int = Field(gt=0)

@@ -1,17 +1,20 @@
-"""The names of the choices whose code needs PyTorch: architectures, optimisers, schedulers.
+"""The names of the choices that params.yaml offers, defined once: hours, targets, networks...
 
-``bps/params.py`` is imported by every stage and must stay free of torch, yet it validates
-``train.model``, ``train.optimizer`` and ``train.scheduler``. So the names live here, and the
-modules that implement them (``bps/models.py``, ``bps/training.py``) build their registries
-with :func:`registry`, which fails at import when a name has no implementation or an
-implementation has no name. The other choices are named beside their code in light modules:
-targets in ``bps/labels.py``, hours in ``bps/meta.py``.
+``bps/params.py`` validates them, and is imported by every stage, so it must import neither
+torch nor the code behind each choice (a stage that imported ``bps/labels.py`` only to learn
+the target names would depend on it, and DVC would re-run it when a class name changed). So
+the names live here, in a module with no numbers in it, and each module that implements a
+choice (``bps/labels.py``: targets, ``bps/meta.py``: hours, ``bps/models.py``: architectures,
+``bps/training.py``: optimisers and schedulers) builds its table with :func:`registry`, which
+fails at import when a name has no implementation or an implementation no name.
 """
 
 from __future__ import annotations
 
 from typing import TypeVar
 
+HOURS = (4, 24, 48)  # hours post exposure in the BPS dataset
+TARGETS = ("particle", "particle_dose", "condition")
 ARCHITECTURES = ("lenet", "cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "exponential")

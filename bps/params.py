@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from bps import options
 from bps.errors import PipelineError
-from bps.labels import TARGET_NAMES
-from bps.meta import HOURS
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -52,7 +50,7 @@ class SyntheticParams(_Block):
 
 class DataParams(_Block):
     source: Literal["synthetic", "s3"] = "synthetic"
-    hours: list[Literal[HOURS]] = Field(default=list(HOURS), min_length=1)
+    hours: list[Literal[options.HOURS]] = Field(default=list(options.HOURS), min_length=1)
     max_per_condition: PositiveInt | None = None
     sample_seed: Seed = 0
     synthetic: SyntheticParams = SyntheticParams()
@@ -100,7 +98,7 @@ class PreprocessParams(_Block):
 
 
 class TaskParams(_Block):
-    target: Literal[TARGET_NAMES] = "particle"
+    target: Literal[options.TARGETS] = "particle"
 
 
 class BaselineParams(_Block):

@@ -18,6 +18,8 @@ from bps.training import OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler
 
 
 def test_registries_implement_exactly_the_option_names():
+    assert TARGET_NAMES == options.TARGETS
+    assert HOURS == options.HOURS
     assert tuple(ARCHITECTURES) == options.ARCHITECTURES
     assert tuple(OPTIMIZERS) == options.OPTIMIZERS
     assert tuple(SCHEDULERS) == options.SCHEDULERS

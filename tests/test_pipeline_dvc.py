@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 DVC = VENV_BIN / "dvc"
-STAGES = ("download", "split", "preprocess", "train-baseline", "train-lenet", "evaluate")
+STAGES = ("check-params", "download", "split", "preprocess", "train-baseline", "train-lenet", "evaluate")
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss", "n_test"}
 # Only what the project's pipeline needs from the source tree; the lock and metrics are rebuilt.
 # The pipeline needs neither its tests nor its benchmarks (and the tests hold fake credentials that
@@ -277,7 +277,7 @@ def test_exp_run_with_new_lr_reruns_only_training_and_evaluation(built, workspac
 
     result = dvc(workspace, env, "exp", "run", "-S", "train.lr=1.5e-4")
 
-    assert sorted(stages_run(result)) == ["evaluate", "train-lenet"]
+    assert sorted(stages_run(result)) == ["check-params", "evaluate", "train-lenet"]
     params = json.loads(dvc(workspace, env, "params", "diff", "--json").stdout)
     assert params == {"params.yaml": {"train.lr": {"old": 0.0003, "new": 0.00015, "diff": pytest.approx(-0.00015)}}}
     metrics = json.loads(dvc(workspace, env, "metrics", "diff", "--json").stdout)
@@ -305,7 +305,8 @@ def test_exp_run_with_new_size_reruns_from_preprocess(built, workspace):
     # The run-cache already holds preprocess at size 32; DVC's run-cache key ignores keys named
     # `size` (treeverse/dvc#10296), so this also guards the `preprocess.size` line in dvc.yaml.
     assert "is cached" not in output_of(result)
-    assert sorted(stages_run(result)) == sorted(["preprocess", "train-baseline", "train-lenet", "evaluate"])
+    expected = ["check-params", "preprocess", "train-baseline", "train-lenet", "evaluate"]
+    assert sorted(stages_run(result)) == sorted(expected)
     train_images = np.load(workspace / "data/prepared/train_images.npy")
     assert train_images.shape[1:] == (1, 28, 28)
     assert read_json(workspace / "models/lenet/model.json")["size"] == 28
@@ -407,10 +408,10 @@ def test_exp_run_with_a_resnet18(built, workspace):
 
     result = dvc(workspace, env, "exp", "run", "-S", "train.model=resnet18")
 
-    assert sorted(stages_run(result)) == ["evaluate", "train-lenet"]
+    assert sorted(stages_run(result)) == ["check-params", "evaluate", "train-lenet"]
     info = read_json(workspace / "models/lenet/model.json")
     assert info["architecture"] == "resnet18"
-    assert info["train"]["model"] == "resnet18"
+    assert info["training"]["model"] == "resnet18"
     state = torch.load(workspace / "models/lenet/model.pt", weights_only=True)
     assert state["conv1.weight"].shape[1] == 1
     assert "layer4.1.bn2.running_mean" in state
