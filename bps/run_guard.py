@@ -41,7 +41,7 @@ class TrainingLockedError(PipelineError, RuntimeError):
 
 
 def lock_path(folder: Path) -> Path:
-    """The lock of a model folder: a hidden sibling, since DVC deletes the folder itself."""
+    """The lock of a model folder: a hidden sibling (git-ignored), since DVC deletes the folder itself."""
     return folder.parent / f".{folder.name}.lock"
 
 
