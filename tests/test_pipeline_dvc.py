@@ -364,7 +364,7 @@ def test_exp_run_from_an_s3_bucket(built, workspace, nasa_bucket):
     meta = pd.read_csv(raw / "meta.csv")
     expected = source.table[source.table["hr_post_exposure"] == 4]
     assert sorted(meta["filename"]) == sorted(expected["filename"])
-    assert {path.name for path in raw.iterdir()} == {*meta["filename"], "meta.csv"}
+    assert {path.name for path in raw.iterdir()} == {*meta["filename"], "meta.csv", ".manifest.json"}
     for name in meta["filename"]:
         assert (raw / name).read_bytes() == source.tiffs[name], name
 
