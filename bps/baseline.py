@@ -16,7 +16,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bps.files import atomic_open, write_json
+from bps.files import atomic_open
+from bps.model_card import ModelCard, write_card
 from bps.params import BaselineParams
 
 MODEL_FILE = "model.skops"
@@ -81,13 +82,13 @@ def fit_epoch(mlp: MLPClassifier, features: np.ndarray, labels: np.ndarray, clas
         mlp.partial_fit(features, labels, classes=classes)
 
 
-def save(folder: Path, pipeline: Pipeline, info: dict) -> None:
-    """Write the scaler + MLP pipeline atomically in skops format, with its target beside it."""
+def save(folder: Path, pipeline: Pipeline, card: ModelCard) -> None:
+    """Write the scaler + MLP pipeline atomically in skops format, then its model card."""
     import skops.io as sio  # here, not at the top: it imports torch (~500 MB) through its trusted types
 
     with atomic_open(folder / MODEL_FILE) as stream:
         sio.dump(pipeline, stream)
-    write_json(folder / "model.json", info)
+    write_card(folder, card)
 
 
 def load(folder: Path) -> Pipeline:

@@ -13,7 +13,6 @@ split protocol leaves available. Models are saved with skops (see :mod:`bps.base
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from bps.features import FAMILIES, family_columns
 from bps.labels import Target, get_target
 from bps.layout import MODELS, feature_table
 from bps.metrics import is_sham
+from bps.model_card import ModelCard, read_card
 from bps.params import Params
 
 CONTROL_TARGET = "particle"  # Fe-sham vs X-ray-sham
@@ -86,31 +86,30 @@ def class_probabilities(model: ClassifierMixin, family: str, table: pd.DataFrame
     return proba
 
 
-def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, trained_on: str) -> None:
-    info = {
-        "family": family,
-        "target": target.name,
-        "classes": list(target.classes),
-        "features": params.features.model_dump(mode="json"),
-        family: getattr(params, family).model_dump(mode="json"),
-        "trained_on": trained_on,
-    }
-    baseline.save(folder, model, info)
+def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, control: bool) -> None:
+    """The fitted model in skops format and its model card (kind ``classical``, architecture = family)."""
+    card = ModelCard(
+        kind="classical", architecture=family, target=target.name, classes=list(target.classes),
+        preprocess=params.preprocess, control=control,
+        training={"features": params.features.model_dump(mode="json"),
+                  family: getattr(params, family).model_dump(mode="json")},
+    )
+    baseline.save(folder, model, card)
 
 
-def _load(folder: Path) -> tuple[ClassifierMixin, dict]:
-    info_path = folder / "model.json"
-    if not info_path.is_file():
-        raise PipelineError(f"{folder}: not a classical model folder (no model.json); run dvc repro first")
-    return baseline.load(folder), json.loads(info_path.read_text())
+def _load(folder: Path) -> tuple[ClassifierMixin, ModelCard]:
+    card = read_card(folder)  # refuses a folder whose training did not finish
+    if card.kind != "classical":
+        raise PipelineError(f"{folder}: holds a {card.kind} model, not a classical feature model")
+    return baseline.load(folder), card
 
 
 def probabilities_for(model_dir: Path | str, rows: pd.DataFrame, split: str = "test") -> np.ndarray:
     """Class probabilities of a family's model for ``rows`` (any table with the split's file names),
     row for row, columns in ``model.json``'s ``classes`` order: how evaluate scores it beside the CNN."""
-    model, info = _load(Path(model_dir))
+    model, card = _load(Path(model_dir))
     features = read_features(split).set_index("filename").loc[rows["filename"]].reset_index()
-    return class_probabilities(model, info["family"], features, get_target(info["target"]))
+    return class_probabilities(model, card.architecture, features, get_target(card.target))
 
 
 def predict_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:

@@ -29,6 +29,11 @@ def control_name(model: str) -> str:
     return f"{model}{SUFFIX}"
 
 
+def output_name(model: str, control: bool) -> str:
+    """The folder a training stage writes: the model's own, or its control's."""
+    return control_name(model) if control else model
+
+
 def sham_only(images: np.ndarray, table: pd.DataFrame, split: str) -> tuple[np.ndarray, pd.DataFrame]:
     """The sham (dose 0) images of a split and their rows; both particles must be there."""
     keep = is_sham(table)
@@ -53,16 +58,10 @@ class TrainingData:
         images, table = load_split(split)
         return sham_only(images, table, split) if self.control else (images, table)
 
-    def describe(self) -> dict:
-        """Recorded in model.json, so a control folder says what it was trained on."""
-        return {"control": self.control, "rows": "sham (dose 0) only" if self.control else "all"}
-
 
 def training_data(model: str, target_name: str, control: bool) -> TrainingData:
     """The model ``model`` on ``task.target``, or (``control``) its particle-on-shams control."""
-    if control:
-        return TrainingData(control_name(model), get_target(CONTROL_TARGET), True)
-    return TrainingData(model, get_target(target_name), False)
+    return TrainingData(output_name(model, control), get_target(CONTROL_TARGET if control else target_name), control)
 
 
 def control_requested(argv: list[str] | None = None) -> bool:

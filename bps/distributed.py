@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bps.batches import Shard
 from bps.errors import PipelineError
+from bps.run_guard import LOCK_HELD_BY_PARENT, die_with_parent
 from bps.training import predict_proba
 
 
@@ -63,11 +64,11 @@ def relaunch_under_torchrun(processes: int, module: str, args: list[str] | None 
     gets an equal share of the cores unless OMP_NUM_THREADS says otherwise.
     """
     threads = max(1, (os.cpu_count() or 1) // processes)
-    env = {"OMP_NUM_THREADS": str(threads), **os.environ}
+    env = {"OMP_NUM_THREADS": str(threads), **os.environ, LOCK_HELD_BY_PARENT: "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", module, *(args or [])]
     print(f"train.processes is {processes}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    code = subprocess.run(command, env=env).returncode
+    code = subprocess.run(command, env=env, preexec_fn=die_with_parent).returncode  # torchrun dies with us too
     if code:
         raise PipelineError(f"{module}: {processes} processes under torchrun failed (exit {code}); "
                             "the first failing rank's error is above")

@@ -13,9 +13,18 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PART_SUFFIX = ".part"
+# mkstemp creates files 0600; an output is an ordinary file, so it gets what open() would give:
+# 0666 less the umask. The umask can only be read by setting it, which is not thread-safe (the
+# downloads write from many threads), so it is read once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextmanager
@@ -27,6 +36,7 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
     os.close(handle)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, FILE_MODE)
         with open(tmp, mode) as stream:
             yield stream
         os.replace(tmp, path)
@@ -43,6 +53,11 @@ def write_text(path: Path | str, text: str) -> None:
 def write_json(path: Path | str, data: object) -> None:
     """Write pretty, key-sorted JSON atomically (stable diffs in git)."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: Path | str, table: pd.DataFrame) -> None:
+    """Write a table as CSV (no index column) atomically."""
+    write_text(path, table.to_csv(index=False))
 
 
 def remove_partials(folder: Path) -> int:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bps import options
 from bps.meta import DOSES_GY
 
 ATTRIBUTES = ("Fe", "X-ray", "sham", "low", "high")
@@ -76,22 +77,27 @@ class Target:
         return table[np.asarray(class_indices)]
 
 
-def _build(name: str) -> Target:
-    if name == "particle":
-        classes = {particle: frozenset({particle}) for particle in DOSES_GY}
-    elif name == "particle_dose":
-        classes = {_dose_name(p, level): frozenset({p, level}) for p in DOSES_GY for level in DOSE_LEVELS}
-    elif name == "condition":
-        classes = {"sham": frozenset({"sham"})}
-        classes |= {_dose_name(p, level): frozenset({p, level}) for p in DOSES_GY for level in DOSE_LEVELS[1:]}
-    else:
-        raise ValueError(f"unknown target {name!r} (allowed: {list(TARGET_NAMES)})")
-    return Target(name, tuple(classes), classes)
+def _particle() -> dict[str, frozenset[str]]:
+    return {particle: frozenset({particle}) for particle in DOSES_GY}
 
 
-TARGET_NAMES = ("particle", "particle_dose", "condition")
+def _particle_dose() -> dict[str, frozenset[str]]:
+    return {_dose_name(p, level): frozenset({p, level}) for p in DOSES_GY for level in DOSE_LEVELS}
+
+
+def _condition() -> dict[str, frozenset[str]]:
+    classes = {"sham": frozenset({"sham"})}
+    return classes | {_dose_name(p, level): frozenset({p, level}) for p in DOSES_GY for level in DOSE_LEVELS[1:]}
+
+
+# Keyed by the names in bps.options, which params validation lists.
+_CLASSES = options.registry(options.TARGETS, particle=_particle, particle_dose=_particle_dose, condition=_condition)
+TARGET_NAMES = tuple(_CLASSES)
 
 
 def get_target(name: str) -> Target:
     """The :class:`Target` called ``name`` (``particle``, ``particle_dose`` or ``condition``)."""
-    return _build(name)
+    if name not in _CLASSES:
+        raise ValueError(f"unknown target {name!r} (allowed: {list(TARGET_NAMES)})")
+    classes = _CLASSES[name]()
+    return Target(name, tuple(classes), classes)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+PARAMS_OK = Path("data/params.ok")  # written by check-params, read (as a DVC dep) by every other stage
 RAW = Path("data/raw")
 META = RAW / "meta.csv"
 SPLIT = Path("data/split")

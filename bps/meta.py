@@ -13,12 +13,13 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
+from bps import options
 from bps.errors import PipelineError
 
 COLUMNS = ("filename", "dose_Gy", "particle_type", "hr_post_exposure")
 DOSES_GY = {"Fe": (0.0, 0.3, 0.82), "X-ray": (0.0, 0.1, 1.0)}
 PARTICLES = tuple(DOSES_GY)
-HOURS = (4, 24, 48)
+HOURS = options.HOURS
 CONDITION_COLUMNS = ["particle_type", "dose_Gy", "hr_post_exposure"]
 
 # P242_73665006707-A6_003_013_proj.tif: plate, barcode, well, field, object.
@@ -142,9 +143,18 @@ def with_groups(table: pd.DataFrame) -> pd.DataFrame:
 def select_rows(table: pd.DataFrame, hours: list[int], max_per_condition: int | None, seed: int) -> pd.DataFrame:
     """Keep the chosen hours and at most ``max_per_condition`` rows per condition.
 
-    The sample is reproducible for a seed and does not depend on the table's row order.
+    The sample is reproducible for a seed and does not depend on the table's row order. A
+    selection of no rows is an error: the download stage would otherwise prune every local file.
     """
+    if table.empty:
+        raise MetaError("meta.csv lists no images (only a header?): nothing to download; data/raw is left as it is")
     chosen = table[table["hr_post_exposure"].isin(hours)].sort_values("filename")
+    if chosen.empty:
+        present = sorted(set(table["hr_post_exposure"]))
+        raise MetaError(
+            f"data.hours {list(hours)} selects none of the {len(table)} images in meta.csv, whose hours are "
+            f"{present}: set data.hours to some of those; data/raw is left as it is"
+        )
     if max_per_condition is not None:
         # Not groupby().apply(): pandas 3 drops the grouping columns from what apply returns.
         samples = [

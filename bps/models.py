@@ -1,13 +1,12 @@
 """CNNs for nucleus crops (LeNet-5, a deeper small CNN, ResNet-18/50), and their checkpoints.
 
 A checkpoint is two files: ``model.pt`` (a state dict, loadable with
-``torch.load(..., weights_only=True)``, so opening a shared model cannot run code) and
-``model.json`` (architecture, classes, and the preprocessing the model was trained with).
+``torch.load(..., weights_only=True)``, so opening a shared model cannot run code) and the
+model card ``model.json`` (:mod:`bps.model_card`: architecture, classes, preprocessing, metrics).
 """
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
@@ -15,8 +14,10 @@ import torch
 import torchvision
 from torch import nn
 
+from bps import options
 from bps.errors import PipelineError
-from bps.files import atomic_open, write_json
+from bps.files import atomic_open
+from bps.model_card import ModelCard, read_card, write_card
 
 
 class LeNet5(nn.Module):
@@ -101,38 +102,70 @@ def resnet(depth: int, in_channels: int, n_classes: int, size: int, pretrained: 
                 f"train.pretrained: {pretrained} does not exist (weights are never downloaded; "
                 "save a torchvision state dict there, or set train.pretrained: null)"
             )
-        model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
+        _load_state(model, load_pretrained(pretrained), pretrained)
     model.conv1 = adapt_first_conv(model.conv1, in_channels)
     model.fc = nn.Linear(model.fc.in_features, n_classes)
     return model
 
 
-ARCHITECTURES = {
-    "lenet": LeNet5,
-    "cnn": SmallCNN,
-    "resnet18": partial(resnet, 18),
-    "resnet50": partial(resnet, 50),
-}
+def load_pretrained(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, or one line naming the file when it holds anything else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - UnpicklingError, RuntimeError, IndexError...: all mean "not weights"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PipelineError(
+            f"train.pretrained: {path} is not a weights file torch.load can read safely "
+            f"({type(error).__name__}: {first_line}); save one with torch.save(model.state_dict(), path)"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise PipelineError(f"train.pretrained: {path} holds a {type(state).__name__}, not a state dict of tensors")
+    return state
 
 
-def build_model(config: dict, pretrained: Path | None = None) -> nn.Module:
-    """The network a checkpoint config describes; ``pretrained`` weights are for ResNets only."""
-    architecture = ARCHITECTURES[config["architecture"]]
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """``load_state_dict`` with one line naming the file when its keys or shapes do not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        missing, unexpected = model.state_dict().keys() - state.keys(), state.keys() - model.state_dict().keys()
+        problems = [f"{len(keys)} {what} key(s), e.g. {sorted(keys)[0]!r}"
+                    for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        detail = "; ".join(problems) or "tensor shapes differ"
+        raise PipelineError(
+            f"train.pretrained: {path} does not fit this {type(model).__name__} ({detail}): "
+            "weights of another architecture or depth?"
+        ) from None
+
+
+# Keyed by the names in bps.options, which params validation lists without importing torch.
+ARCHITECTURES = options.registry(
+    options.ARCHITECTURES,
+    lenet=LeNet5,
+    cnn=SmallCNN,
+    resnet18=partial(resnet, 18),
+    resnet50=partial(resnet, 50),
+)
+
+
+def build_model(card: ModelCard, pretrained: Path | None = None) -> nn.Module:
+    """The network a model card describes; ``pretrained`` weights are for ResNets only."""
+    architecture = ARCHITECTURES[card.architecture]
     extra = {"pretrained": pretrained} if pretrained is not None else {}
-    return architecture(config["in_channels"], len(config["classes"]), config["size"], **extra)
+    return architecture(card.in_channels, len(card.classes), card.size, **extra)
 
 
-def save_checkpoint(folder: Path, model: nn.Module, config: dict) -> None:
-    """Write ``model.pt`` (weights only) and ``model.json`` (everything needed to rebuild it)."""
+def save_checkpoint(folder: Path, model: nn.Module, card: ModelCard) -> None:
+    """Write ``model.pt`` (weights only), then its card (everything needed to rebuild it)."""
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_open(folder / "model.pt") as stream:
         torch.save(model.state_dict(), stream)
-    write_json(folder / "model.json", config)
+    write_card(folder, card)
 
 
-def load_checkpoint(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a saved model in eval mode, without unpickling anything but tensors."""
-    config = json.loads((folder / "model.json").read_text())
-    model = build_model(config)
+def load_checkpoint(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Rebuild a finished model in eval mode, without unpickling anything but tensors."""
+    card = read_card(folder)
+    model = build_model(card)
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
-    return model.to(device).eval(), config
+    return model.to(device).eval(), card

@@ -12,11 +12,10 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 
+from bps import options
 from bps.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
-
-HOURS = (4, 24, 48)
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 # Integers and booleans are strict ("10" or "yes" is a typo to report, not to guess at). Floats
@@ -62,7 +61,7 @@ class SyntheticParams(_Block):
 
 class DataParams(_Block):
     source: Literal["synthetic", "s3"] = "synthetic"
-    hours: list[Literal[4, 24, 48]] = Field(default=list(HOURS), min_length=1)
+    hours: list[Literal[options.HOURS]] = Field(default=list(options.HOURS), min_length=1)
     max_per_condition: PositiveInt | None = None
     sample_seed: Seed = 0
     synthetic: SyntheticParams = SyntheticParams()
@@ -146,7 +145,7 @@ class FociParams(_Block):
 
 
 class TaskParams(_Block):
-    target: Literal["particle", "particle_dose", "condition"] = "particle"
+    target: Literal[options.TARGETS] = "particle"
 
 
 class BaselineParams(_Block):
@@ -162,15 +161,15 @@ class TrainParams(_Block):
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 10
     seed: Seed = 0
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: Literal[options.OPTIMIZERS] = "adam"
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     augment: StrictBool = True
     crop_pad: Annotated[StrictInt, Field(ge=0, le=32)] = 4
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    model: Literal["lenet", "cnn", "resnet18", "resnet50"] = "lenet"
+    model: Literal[options.ARCHITECTURES] = "lenet"
     pretrained: str | None = None
-    scheduler: Literal["none", "step", "cosine", "exponential"] = "none"
+    scheduler: Literal[options.SCHEDULERS] = "none"
     lr_step_epochs: PositiveInt = 5
     lr_gamma: Annotated[float, Field(gt=0, le=1)] = 0.5
     early_stopping_patience: Annotated[StrictInt, Field(ge=0)] = 0

@@ -1,13 +1,12 @@
 """Predictions for new images from a trained model folder, with the model's own preprocessing.
 
-A model folder (``models/lenet``, ``models/baseline``) carries ``model.json`` with the
-preprocessing settings it was trained with, so predictions never depend on today's
-``params.yaml``.
+A model folder (``models/lenet``, ``models/baseline``) carries its model card (``model.json``,
+:mod:`bps.model_card`) with its kind and the preprocessing settings it was trained with, so
+predictions never depend on today's ``params.yaml``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from bps import baseline
 from bps.errors import PipelineError
 from bps.images import MAX_SIDE, prepare_image, read_tiff
-from bps.params import PreprocessParams
+from bps.model_card import read_card
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -29,27 +28,22 @@ class Predictor:
 
     def __init__(self, folder: Path | str) -> None:
         self.folder = Path(folder)
-        info_path = self.folder / "model.json"
-        if not info_path.is_file():
-            raise PipelineError(f"{self.folder}: not a model folder (no model.json); try models/lenet")
+        self.card = read_card(self.folder)  # refuses a folder whose training did not finish
+        self.classes = self.card.classes
+        self.preprocess = self.card.preprocess
+        self.architecture = self.card.architecture
+        if self.card.in_channels != 1:
+            raise PipelineError(f"{self.folder}: this model takes {self.card.in_channels} channels; BPS TIFFs have one")
         try:
-            self.info = json.loads(info_path.read_text())
-            self.classes: list[str] = self.info["classes"]
-            self.preprocess = PreprocessParams(**self.info["preprocess"])
-            is_baseline = (self.folder / baseline.MODEL_FILE).is_file()
-            self.architecture: str = "mlp" if is_baseline else self.info["architecture"]
             self._proba = self._load_model()
         except PipelineError:
             raise
-        except Exception as error:  # missing weights, bad JSON, unknown architecture, torch errors...
+        except Exception as error:  # missing or corrupt weights, torch errors...
             raise PipelineError(f"{self.folder}: cannot load the model ({type(error).__name__}: {error})") from None
-        channels = self.info.get("in_channels", 1)
-        if channels != 1:
-            raise PipelineError(f"{self.folder}: this model takes {channels} channels; BPS TIFFs have one")
 
     def _load_model(self):
         """A function from N×1×size×size uint8 inputs to class probabilities."""
-        if self.architecture == "mlp":
+        if self.card.kind == "mlp":
             pipeline = baseline.load(self.folder)
             return lambda images: pipeline.predict_proba(baseline.flatten(images))
         from bps.models import load_checkpoint  # torch only for the CNN models

@@ -4,8 +4,9 @@
   chain (environment, ``~/.aws``), never from params.
 * Each object is streamed to a hidden ``.part`` file, checked against the listed size (and
   MD5, where the ETag is one), then renamed into place: a file under its final name is whole.
-* Files already present at the listed size are not fetched again, so a re-run after an
-  interruption fetches only what is missing.
+* Files already present with the ETag and size recorded when they were fetched (the folder's
+  ``.manifest.json``) are not fetched again, so a re-run after an interruption fetches only
+  what is missing, and an object replaced in the bucket (a new ETag) is fetched again.
 * Transient failures (throttling, 5xx, dropped connections, short reads) are retried with
   exponential backoff up to ``data.s3.retries`` times; then the stage stops, naming the key.
 """
@@ -13,8 +14,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
@@ -35,11 +38,13 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from tqdm import tqdm
 
 from bps.errors import PipelineError
-from bps.files import atomic_open
+from bps.files import atomic_open, write_json
 from bps.meta import read_meta, select_rows
 from bps.params import DataParams, S3Params
 
 CHUNK_BYTES = 1 << 20
+MANIFEST = ".manifest.json"  # in the download folder: the ETag and size of each file when fetched
+MANIFEST_SAVE_S = 10.0
 # Codes after which the same request may well succeed.
 RETRYABLE_CODES = {
     "500",
@@ -190,9 +195,52 @@ def _fetch_verified(client, bucket: str, remote: RemoteObject, path: Path) -> No
             raise IntegrityError(f"MD5 {digest.hexdigest()} does not match ETag {remote.md5}")
 
 
-def is_complete(path: Path, remote: RemoteObject) -> bool:
-    """A file under its final name was renamed into place whole; its size confirms the version."""
-    return path.is_file() and path.stat().st_size == remote.size
+class Manifest:
+    """What each file in the download folder was when it was fetched: its object's ETag and size.
+
+    ``.manifest.json`` in the folder, written atomically. A file counts as complete when it is
+    there at the listed size and its recorded ETag is the listing's: an object replaced by one
+    of the same size has a new ETag and is fetched again, without reading a single local file.
+    A file the manifest does not know (fetched before an interruption that lost the record) is
+    hashed once and kept if its MD5 is the ETag, else fetched again.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / MANIFEST
+        self._lock = threading.Lock()
+        try:
+            self.entries: dict[str, dict] = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            self.entries = {}
+
+    def is_complete(self, path: Path, remote: RemoteObject) -> bool:
+        if not path.is_file() or path.stat().st_size != remote.size:
+            return False
+        known = self.entries.get(path.name)
+        if known is not None:
+            return known == {"etag": remote.etag, "size": remote.size}
+        if remote.md5 is not None and _file_md5(path) == remote.md5:
+            self.record(path.name, remote)
+            return True
+        return False
+
+    def record(self, name: str, remote: RemoteObject) -> None:
+        with self._lock:
+            self.entries[name] = {"etag": remote.etag, "size": remote.size}
+
+    def save(self, names: Iterable[str] | None = None) -> None:
+        """Write the record atomically (only ``names``, when given: the folder's final contents)."""
+        with self._lock:
+            entries = self.entries if names is None else {n: self.entries[n] for n in names if n in self.entries}
+            write_json(self.path, entries)
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def download_objects(
@@ -214,13 +262,14 @@ def download_objects(
     missing = [name for name in names if name not in objects]
     if missing:
         raise DownloadError(f"meta.csv lists {len(missing)} file(s) the bucket does not have, e.g. {missing[0]!r}")
-    todo = []
+    paths = []
     for name in names:
         path = (folder / name).resolve()
         if path.parent != folder:
             raise DownloadError(f"refusing S3 key {objects[name].key!r}: it would write outside {folder}")
-        if not is_complete(path, objects[name]):
-            todo.append((objects[name], path))
+        paths.append(path)
+    manifest = Manifest(folder)
+    todo = [(objects[path.name], path) for path in paths if not manifest.is_complete(path, objects[path.name])]
     stop = threading.Event()
 
     def fetch(remote: RemoteObject, path: Path) -> None:
@@ -233,17 +282,25 @@ def download_objects(
             backoff_s,
             stop,
         )
+        manifest.record(path.name, remote)
 
+    last_saved = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(fetch, remote, path) for remote, path in todo]
         try:
             for future in tqdm(as_completed(futures), total=len(futures), desc="download", unit="file"):
                 future.result()
+                if time.monotonic() - last_saved > MANIFEST_SAVE_S:  # a kill loses at most this much record
+                    manifest.save()
+                    last_saved = time.monotonic()
         except BaseException:
             stop.set()
             for future in futures:
                 future.cancel()
             raise
+        finally:
+            pool.shutdown(wait=True)
+            manifest.save(names)
     return len(todo)
 
 
@@ -259,7 +316,8 @@ def download_dataset(folder: Path, data: DataParams) -> pd.DataFrame:
     try:
         fetched = download_objects(client, s3.bucket, objects, names, folder, s3.workers, s3.retries)
     except DownloadError as error:
-        complete = sum(is_complete(folder / name, objects[name]) for name in names if name in objects)
+        manifest = Manifest(folder)
+        complete = sum(manifest.is_complete(folder / name, objects[name]) for name in names if name in objects)
         raise DownloadError(
             f"{error}\n{complete} of {len(names)} files are complete and kept; "
             "run the stage again to fetch only the rest."

@@ -43,10 +43,6 @@ from bps.predict import Predictor
 MAX_REQUEST_BYTES = 32 * 2**20  # a nucleus crop is ~10-60 kB: hundreds of crops per request
 MAX_IMAGE_SIDE = 1024  # crops are ~90-260 px a side; a whole field of view is a mistake
 
-# model.json keys that describe the model; every other key is a recorded metric (epoch, val_accuracy...).
-CONFIG_KEYS = frozenset({"architecture", "in_channels", "size", "target", "classes", "preprocess", "train", "baseline"})
-
-
 class Prediction(BaseModel):
     file: str
     predicted: str
@@ -61,17 +57,18 @@ class Predictions(BaseModel):
 
 
 def describe_model(predictor: Predictor) -> dict[str, Any]:
-    """``model.json`` grouped for clients: what it predicts, how it was built, how well it did."""
-    info = predictor.info
+    """The model card grouped for clients: what it predicts, how it was built, how well it did."""
+    card = predictor.card
     return {
         "name": predictor.folder.name,
-        "target": info.get("target"),
-        "classes": predictor.classes,
-        "architecture": predictor.architecture,
-        "input": {"channels": info.get("in_channels", 1), "size": predictor.preprocess.size},
-        "preprocess": predictor.preprocess.model_dump(mode="json"),
-        "training": info.get("baseline" if predictor.architecture == "mlp" else "train", {}),
-        "metrics": {key: value for key, value in info.items() if key not in CONFIG_KEYS},
+        "kind": card.kind,
+        "target": card.target,
+        "classes": card.classes,
+        "architecture": card.architecture,
+        "input": {"channels": card.in_channels, "size": card.size},
+        "preprocess": card.preprocess.model_dump(mode="json"),
+        "training": card.training,
+        "metrics": card.metrics,
     }
 
 

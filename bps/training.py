@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 
+from bps import options
 from bps.batches import Augment, Shard, iterate_batches
 from bps.errors import PipelineError
 from bps.params import TrainParams
@@ -35,21 +37,37 @@ def make_deterministic(seed: int, device_type: str = "cpu") -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# Keyed by the names in bps.options, which params validation lists without importing torch.
+OPTIMIZERS = options.registry(
+    options.OPTIMIZERS,
+    adam=torch.optim.Adam,
+    adamw=torch.optim.AdamW,
+    sgd=partial(torch.optim.SGD, momentum=0.9),
+)
+SCHEDULERS = options.registry(
+    options.SCHEDULERS,
+    none=lambda optimizer, params: None,
+    step=lambda optimizer, params: torch.optim.lr_scheduler.StepLR(optimizer, params.lr_step_epochs, params.lr_gamma),
+    cosine=lambda optimizer, params: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params.epochs),
+    exponential=lambda optimizer, params: torch.optim.lr_scheduler.ExponentialLR(optimizer, params.lr_gamma),
+)
+
+
+def _choose(table: dict, key: str, name: str):
+    """``table[name]``, or one line naming the key and the allowed values (never a silent default)."""
+    if name not in table:
+        raise PipelineError(f"{key}: unknown {name!r} (allowed: {', '.join(table)})")
+    return table[name]
+
+
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
-    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-    extra = {"momentum": 0.9} if params.optimizer == "sgd" else {}
-    return optimizers[params.optimizer](model.parameters(), lr=params.lr, weight_decay=params.weight_decay, **extra)
+    optimizer = _choose(OPTIMIZERS, "train.optimizer", params.optimizer)
+    return optimizer(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams):
     """The learning-rate schedule, stepped once per epoch (None for a constant rate)."""
-    if params.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, params.lr_step_epochs, params.lr_gamma)
-    if params.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params.epochs)
-    if params.scheduler == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, params.lr_gamma)
-    return None
+    return _choose(SCHEDULERS, "train.scheduler", params.scheduler)(optimizer, params)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

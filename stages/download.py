@@ -2,7 +2,8 @@
 
 ``data.source: synthetic`` (default) renders the offline simulator; ``s3`` reads the public
 NASA bucket (or ``data.s3.endpoint_url``). Either way data/raw/ ends up holding exactly the
-selected images plus a meta.csv describing them.
+selected images plus a meta.csv describing them (and, from S3, the .manifest.json that records
+each object's ETag). A selection of no images is refused before anything is removed.
 """
 
 import os
@@ -12,7 +13,7 @@ from bps.files import prune, remove_partials, write_text
 from bps.layout import META, RAW
 from bps.meta import select_rows
 from bps.params import Params
-from bps.s3 import download_dataset
+from bps.s3 import MANIFEST, download_dataset
 from bps.simulate import plan_dataset, write_images
 
 
@@ -28,7 +29,7 @@ def main(params: Params) -> None:
     else:
         table = download_dataset(RAW, data)
     write_text(META, table.to_csv(index=False))
-    removed = prune(RAW, [*table["filename"], META.name])
+    removed = prune(RAW, [*table["filename"], META.name, MANIFEST])
     print(f"download: {len(table)} images in {RAW}/ ({removed} stale files removed)")
 
 

@@ -9,7 +9,6 @@ and metrics/calibration/ CSVs (DVC plots), and the CNN's saliency pictures in me
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ import torch
 from tqdm import tqdm
 
 from bps import baseline, classical
-from bps.batches import load_split
 from bps.cli import run_stage
 from bps.controls import CONTROL_TARGET, control_name, sham_only
 from bps.errors import PipelineError
@@ -36,12 +34,14 @@ from bps.evaluation import (
     reliability_table,
     strata,
 )
-from bps.files import write_json, write_text
+from bps.files import write_csv, write_json, write_text
 from bps.labels import Target, get_target
 from bps.layout import METRICS, MODELS
 from bps.metrics import confusion_rows, is_sham, per_class
+from bps.model_card import read_card
 from bps.models import load_checkpoint
 from bps.params import Params
+from bps.prepared import load_split
 from bps.report import frame_table, headline_table, markdown, more_table, paired_table
 from bps.saliency import input_gradients, render, sample_per_class
 from bps.training import pick_device, predict_proba
@@ -91,10 +91,7 @@ def scored_models(params: Params) -> list[ScoredModel]:
 
 def check_target(folder: Path, target: str) -> None:
     """Refuse to score a model trained for another target (e.g. after editing params by hand)."""
-    info = folder / "model.json"
-    if not info.is_file():
-        raise PipelineError(f"{folder}: no trained model (missing {info.name}); run its training stage")
-    trained_for = json.loads(info.read_text())["target"]
+    trained_for = read_card(folder).target  # also refuses a folder whose training did not finish
     if trained_for != target:
         raise PipelineError(f"{folder} was trained for {trained_for!r} but evaluate expects {target!r}")
 
@@ -157,13 +154,13 @@ def main(params: Params) -> None:
         for folder, frame in (("per_class", pd.DataFrame(per_class(target, labels, predicted))),
                               ("confusion", confusion_rows(target, labels, predicted)),
                               ("calibration", reliability_table(labels, proba, settings.calibration_bins))):
-            write_text(METRICS / folder / f"{model.name}.csv", frame.to_csv(index=False))
+            write_csv(METRICS / folder / f"{model.name}.csv", frame)
     pairs = {f"{a}_vs_{b}": paired_comparison(correct[a], correct[b], bootstrap)
              for a, b in combinations(correct, 2)}
     by_condition = accuracy_by_condition(table, correct)
     by_hour = accuracy_by(table, correct, ["hr_post_exposure"], bootstrap)
-    write_text(METRICS / "accuracy_by_condition.csv", by_condition.to_csv(index=False))
-    write_text(METRICS / "accuracy_by_hour.csv", by_hour.to_csv(index=False))
+    write_csv(METRICS / "accuracy_by_condition.csv", by_condition)
+    write_csv(METRICS / "accuracy_by_hour.csv", by_hour)
     pictures = write_saliency("lenet", target, images, table, labels, params)
     write_json(METRICS / "evaluate.json", {**results, "paired": pairs})
     headline = headline_table(results, labels_of)

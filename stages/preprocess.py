@@ -1,7 +1,7 @@
 """preprocess: decode, normalise and shrink each split's TIFFs into one .npy array.
 
 Writes data/prepared/{split}_images.npy (N×1×size×size uint8; value/255 is the normalised
-intensity), {split}.csv (labels, row for row) and report.json (settings, counts, skipped files).
+intensity), {split}.csv (labels, row for row) and report.json (settings but the worker count, counts, skipped files).
 """
 
 import pandas as pd
@@ -15,7 +15,10 @@ from bps.split import SPLITS
 
 
 def main(params: Params) -> None:
-    report = {"settings": params.preprocess.model_dump(mode="json"), "splits": {}, "skipped": {}}
+    # Settings that shape the arrays; `workers` only sets the speed, and recording it would make a
+    # new worker count look like new data to every stage after this one.
+    settings = params.preprocess.model_dump(mode="json", exclude={"workers"})
+    report = {"settings": settings, "splits": {}, "skipped": {}}
     for split in SPLITS:
         table = pd.read_csv(split_table(split))
         prepared = prepare_images([RAW / name for name in table["filename"]], params.preprocess, desc=split)

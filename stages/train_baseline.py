@@ -1,8 +1,9 @@
 """train-baseline: the study's MLP on standardised, flattened pixels, one logged epoch at a time.
 
-Writes models/baseline/model.skops (scaler + MLP) and metrics/baseline/ (dvclive: per-epoch
-whole-split validation loss and accuracy). With ``--control``, the negative control instead
-(bps/controls.py): particle on sham images only, into models/ and metrics/baseline-control/.
+Writes models/baseline/model.skops (scaler + MLP), model.json (the model card, marked complete
+last) and metrics/baseline/ (dvclive: per-epoch whole-split validation loss and accuracy). With
+``--control``, the negative control instead (bps/controls.py): particle on sham images only, into
+models/ and metrics/baseline-control/.
 """
 
 from functools import partial
@@ -13,11 +14,12 @@ from sklearn.pipeline import make_pipeline
 from tqdm import tqdm
 
 from bps import baseline
-from bps.cli import run_stage
-from bps.controls import control_requested, training_data
+from bps.controls import control_requested, output_name, training_data
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
+from bps.model_card import ModelCard
 from bps.params import Params
+from bps.run_guard import run_training_stage
 
 
 def main(params: Params, control: bool = False) -> None:
@@ -39,13 +41,14 @@ def main(params: Params, control: bool = False) -> None:
                 live.log_metric(name, value)
             live.next_step()
     del train_x, val_x  # the features go before saving, which imports skops (and torch with it)
-    info = {
-        "target": target.name, "classes": list(target.classes),
-        "preprocess": params.preprocess.model_dump(mode="json"), "baseline": config.model_dump(mode="json"),
-        **data.describe(),
-    }
-    baseline.save(MODELS / data.name, make_pipeline(scaler, mlp), info)
+    card = ModelCard(
+        kind="mlp", architecture="mlp", in_channels=train_images.shape[1], size=train_images.shape[-1],
+        target=target.name, classes=list(target.classes), preprocess=params.preprocess, control=control,
+        training=config.model_dump(mode="json"), metrics={"epoch": config.epochs - 1, **scores},
+    )
+    baseline.save(MODELS / data.name, make_pipeline(scaler, mlp), card)
 
 
 if __name__ == "__main__":
-    run_stage(partial(main, control=control_requested()))
+    control = control_requested()
+    run_training_stage(partial(main, control=control), MODELS / output_name("baseline", control))

@@ -17,13 +17,13 @@ import pandas as pd
 from dvclive import Live
 
 from bps import classical
-from bps.cli import run_stage
 from bps.features import FAMILIES
 from bps.files import write_text
 from bps.labels import get_target
 from bps.layout import METRICS
 from bps.metrics import validation_scores
 from bps.params import Params
+from bps.run_guard import run_training_stage
 from bps.split import SPLITS
 
 
@@ -32,9 +32,8 @@ def main(params: Params, family: str) -> None:
     train, val = classical.read_features("train"), classical.read_features("val")
     model = classical.fit(family, params, train, target)
     control = classical.fit(family, params, classical.sham_rows(train), control_target)
-    classical.save(classical.model_folder(family), model, family, target, params, trained_on="train split")
-    classical.save(classical.model_folder(family, control=True), control, family, control_target, params,
-                   trained_on="train split, sham (dose 0) images only")
+    classical.save(classical.model_folder(family), model, family, target, params, control=False)
+    classical.save(classical.model_folder(family, control=True), control, family, control_target, params, control=True)
 
     scores = validation_scores(target, target.encode(val), classical.class_probabilities(model, family, val, target))
     val_sham = classical.sham_rows(val)
@@ -60,4 +59,6 @@ if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in FAMILIES:
         print(f"usage: python -m stages.train_classical {{{'|'.join(FAMILIES)}}}", file=sys.stderr)
         raise SystemExit(2)
-    run_stage(partial(main, family=sys.argv[1]))
+    family = sys.argv[1]
+    run_training_stage(partial(main, family=family), classical.model_folder(family),
+                       classical.model_folder(family, control=True))

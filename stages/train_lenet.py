@@ -1,6 +1,6 @@
 """train-lenet: train the CNN (LeNet-5 by default, ``train.model``), keep its best epoch.
 
-Writes models/lenet/ (weights-only model.pt + model.json with the classes and preprocessing)
+Writes models/lenet/ (weights-only model.pt + model.json, the model card, marked complete last)
 and metrics/lenet/ (dvclive: per-epoch train loss, whole-split validation loss, accuracy and
 macro F1, learning rate). With ``--control``, the negative control instead (bps/controls.py):
 particle on sham images only, into models/ and metrics/lenet-control/.
@@ -14,8 +14,7 @@ from dvclive import Live
 from tqdm import tqdm
 
 from bps.batches import RandomAugment, balanced_weights
-from bps.cli import run_stage
-from bps.controls import control_requested, training_data
+from bps.controls import control_requested, output_name, training_data
 from bps.distributed import (
     SilentLive,
     World,
@@ -28,8 +27,10 @@ from bps.distributed import (
 )
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
+from bps.model_card import ModelCard
 from bps.models import build_model, save_checkpoint
 from bps.params import Params
+from bps.run_guard import run_training_stage
 from bps.training import (
     EarlyStopping,
     make_deterministic,
@@ -56,14 +57,12 @@ def train(params: Params, world: World, device: torch.device, control: bool) -> 
     train_images, train_table = data.load("train")
     val_images, val_table = data.load("val")
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)
-    checkpoint = {
-        "architecture": config.model, "in_channels": train_images.shape[1], "size": train_images.shape[-1],
-        "target": target.name, "classes": list(target.classes),
-        "preprocess": params.preprocess.model_dump(mode="json"), "train": config.model_dump(mode="json"),
-        **data.describe(),
-        **({"world_size": world.size} if world.size > 1 else {}),
-    }
-    model = build_model(checkpoint, Path(config.pretrained) if config.pretrained else None).to(device)
+    card = ModelCard(
+        kind="cnn", architecture=config.model, in_channels=train_images.shape[1], size=train_images.shape[-1],
+        target=target.name, classes=list(target.classes), preprocess=params.preprocess, control=control,
+        training=config.model_dump(mode="json"), world_size=world.size,
+    )
+    model = build_model(card, Path(config.pretrained) if config.pretrained else None).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = wrap(model, world, device)
@@ -96,7 +95,8 @@ def train(params: Params, world: World, device: torch.device, control: bool) -> 
                 live.log_metric(name, value)
             if stopping.improved(epoch_metrics[config.select_metric]):
                 if world.is_main:
-                    save_checkpoint(MODELS / data.name, unwrap(model), {**checkpoint, "epoch": epoch, **epoch_metrics})
+                    kept = card.model_copy(update={"metrics": {"epoch": epoch, **epoch_metrics}})
+                    save_checkpoint(MODELS / data.name, unwrap(model), kept)
                 live.summary["best_epoch"] = epoch
             live.next_step()
             if stopping.should_stop:  # every rank saw the same metrics: all stop together
@@ -107,4 +107,5 @@ def train(params: Params, world: World, device: torch.device, control: bool) -> 
 
 
 if __name__ == "__main__":
-    run_stage(partial(main, control=control_requested()))
+    control = control_requested()
+    run_training_stage(partial(main, control=control), MODELS / output_name("lenet", control))

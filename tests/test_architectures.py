@@ -9,6 +9,7 @@ import torchvision
 from torch import nn
 
 from bps.errors import PipelineError
+from bps.model_card import ModelCard
 from bps.models import (
     ARCHITECTURES,
     LeNet5,
@@ -20,17 +21,12 @@ from bps.models import (
     save_checkpoint,
 )
 from bps.params import ParamsError, parse_params
+from tests.model_cards import finished_card
 
 
-def _config(architecture: str, in_channels: int = 1, size: int = 32, n_classes: int = 2) -> dict:
-    """A checkpoint config shaped like the one stages/train_lenet.py writes."""
-    return {
-        "architecture": architecture,
-        "in_channels": in_channels,
-        "size": size,
-        "target": "particle",
-        "classes": [f"class {i}" for i in range(n_classes)],
-    }
+def _config(architecture: str, in_channels: int = 1, size: int = 32, n_classes: int = 2) -> ModelCard:
+    """A model card shaped like the one stages/train_lenet.py writes."""
+    return finished_card(architecture, in_channels, size, [f"class {i}" for i in range(n_classes)])
 
 
 @torch.no_grad()
@@ -187,10 +183,33 @@ def test_pretrained_weights_load_with_an_averaged_first_conv(imagenet_like, in_c
         assert not torch.equal(fresh.state_dict()["layer1.0.conv1.weight"], saved["layer1.0.conv1.weight"])
 
 
-def test_pretrained_weights_of_another_depth_do_not_load(imagenet_like):
+def test_pretrained_weights_of_another_depth_are_one_line_naming_the_file(imagenet_like):
     path, _ = imagenet_like
-    with pytest.raises(RuntimeError, match="state_dict"):
+    with pytest.raises(PipelineError) as caught:
         resnet(50, 1, 2, 32, pretrained=path)
+    message = str(caught.value)
+    assert message.startswith(f"train.pretrained: {path} does not fit")
+    assert "missing key(s)" in message and "\n" not in message
+
+
+def test_pretrained_file_that_is_not_weights_is_one_line_naming_the_file(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are my notes, not weights\n")
+    with pytest.raises(PipelineError) as caught:
+        resnet(18, 1, 2, 32, pretrained=notes)
+    message = str(caught.value)
+    assert message.startswith(f"train.pretrained: {notes} is not a weights file")
+    assert "\n" not in message
+
+
+def test_pretrained_state_dict_with_other_keys_is_one_line_naming_the_file(tmp_path):
+    other = tmp_path / "lenet.pt"
+    torch.save(LeNet5(1, 2, 32).state_dict(), other)
+    with pytest.raises(PipelineError) as caught:
+        resnet(18, 1, 2, 32, pretrained=other)
+    message = str(caught.value)
+    assert message.startswith(f"train.pretrained: {other} does not fit")
+    assert "unexpected key(s), e.g. 'classifier." in message and "\n" not in message
 
 
 # --- build_model and checkpoints -------------------------------------------------------------

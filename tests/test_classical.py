@@ -12,6 +12,7 @@ from bps import classical
 from bps.features import FAMILIES, image_features
 from bps.labels import get_target
 from bps.meta import with_groups
+from bps.model_card import mark_complete
 from bps.params import FeatureParams, parse_params
 from bps.simulate import plan_dataset, simulate_image
 from bps.split import SPLITS, assign_splits
@@ -44,6 +45,8 @@ def trained(features_project, monkeypatch) -> Path:
     params = parse_params({"task": {"target": "particle_dose"}, "appearance": {"max_iter": 20}})
     for family in FAMILIES:
         train_classical.main(params, family)
+        for control in (False, True):
+            mark_complete(classical.model_folder(family, control))  # as run_training_stage does after main
     return features_project
 
 
@@ -55,19 +58,19 @@ def test_predict_proba_covers_a_whole_split_in_class_order(trained, family):
     assert table["filename"].tolist() == pd.read_csv("data/features/test.csv")["filename"].tolist()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert (proba.argmax(axis=1) != 0).any() or (target.encode(table) == 0).all()
-    info = classical._load(Path("models") / family)[1]
-    assert info["classes"] == list(target.classes) and info["family"] == family
+    card = classical._load(Path("models") / family)[1]
+    assert card.classes == list(target.classes) and (card.kind, card.architecture) == ("classical", family)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_negative_control_is_trained_and_scored_on_sham_images_only(trained, family):
-    model, info = classical._load(classical.model_folder(family, control=True))
+    model, card = classical._load(classical.model_folder(family, control=True))
     train = pd.read_csv("data/features/train.csv")
     n_sham = int((train["dose_Gy"] == 0).sum())
     assert 0 < n_sham < len(train)
     if family == "foci":
         assert model.steps[0][1].n_samples_seen_ == n_sham  # the scaler saw exactly the training sham images
-    assert info["target"] == "particle" and info["classes"] == ["Fe", "X-ray"] and "sham" in info["trained_on"]
+    assert card.target == "particle" and card.classes == ["Fe", "X-ray"] and card.control
     proba, rows = classical.control_proba(Path("models") / family, "test")
     assert len(rows) == int((pd.read_csv("data/features/test.csv")["dose_Gy"] == 0).sum())
     assert (rows["dose_Gy"] == 0).all()

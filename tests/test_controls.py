@@ -11,6 +11,7 @@ import skops.io as sio
 from bps.controls import control_requested, sham_only, training_data
 from bps.errors import PipelineError
 from bps.features import FAMILIES
+from bps.model_card import mark_complete
 from bps.params import parse_params
 from stages import evaluate, train_baseline, train_classical, train_lenet
 
@@ -87,6 +88,8 @@ def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
         trainer.main(params, control=True)
     for family in FAMILIES:
         train_classical.main(params, family)
+    for folder in (root / "models").iterdir():
+        mark_complete(folder)  # as run_training_stage does once a trainer returns
 
     sham_train = tables["train"]["dose_Gy"] == 0
     scaler = sio.load(root / "models/baseline-control/model.skops",

@@ -196,7 +196,14 @@ def test_select_rows_is_reproducible_regardless_of_row_order():
     assert any(names != set(first["filename"]) for names in others)
 
 
-def test_select_rows_with_no_matching_hours():
-    chosen = select_rows(_condition_table(), [48], 3, 0)
-    assert len(chosen) == 0
-    assert list(chosen.columns) == list(COLUMNS)
+def test_select_rows_with_no_matching_hours_is_an_error_naming_the_hours_there_are():
+    table = _condition_table()
+    present = sorted(set(table["hr_post_exposure"]))
+    with pytest.raises(MetaError, match=rf"data.hours \[48\] selects none of the {len(table)} images in meta.csv, "
+                                        rf"whose hours are \{present}"):
+        select_rows(table, [48], 3, 0)
+
+
+def test_select_rows_from_an_empty_table_is_an_error():
+    with pytest.raises(MetaError, match="meta.csv lists no images"):
+        select_rows(_condition_table().iloc[:0], [4], None, 0)

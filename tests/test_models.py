@@ -11,21 +11,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from bps import baseline
+from bps.model_card import ModelCard
 from bps.models import LeNet5, build_model, load_checkpoint, save_checkpoint
 from bps.params import BaselineParams
+from tests.model_cards import finished_card
 
 
-def _config(in_channels: int = 1, size: int = 32, classes: tuple[str, ...] = ("Fe", "X-ray")) -> dict:
-    """A checkpoint config shaped like the one stages/train_lenet.py writes."""
-    return {
-        "architecture": "lenet",
-        "in_channels": in_channels,
-        "size": size,
-        "target": "particle",
-        "classes": list(classes),
-        "epoch": 3,
-        "val_accuracy": 0.75,
-    }
+def _config(in_channels: int = 1, size: int = 32, classes: tuple[str, ...] = ("Fe", "X-ray")) -> ModelCard:
+    """A model card shaped like the one stages/train_lenet.py writes."""
+    return finished_card("lenet", in_channels, size, classes)
 
 
 # --- LeNet-5 ---------------------------------------------------------------------------------
@@ -114,7 +108,7 @@ def test_checkpoint_for_other_shape_does_not_load(tmp_path):
     # model.json must describe the weights: a config with another size cannot load them.
     save_checkpoint(tmp_path, LeNet5(1, 2, 64), _config(size=64))
     config = json.loads((tmp_path / "model.json").read_text())
-    (tmp_path / "model.json").write_text(json.dumps({**config, "size": 32}))
+    (tmp_path / "model.json").write_text(json.dumps({**config, "size": 32, "preprocess": {"size": 32}}))
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_checkpoint(tmp_path)
 
@@ -206,9 +200,9 @@ def test_baseline_save_load_round_trip(tmp_path):
     mlp = baseline.make_mlp(BaselineParams(hidden_layers=[8, 8], lr=1e-2, batch_size=16))
     baseline.fit_epoch(mlp, scaler.transform(x), labels, np.arange(2))
     pipeline = make_pipeline(scaler, mlp)
-    info = {"target": "particle", "classes": ["Fe", "X-ray"], "baseline": {"epochs": 1}}
+    card = finished_card("mlp", size=16, training={"epochs": 1})
     folder = tmp_path / "models" / "baseline"  # does not exist yet
-    baseline.save(folder, pipeline, info)
+    baseline.save(folder, pipeline, card)
 
     loaded = baseline.load(folder)
     np.testing.assert_array_equal(loaded.predict_proba(x), pipeline.predict_proba(x))
@@ -221,6 +215,6 @@ def test_baseline_save_load_round_trip(tmp_path):
 def test_baseline_load_refuses_foreign_types(tmp_path):
     x = np.random.default_rng(3).random((20, 4))
     pipeline = make_pipeline(FunctionTransformer(math.sqrt), StandardScaler().fit(x))
-    baseline.save(tmp_path, pipeline, {"target": "particle", "classes": ["Fe", "X-ray"]})
+    baseline.save(tmp_path, pipeline, finished_card("mlp"))
     with pytest.raises(ValueError, match="refusing"):
         baseline.load(tmp_path)

@@ -35,7 +35,7 @@ VENV_BIN = Path(sys.executable).parent
 DVC = VENV_BIN / "dvc"
 # In the order `dvc repro` runs them.
 STAGES = (
-    "download", "split", "preprocess", "train-baseline", "train-lenet", "train-baseline-control",
+    "check-params", "download", "split", "preprocess", "train-baseline", "train-lenet", "train-baseline-control",
     "train-lenet-control", "features", "train-appearance", "train-foci", "evaluate",
 )
 SCORED = ("baseline", "lenet", "appearance", "foci")  # the models in metrics/evaluate.json, beside "paired"
@@ -286,7 +286,7 @@ def test_exp_run_with_new_lr_reruns_only_training_and_evaluation(built, workspac
 
     result = dvc(workspace, env, "exp", "run", "-S", "train.lr=1.5e-4")
 
-    assert sorted(stages_run(result)) == ["evaluate", "train-lenet", "train-lenet-control"]
+    assert sorted(stages_run(result)) == ["check-params", "evaluate", "train-lenet", "train-lenet-control"]
     params = json.loads(dvc(workspace, env, "params", "diff", "--json").stdout)
     assert params == {"params.yaml": {"train.lr": {"old": 0.0003, "new": 0.00015, "diff": pytest.approx(-0.00015)}}}
     metrics = json.loads(dvc(workspace, env, "metrics", "diff", "--json").stdout)
@@ -314,7 +314,9 @@ def test_exp_run_with_new_size_reruns_from_preprocess(built, workspace):
     # The run-cache already holds preprocess at size 32; DVC's run-cache key ignores keys named
     # `size` (treeverse/dvc#10296), so this also guards the `preprocess.size` line in dvc.yaml.
     assert "is cached" not in output_of(result)
-    assert sorted(stages_run(result)) == sorted(STAGES[2:])
+    expected = ["check-params", "preprocess", "train-baseline", "train-lenet", "train-baseline-control",
+                "train-lenet-control", "evaluate"]
+    assert sorted(stages_run(result)) == sorted(expected)
     train_images = np.load(workspace / "data/prepared/train_images.npy")
     assert train_images.shape[1:] == (1, 28, 28)
     assert read_json(workspace / "models/lenet/model.json")["size"] == 28
@@ -372,7 +374,7 @@ def test_exp_run_from_an_s3_bucket(built, workspace, nasa_bucket):
     meta = pd.read_csv(raw / "meta.csv")
     expected = source.table[source.table["hr_post_exposure"] == 4]
     assert sorted(meta["filename"]) == sorted(expected["filename"])
-    assert {path.name for path in raw.iterdir()} == {*meta["filename"], "meta.csv"}
+    assert {path.name for path in raw.iterdir()} == {*meta["filename"], "meta.csv", ".manifest.json"}
     for name in meta["filename"]:
         assert (raw / name).read_bytes() == source.tiffs[name], name
 
@@ -416,10 +418,10 @@ def test_exp_run_with_a_resnet18(built, workspace):
 
     result = dvc(workspace, env, "exp", "run", "-S", "train.model=resnet18")
 
-    assert sorted(stages_run(result)) == ["evaluate", "train-lenet", "train-lenet-control"]
+    assert sorted(stages_run(result)) == ["check-params", "evaluate", "train-lenet", "train-lenet-control"]
     info = read_json(workspace / "models/lenet/model.json")
     assert info["architecture"] == "resnet18"
-    assert info["train"]["model"] == "resnet18"
+    assert info["training"]["model"] == "resnet18"
     state = torch.load(workspace / "models/lenet/model.pt", weights_only=True)
     assert state["conv1.weight"].shape[1] == 1
     assert "layer4.1.bn2.running_mean" in state

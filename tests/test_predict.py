@@ -23,6 +23,7 @@ from bps.prepare import prepare_images
 from bps.simulate import DEFLATE, plan_dataset, simulate_image
 from bps.training import predict_proba
 from stages.predict import main as predict_cli
+from tests.model_cards import finished_card
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["Fe", "X-ray"]
@@ -52,14 +53,7 @@ def lenet_folder(tmp_path_factory) -> Path:
     """A saved LeNet-5 checkpoint folder (untrained: only the plumbing is under test)."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("models") / "lenet"
-    config = {
-        "architecture": "lenet",
-        "in_channels": 1,
-        "size": STORED.size,
-        "target": "particle",
-        "classes": CLASSES,
-        "preprocess": STORED.model_dump(mode="json"),
-    }
+    config = finished_card("lenet", 1, STORED.size, CLASSES, preprocess=STORED)
     save_checkpoint(folder, LeNet5(1, len(CLASSES), STORED.size), config)
     return folder
 
@@ -67,7 +61,7 @@ def lenet_folder(tmp_path_factory) -> Path:
 def _expected_lenet(folder: Path, paths: list[Path]) -> np.ndarray:
     """What the pipeline's own preprocess + evaluate steps give for these files."""
     model, config = load_checkpoint(folder)
-    images = prepare_images(paths, PreprocessParams(**config["preprocess"])).images
+    images = prepare_images(paths, config.preprocess).images
     return predict_proba(model, images, torch.device("cpu"))
 
 
@@ -119,7 +113,7 @@ def test_baseline_folder_predicts(tmp_path, tiffs):
     baseline.fit_epoch(mlp, scaler.transform(flat), labels, np.arange(2))
     pipeline = make_pipeline(scaler, mlp)
     folder = tmp_path / "baseline"
-    info = {"target": "particle", "classes": CLASSES, "preprocess": STORED.model_dump(mode="json")}
+    info = finished_card("mlp", 1, STORED.size, CLASSES, preprocess=STORED)
     baseline.save(folder, pipeline, info)
 
     table = Predictor(folder).predict_files(tiffs)

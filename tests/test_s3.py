@@ -7,9 +7,14 @@ connections, short or altered bodies, a server that dies) reaches botocore as it
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import io
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,16 +32,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import yaml
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from bps.files import PART_SUFFIX
+from bps import s3
+from bps.files import FILE_MODE, PART_SUFFIX
 from bps.meta import MetaError
 from bps.params import DataParams, S3Params
-from bps.s3 import DownloadError, download_dataset, download_objects, list_objects, make_client
+from bps.s3 import MANIFEST, DownloadError, download_dataset, download_objects, list_objects, make_client
 from bps.simulate import DEFLATE, plan_dataset, simulate_image
 from tests.conftest import isolate_aws
 
+ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "Microscopy/train"
 REGION = "us-west-2"
 
@@ -369,7 +377,7 @@ def assert_folder_sound(folder: Path, blobs: dict[str, bytes], allowed_parts: tu
         return set()
     parts = sorted(p.name for p in folder.iterdir() if p.name.endswith(PART_SUFFIX) and p.name not in allowed_parts)
     assert parts == [], f"partial files left behind: {parts}"
-    present = {p.name for p in folder.iterdir() if not p.name.endswith(PART_SUFFIX)}
+    present = {p.name for p in folder.iterdir() if not p.name.endswith(PART_SUFFIX) and p.name != MANIFEST}
     for name in present:
         data = (folder / name).read_bytes()
         assert data, f"{name} is empty"
@@ -421,7 +429,7 @@ def test_filtered_download_is_capped_and_reproducible(bucket, proxy, tmp_path):
     bucket.put_meta(bucket.meta.sample(frac=1, random_state=7))
     again = download_dataset(tmp_path / "b", params)
     pd.testing.assert_frame_equal(again, table)
-    assert {p.name for p in (tmp_path / "b").iterdir()} == set(table["filename"])
+    assert {p.name for p in (tmp_path / "b").iterdir()} == {*table["filename"], MANIFEST}
 
 
 def test_download_with_environment_credentials_signs_requests(shared_bucket, proxy, aws_env, tmp_path):
@@ -476,6 +484,70 @@ def test_rerun_fetches_only_missing_or_wrong_sized_files(shared_bucket, proxy, t
     # A second run finds everything complete and fetches nothing.
     download_dataset(folder, shared_bucket.params(proxy.url))
     assert proxy.image_gets() == Counter({name: 1 for name in names[10:]})
+
+
+def test_an_object_replaced_at_the_same_size_is_fetched_again(bucket, proxy, tmp_path, monkeypatch):
+    folder = tmp_path / "raw"
+    download_dataset(folder, bucket.params(proxy.url))
+    names = sorted(bucket.blobs)
+    assert proxy.image_gets() == Counter({name: 1 for name in names})
+
+    changed = names[3]
+    replacement = bytes(byte ^ 0x01 for byte in bucket.blobs[changed])  # same size, other bytes
+    bucket.put(changed, replacement)
+    hashed = []
+    monkeypatch.setattr(s3, "_file_md5", lambda path: hashed.append(path) or "", raising=False)
+    untouched = file_ids(folder, [name for name in names if name != changed])
+
+    download_dataset(folder, bucket.params(proxy.url))
+
+    assert proxy.image_gets() == Counter({name: 2 if name == changed else 1 for name in names})
+    assert (folder / changed).read_bytes() == replacement
+    assert file_ids(folder, untouched) == untouched
+    assert hashed == [], "complete files were read again: the manifest should vouch for them"
+    download_dataset(folder, bucket.params(proxy.url))  # and then nothing at all
+    assert proxy.image_gets() == Counter({name: 2 if name == changed else 1 for name in names})
+    manifest = json.loads((folder / MANIFEST).read_text())
+    listed = list_objects(make_client(S3Params(endpoint_url=proxy.url, bucket=bucket.name)), bucket.name, PREFIX, 0)
+    assert listed[changed].etag != f'"{hashlib.md5(bucket.blobs[changed]).hexdigest()}"'
+    assert manifest == {name: {"etag": listed[name].etag, "size": listed[name].size} for name in names}
+    assert (folder / MANIFEST).stat().st_mode & 0o777 == FILE_MODE
+
+
+def run_download_stage(project: Path, bucket: Bucket, endpoint: str, hours: list[int]) -> subprocess.CompletedProcess:
+    """`python -m stages.download` as DVC runs it: its own process, in a project folder."""
+    params = {"data": {"source": "s3", "hours": hours,
+                       "s3": {"bucket": bucket.name, "endpoint_url": endpoint, "region": REGION, "workers": 4}}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    return subprocess.run([sys.executable, "-m", "stages.download"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "hours", "expected"),
+    [
+        (lambda meta: meta.iloc[:0], [4, 24, 48], "error: meta.csv lists no images (only a header?)"),
+        (lambda meta: meta[meta["hr_post_exposure"] == 4], [24, 48],
+         "error: data.hours [24, 48] selects none of the 12 images in meta.csv, whose hours are [4]"),
+    ],
+)
+def test_an_empty_selection_is_refused_before_anything_is_pruned(bucket, proxy, tmp_path, spoil, hours, expected):
+    project = tmp_path / "project"
+    project.mkdir()
+    first = run_download_stage(project, bucket, proxy.url, [4, 24, 48])
+    assert first.returncode == 0, first.stderr
+    raw = project / "data/raw"
+    before = {path.name: path.read_bytes() for path in raw.iterdir()}
+    assert set(before) - {MANIFEST} == {*bucket.blobs, "meta.csv"}
+
+    bucket.put_meta(spoil(bucket.meta))
+    result = run_download_stage(project, bucket, proxy.url, hours)
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    assert {path.name: path.read_bytes() for path in raw.iterdir()} == before
 
 
 # --------------------------------------------------------------------------- 4: path traversal

@@ -32,6 +32,7 @@ from bps.predict import Predictor
 from bps.service import MAX_IMAGE_SIDE, create_app
 from bps.simulate import DEFLATE, simulate_image
 from stages import serve
+from tests.model_cards import finished_card
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["Fe", "X-ray"]
@@ -71,17 +72,10 @@ def running(app: FastAPI) -> Iterator[str]:
 def lenet_folder(folder: Path, in_channels: int = 1) -> Path:
     """A LeNet-5 checkpoint shaped like stages/train_lenet.py's, with seeded random weights."""
     torch.manual_seed(0)
-    config = {
-        "architecture": "lenet",
-        "in_channels": in_channels,
-        "size": 32,
-        "target": "particle",
-        "classes": CLASSES,
-        "preprocess": PreprocessParams(size=32).model_dump(mode="json"),
-        "train": {"lr": 0.001, "epochs": 3},
-        "epoch": 2,
-        "val_accuracy": 0.75,
-    }
+    config = finished_card(
+        "lenet", in_channels, 32, CLASSES, training={"lr": 0.001, "epochs": 3},
+        metrics={"epoch": 2, "val_accuracy": 0.75},
+    )
     save_checkpoint(folder, build_model(config), config)
     return folder
 
@@ -154,6 +148,7 @@ def test_model_describes_the_checkpoint(url):
     assert response.status_code == 200
     assert response.json() == {
         "name": "lenet",
+        "kind": "cnn",
         "target": "particle",
         "classes": CLASSES,
         "architecture": "lenet",
@@ -175,12 +170,7 @@ def test_baseline_model_is_served(tmp_path, tiffs):
     scaler = StandardScaler().fit(features)
     mlp = baseline.make_mlp(params)
     baseline.fit_epoch(mlp, scaler.transform(features), labels, np.arange(2))
-    info = {
-        "target": "particle",
-        "classes": CLASSES,
-        "baseline": params.model_dump(mode="json"),
-        "preprocess": PreprocessParams(size=32).model_dump(mode="json"),
-    }
+    info = finished_card("mlp", 1, 32, CLASSES, training=params.model_dump(mode="json"), metrics={})
     baseline.save(tmp_path, make_pipeline(scaler, mlp), info)
 
     with running(create_app(tmp_path)) as base:

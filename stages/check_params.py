@@ -1,0 +1,22 @@
+"""check-params: validate the whole params.yaml before any other stage runs.
+
+DVC deletes a stage's outputs just before it runs the stage, so a stage that only then found a
+bad parameter had already lost its outputs (``models/lenet``, the git-tracked ``metrics/lenet``).
+This stage depends on the whole ``params.yaml`` file (so a top-level typo such as ``trian:``
+counts too), and every other stage depends on its output, so DVC runs it first. Its output's
+bytes never change: after a valid edit DVC re-runs only the stages whose own params changed.
+"""
+
+from bps.cli import run_stage
+from bps.files import write_text
+from bps.layout import PARAMS_OK
+from bps.params import Params
+
+
+def main(params: Params) -> None:
+    del params  # run_stage has validated every key before calling this
+    write_text(PARAMS_OK, "params.yaml is valid\n")
+
+
+if __name__ == "__main__":
+    run_stage(main)
