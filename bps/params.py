@@ -99,7 +99,7 @@ class PreprocessParams(_Block):
 
 
 class TaskParams(_Block):
-    target: Literal["particle", "particle_dose", "condition"] = "particle"
+    target: Literal["particle", "particle_dose", "condition", "particle+dose"] = "particle"
 
 
 class BaselineParams(_Block):

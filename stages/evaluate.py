@@ -29,7 +29,8 @@ ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", 
 def comparison_table(results: dict[str, dict]) -> str:
     models = list(results)
     lines = ["| metric | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
-    for row in ROWS:
+    head_rows = [key for key in results[models[0]] if key not in ROWS and key != "task"]  # particle_accuracy...
+    for row in [*ROWS, *head_rows]:
         cells = [results[m][row] for m in models]
         lines.append(f"| {row} | " + " | ".join("n/a" if c is None else f"{c:.4g}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -51,14 +52,14 @@ def main(params: Params) -> None:
     device = pick_device(params.train.device)
     lenet, _ = load_checkpoint(MODELS / "lenet", device)
     probabilities = {
-        "baseline": baseline.load(MODELS / "baseline").predict_proba(baseline.flatten(images)),
-        "lenet": predict_proba(lenet, images, device),
+        "baseline": target.marginals(baseline.load(MODELS / "baseline").predict_proba(baseline.flatten(images))),
+        "lenet": predict_proba(lenet, images, device, target.head_sizes),
     }
     results = {}
     for folder in ("per_class", "confusion"):
         (METRICS / folder).mkdir(parents=True, exist_ok=True)
     for name, proba in probabilities.items():
-        predicted = proba.argmax(axis=1)
+        predicted = target.predict(proba)
         results[name] = {"task": target.name, **summary(target, labels, proba, sham)}
         pd.DataFrame(per_class(target, labels, predicted)).to_csv(METRICS / "per_class" / f"{name}.csv", index=False)
         confusion_rows(target, labels, predicted).to_csv(METRICS / "confusion" / f"{name}.csv", index=False)

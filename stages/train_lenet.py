@@ -38,7 +38,7 @@ def main(params: Params) -> None:
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)
     checkpoint = {
         "architecture": config.model, "in_channels": train_images.shape[1], "size": train_images.shape[-1],
-        "target": target.name, "classes": list(target.classes),
+        "target": target.name, "classes": list(target.outputs),
         "preprocess": params.preprocess.model_dump(mode="json"), "train": config.model_dump(mode="json"),
     }
     model = build_model(checkpoint, Path(config.pretrained) if config.pretrained else None).to(device)
@@ -53,6 +53,7 @@ def main(params: Params) -> None:
         "sample_weights": per_class[train_labels] if config.sampler == "weighted" else None,
         "autocast": config.amp and device.type == "cuda",
         "channels_last": config.channels_last,
+        "head_sizes": target.head_sizes,
     }
     stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
     with Live(str(METRICS / "lenet"), dvcyaml=None, save_dvc_exp=False) as live:
@@ -64,7 +65,8 @@ def main(params: Params) -> None:
             if scheduler is not None:
                 scheduler.step()
             epoch_metrics = {"train_loss": train_loss,
-                             **validation_scores(target, val_labels, predict_proba(model, val_images, device))}
+                             **validation_scores(target, val_labels,
+                                                 predict_proba(model, val_images, device, target.head_sizes))}
             for name, value in epoch_metrics.items():
                 live.log_metric(name, value)
             if stopping.improved(epoch_metrics[config.select_metric]):
