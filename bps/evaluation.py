@@ -51,16 +51,21 @@ def with_intervals(scores: dict, replicates: dict[str, np.ndarray]) -> dict:
 
 def model_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np.ndarray,
                  bootstrap: GroupedBootstrap, calibration_bins: int) -> dict:
-    """Headline metrics over the whole test split, each with its grouped-bootstrap interval."""
-    y_pred = proba.argmax(axis=1)
+    """Headline metrics over the whole test split, each with its grouped-bootstrap interval.
+
+    ``proba`` holds the model's outputs (per head for a multi-head target); intervals, calibration
+    and per-image losses use the joint classes (:meth:`Target.joint`).
+    """
+    joint = target.joint(proba)
+    y_pred = joint.argmax(axis=1)
     correct = (y_pred == y_true).astype(np.float64)
     confusions = bootstrap.confusions(y_true, y_pred, len(target.classes))
-    ece, ece_replicates = calibration_error(y_true, proba, calibration_bins, bootstrap)
+    ece, ece_replicates = calibration_error(y_true, joint, calibration_bins, bootstrap)
     replicates = {
         "accuracy": accuracy(confusions),
         "balanced_accuracy": balanced_accuracy(confusions),
         "macro_f1": macro_f1(confusions),
-        **{name: bootstrap.mean(values) for name, values in per_image_losses(target, y_true, proba).items()},
+        **{name: bootstrap.mean(values) for name, values in per_image_losses(target, y_true, joint).items()},
         "sham_accuracy": bootstrap.mean(correct, sham),
         "irradiated_accuracy": bootstrap.mean(correct, ~sham),
         "calibration_error": ece_replicates,

@@ -7,6 +7,12 @@ Targets (``task.target``):
 * ``particle_dose``: the study's six (particle, dose) classes, sham included per particle.
 * ``condition``: sham (dose 0, whatever the particle) and the four irradiated (particle, dose)
   classes: the biologically meaningful version.
+* ``particle+dose``: two heads trained jointly, ``particle`` (Fe, X-ray) and ``dose`` level
+  (sham, low, high), so particle and dose are each scored on their own. Its labels are still one
+  index per image, into the same six joint classes as ``particle_dose`` (particle-major); the
+  model's outputs are the heads' classes side by side (2 + 3 logits), softmaxed per head.
+  Dose *level*, not Gy: the two series differ (Fe 0.3/0.82, X-ray 0.1/1.0 Gy), and the level is
+  what is comparable across particles.
 
 Attributes, for the set-based metrics (Hamming loss, Jaccard): each class asserts a set of
 attributes from ``Fe, X-ray`` (particle) and ``sham, low, high`` (dose level: Fe 0.3 / X-ray
@@ -43,11 +49,67 @@ def _dose_name(particle: str, level: str) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """A classification target: its classes, and how a metadata row maps to one."""
+    """A classification target: its classes, and how a metadata row maps to one.
+
+    ``parts`` are the heads of a multi-head target (each itself a one-head Target); a one-head
+    target is its own single head, one softmax over all its classes.
+    """
 
     name: str
     classes: tuple[str, ...]
     attributes: dict[str, frozenset[str]]
+    parts: tuple[Target, ...] = ()
+
+    @property
+    def heads(self) -> tuple[Target, ...]:
+        return self.parts or (self,)
+
+    @property
+    def head_sizes(self) -> tuple[int, ...]:
+        return tuple(len(head.classes) for head in self.heads)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What the model outputs, in order: its classes, or every head's classes side by side."""
+        return tuple(name for head in self.heads for name in head.classes)
+
+    def split(self, outputs: np.ndarray) -> list[np.ndarray]:
+        """Per-output columns (N × outputs) → one N × classes block per head."""
+        return np.split(outputs, np.cumsum(self.head_sizes)[:-1], axis=1)
+
+    def head_labels(self, class_indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Joint class indices → each head's class index (the particle and the dose level)."""
+        return np.unravel_index(np.asarray(class_indices), self.head_sizes)
+
+    def predict(self, proba: np.ndarray) -> np.ndarray:
+        """Predicted class index per row: the argmax, or for several heads each head's argmax, joined."""
+        if not self.parts:
+            return proba.argmax(axis=1)
+        return np.ravel_multi_index([block.argmax(axis=1) for block in self.split(proba)], self.head_sizes)
+
+    def marginals(self, joint_proba: np.ndarray) -> np.ndarray:
+        """Probabilities over the joint classes → per-head probabilities (a one-head target: unchanged).
+
+        How a model with one softmax over the joint classes (the scikit-learn MLP) is scored as heads.
+        """
+        if not self.parts:
+            return joint_proba
+        cube = joint_proba.reshape(len(joint_proba), *self.head_sizes)
+        axes = range(1, cube.ndim)
+        return np.concatenate([cube.sum(axis=tuple(a for a in axes if a != axis)) for axis in axes], axis=1)
+
+    def joint(self, outputs: np.ndarray) -> np.ndarray:
+        """Per-output probabilities → probabilities over the joint classes (a one-head target: unchanged).
+
+        The heads are trained as independent softmaxes, so the joint class's probability is the
+        product of its heads' (its argmax is :meth:`predict`): what calibration and per-image losses use.
+        """
+        if not self.parts:
+            return outputs
+        joint = np.ones((len(outputs), 1))
+        for block in self.split(outputs):
+            joint = (joint[:, :, None] * block[:, None, :]).reshape(len(outputs), -1)
+        return joint
 
     def class_of(self, particle: str, dose_gy: float) -> str:
         level = dose_level(particle, dose_gy)
@@ -90,14 +152,20 @@ def _condition() -> dict[str, frozenset[str]]:
     return classes | {_dose_name(p, level): frozenset({p, level}) for p in DOSES_GY for level in DOSE_LEVELS[1:]}
 
 
-# Keyed by the names in bps.options, which params validation lists.
-_CLASSES = options.registry(options.TARGETS, particle=_particle, particle_dose=_particle_dose, condition=_condition)
+# Keyed by the names in bps.options, which params validation lists. ``particle+dose`` has the six
+# joint classes of ``particle_dose``; get_target gives it its two heads.
+_CLASSES = options.registry(
+    options.TARGETS, particle=_particle, particle_dose=_particle_dose, condition=_condition,
+    **{"particle+dose": _particle_dose},
+)
 TARGET_NAMES = tuple(_CLASSES)
+DOSE_HEAD = Target("dose", DOSE_LEVELS, {level: frozenset({level}) for level in DOSE_LEVELS})
 
 
 def get_target(name: str) -> Target:
-    """The :class:`Target` called ``name`` (``particle``, ``particle_dose`` or ``condition``)."""
+    """The :class:`Target` called ``name`` (one of :data:`TARGET_NAMES`)."""
     if name not in _CLASSES:
         raise ValueError(f"unknown target {name!r} (allowed: {list(TARGET_NAMES)})")
     classes = _CLASSES[name]()
-    return Target(name, tuple(classes), classes)
+    parts = (get_target("particle"), DOSE_HEAD) if name == "particle+dose" else ()
+    return Target(name, tuple(classes), classes, parts)

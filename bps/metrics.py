@@ -4,6 +4,10 @@ Every number is computed over all rows of a split at once (never averaged over b
 sham images are also scored on their own: under the ``particle`` target their label is a
 plate property no image can show, so their accuracy should sit near 0.5, and a model that does
 much better there is reading plate effects.
+
+A multi-head target (``particle+dose``) is also scored head by head (``particle_accuracy``,
+``dose_macro_f1``, ...); its plain keys score the joint prediction, so they compare with
+``particle_dose``, and its log loss is the sum of the heads' (the training loss).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from bps.labels import Target
 def summary(target: Target, y_true: np.ndarray, proba: np.ndarray, is_sham: np.ndarray) -> dict:
     """Headline metrics for one model on one split."""
     labels = np.arange(len(target.classes))
-    y_pred = proba.argmax(axis=1)
+    y_pred = target.predict(proba)
     true_sets, pred_sets = target.indicators(y_true), target.indicators(y_pred)
     result = {
         "n_test": int(len(y_true)),
@@ -27,11 +31,29 @@ def summary(target: Target, y_true: np.ndarray, proba: np.ndarray, is_sham: np.n
         "macro_f1": skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
         "hamming_loss": skm.hamming_loss(true_sets, pred_sets),
         "jaccard": skm.jaccard_score(true_sets, pred_sets, average="samples", zero_division=0),
-        "log_loss": skm.log_loss(y_true, _clipped(proba), labels=labels),
+        "log_loss": sum(
+            skm.log_loss(truth, _clipped(block), labels=np.arange(len(head.classes)))
+            for head, truth, block in zip(target.heads, target.head_labels(y_true), target.split(proba))
+        ),
         "sham_accuracy": skm.accuracy_score(y_true[is_sham], y_pred[is_sham]) if is_sham.any() else None,
         "irradiated_accuracy": (skm.accuracy_score(y_true[~is_sham], y_pred[~is_sham]) if (~is_sham).any() else None),
+        **head_scores(target, y_true, proba, is_sham),
     }
     return {key: (round(float(value), 6) if isinstance(value, float) else value) for key, value in result.items()}
+
+
+HEAD_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "sham_accuracy", "irradiated_accuracy")
+
+
+def head_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, is_sham: np.ndarray) -> dict:
+    """Each head of a multi-head target on its own (``particle_accuracy``, ``dose_accuracy``...); {} for one head."""
+    if len(target.heads) == 1:
+        return {}
+    scores = {}
+    for head, truth, block in zip(target.heads, target.head_labels(y_true), target.split(proba)):
+        result = summary(head, truth, block, is_sham)
+        scores |= {f"{head.name}_{key}": result[key] for key in HEAD_KEYS}
+    return scores
 
 
 def validation_scores(target: Target, y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:

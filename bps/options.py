@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 HOURS = (4, 24, 48)  # hours post exposure in the BPS dataset
-TARGETS = ("particle", "particle_dose", "condition")
+TARGETS = ("particle", "particle_dose", "condition", "particle+dose")
 ARCHITECTURES = ("lenet", "cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "exponential")

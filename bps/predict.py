@@ -18,6 +18,7 @@ from tqdm import tqdm
 from bps import baseline
 from bps.errors import PipelineError
 from bps.images import MAX_SIDE, prepare_image, read_tiff
+from bps.labels import get_target
 from bps.model_card import read_card
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -29,7 +30,11 @@ class Predictor:
     def __init__(self, folder: Path | str) -> None:
         self.folder = Path(folder)
         self.card = read_card(self.folder)  # refuses a folder whose training did not finish
-        self.classes = self.card.classes
+        if self.card.kind == "classical":
+            raise PipelineError(f"{self.folder}: a classical feature model (evaluate scores it); predict takes "
+                                "models/lenet or models/baseline")
+        self.target = get_target(self.card.target)
+        self.classes = list(self.target.outputs)  # the probability columns: per head for particle+dose
         self.preprocess = self.card.preprocess
         self.architecture = self.card.architecture
         if self.card.in_channels != 1:
@@ -45,13 +50,13 @@ class Predictor:
         """A function from N×1×size×size uint8 inputs to class probabilities."""
         if self.card.kind == "mlp":
             pipeline = baseline.load(self.folder)
-            return lambda images: pipeline.predict_proba(baseline.flatten(images))
+            return lambda images: self.target.marginals(pipeline.predict_proba(baseline.flatten(images)))
         from bps.models import load_checkpoint  # torch only for the CNN models
         from bps.training import pick_device, predict_proba
 
         device = pick_device("auto")
         model, _ = load_checkpoint(self.folder, device)
-        return lambda images: predict_proba(model, images, device)
+        return lambda images: predict_proba(model, images, device, self.target.head_sizes)
 
     def prepare(self, source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
         """One TIFF (path or open binary file) → the model's 1×size×size uint8 input."""
@@ -61,9 +66,18 @@ class Predictor:
         """Class probabilities for N×1×size×size uint8 inputs."""
         return np.asarray(self._proba(images))
 
+    def predicted(self, proba: np.ndarray) -> list[str]:
+        """The predicted class of every row; for several heads the joint class (``Fe 0.3 Gy``)."""
+        if len(self.target.heads) == 1:
+            return [self.classes[index] for index in proba.argmax(axis=1)]
+        return [self.target.classes[index] for index in self.target.predict(proba)]
+
     def table(self, names: list[str], proba: np.ndarray) -> pd.DataFrame:
-        """One row per image: its name, predicted class and every class's probability."""
-        result = pd.DataFrame({"file": names, "predicted": np.array(self.classes)[proba.argmax(axis=1)]})
+        """One row per image: its name, predicted class (and each head's) and every output's probability."""
+        result = pd.DataFrame({"file": names, "predicted": self.predicted(proba)})
+        if len(self.target.heads) > 1:
+            for head, block in zip(self.target.heads, self.target.split(proba)):
+                result[f"predicted_{head.name}"] = np.array(head.classes)[block.argmax(axis=1)]
         for index, name in enumerate(self.classes):
             result[f"p_{name}"] = proba[:, index]
         return result

@@ -114,12 +114,8 @@ class ModelService:
         classes = self.predictor.classes
         return Predictions(
             predictions=[
-                Prediction(
-                    file=name,
-                    predicted=classes[int(row.argmax())],
-                    probabilities={cls: float(p) for cls, p in zip(classes, row)},
-                )
-                for (name, _), row in zip(uploads, proba)
+                Prediction(file=name, predicted=label, probabilities={cls: float(p) for cls, p in zip(classes, row)})
+                for (name, _), label, row in zip(uploads, self.predictor.predicted(proba), proba)
             ]
         )
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bps import options
@@ -99,6 +101,38 @@ class EarlyStopping:
         return self.patience > 0 and self.stale >= self.patience
 
 
+def head_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    head_sizes: Sequence[int] = (),
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Summed cross-entropy of a batch: the one place that knows how a target's heads are trained.
+
+    One head (``head_sizes`` of length 0 or 1): cross-entropy over all the logits. Several: each
+    head's slice of the logits against its part of the joint label, added per image (the joint
+    negative log-likelihood of heads that predict independently). ``class_weights`` (one per joint
+    class) weight each image by its label, as ``CrossEntropyLoss(weight=...)`` does.
+    """
+    if len(head_sizes) <= 1:
+        return F.cross_entropy(logits, labels, weight=class_weights, reduction="sum")
+    per_image = torch.zeros(len(labels), device=logits.device)
+    remaining = labels
+    for block, size in reversed(list(zip(logits.split(list(head_sizes), dim=1), head_sizes))):
+        per_image = per_image + F.cross_entropy(block, remaining % size, reduction="none")
+        remaining = remaining // size
+    if class_weights is not None:
+        per_image = per_image * class_weights[labels]
+    return per_image.sum()
+
+
+def head_softmax(logits: torch.Tensor, head_sizes: Sequence[int] = ()) -> torch.Tensor:
+    """Probabilities: a softmax over all the logits, or over each head's slice for several heads."""
+    if len(head_sizes) <= 1:
+        return torch.softmax(logits, dim=1)
+    return torch.cat([torch.softmax(block, dim=1) for block in logits.split(list(head_sizes), dim=1)], dim=1)
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -114,25 +148,27 @@ def train_epoch(
     autocast: bool = False,
     channels_last: bool = False,
     shard: Shard | None = None,
+    head_sizes: Sequence[int] = (),
 ) -> float:
     """One pass over the training split; returns the mean loss over all its images.
 
     ``class_weights`` weight the loss, ``sample_weights`` the sampling (see iterate_batches);
     ``autocast`` runs the forward pass in bfloat16 on a GPU; ``channels_last`` feeds NHWC
-    tensors, which convolutions on CPU often run faster. With a ``shard`` this process trains
-    on its rows of every batch and returns its part of the mean (the parts sum to the mean).
-    The loss is summed on the device and read once, so the host never waits for a GPU after each batch.
+    tensors, which convolutions on CPU often run faster; ``head_sizes`` (``Target.head_sizes``)
+    splits the logits into separately trained heads (see :func:`head_loss`). With a ``shard`` this
+    process trains on its rows of every batch and returns its part of the mean (the parts sum to
+    the mean). The loss is summed on the device and read once, so the host never waits for a GPU
+    after each batch.
     """
     model.train()
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
-    loss_fn = nn.CrossEntropyLoss(weight=weight, reduction="sum")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     total = torch.zeros((), dtype=torch.float64, device=device)
     for batch, target in iterate_batches(images, labels, batch_size, generator, augment, sample_weights, shard):
         batch = to_device(batch, device).contiguous(memory_format=memory_format)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = loss_fn(model(batch), to_device(target, device))
+            loss = head_loss(model(batch), to_device(target, device), head_sizes, weight)
         loss.backward()
         optimizer.step()
         total += loss.detach()
@@ -140,12 +176,14 @@ def train_epoch(
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
-    """Class probabilities for every image of a split, in order, never augmented."""
+def predict_proba(
+    model: nn.Module, images: np.ndarray, device: torch.device, head_sizes: Sequence[int] = ()
+) -> np.ndarray:
+    """Class probabilities for every image of a split, in order, never augmented (per head: see head_softmax)."""
     model.eval()
     dummy = np.zeros(len(images), dtype=np.int64)
     chunks = [
-        torch.softmax(model(to_device(batch, device)), dim=1).cpu().numpy()
+        head_softmax(model(to_device(batch, device)), head_sizes).cpu().numpy()
         for batch, _ in iterate_batches(images, dummy, EVAL_BATCH_SIZE)
     ]
     return np.concatenate(chunks) if chunks else np.empty((0, 0), dtype=np.float32)

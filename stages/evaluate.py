@@ -47,9 +47,9 @@ from bps.saliency import input_gradients, render, sample_per_class
 from bps.training import pick_device, predict_proba
 from bps.uncertainty import GroupedBootstrap, paired_comparison
 
-# (model folder, prepared test images N×C×H×W uint8, their rows of data/prepared/test.csv)
-#   → class probabilities N×K in the order of the folder's model.json classes.
-Predict = Callable[[Path, np.ndarray, pd.DataFrame], np.ndarray]
+# (model folder, prepared test images N×C×H×W uint8, their rows of data/prepared/test.csv, target)
+#   → probabilities of the target's outputs (its classes, or per head: Target.outputs).
+Predict = Callable[[Path, np.ndarray, pd.DataFrame, Target], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,18 @@ class ScoredModel:
     control: bool = True
 
 
-def mlp_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame) -> np.ndarray:
-    return baseline.load(folder).predict_proba(baseline.flatten(images))
+def mlp_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, target: Target) -> np.ndarray:
+    return target.marginals(baseline.load(folder).predict_proba(baseline.flatten(images)))
 
 
-def cnn_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, device: torch.device) -> np.ndarray:
+def cnn_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, target: Target,
+                      device: torch.device) -> np.ndarray:
     model, _ = load_checkpoint(folder, device)
-    return predict_proba(model, images, device)
+    return predict_proba(model, images, device, target.head_sizes)
 
 
-def classical_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame) -> np.ndarray:
-    return classical.probabilities_for(folder, table)
+def classical_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, target: Target) -> np.ndarray:
+    return target.marginals(classical.probabilities_for(folder, table))
 
 
 def scored_models(params: Params) -> list[ScoredModel]:
@@ -143,17 +144,18 @@ def main(params: Params) -> None:
                "n_test_groups": bootstrap.n_groups}
     results, correct, labels_of = {}, {}, {model.name: model.label for model in models}
     for model in tqdm(models, desc="evaluate", unit="model"):
-        proba = model.predict(MODELS / model.name, images, table)
-        predicted = proba.argmax(axis=1)
+        proba = model.predict(MODELS / model.name, images, table, target)
+        predicted = target.predict(proba)
         results[model.name] = {**context, **model_scores(target, labels, proba, sham, bootstrap,
                                                          settings.calibration_bins)}
         if model.control:
-            control_proba = model.predict(MODELS / control_name(model.name), sham_images, sham_table)
+            control_proba = model.predict(MODELS / control_name(model.name), sham_images, sham_table, control_target)
             results[model.name]["control"] = control_scores(sham_labels, control_proba, sham_bootstrap)
         correct[model.name] = predicted == labels
         for folder, frame in (("per_class", pd.DataFrame(per_class(target, labels, predicted))),
                               ("confusion", confusion_rows(target, labels, predicted)),
-                              ("calibration", reliability_table(labels, proba, settings.calibration_bins))):
+                              ("calibration", reliability_table(labels, target.joint(proba),
+                                                                settings.calibration_bins))):
             write_csv(METRICS / folder / f"{model.name}.csv", frame)
     pairs = {f"{a}_vs_{b}": paired_comparison(correct[a], correct[b], bootstrap)
              for a, b in combinations(correct, 2)}
@@ -161,7 +163,7 @@ def main(params: Params) -> None:
     by_hour = accuracy_by(table, correct, ["hr_post_exposure"], bootstrap)
     write_csv(METRICS / "accuracy_by_condition.csv", by_condition)
     write_csv(METRICS / "accuracy_by_hour.csv", by_hour)
-    pictures = write_saliency("lenet", target, images, table, labels, params)
+    pictures = write_saliency("lenet", target, images, table, labels, params) if not target.parts else []
     write_json(METRICS / "evaluate.json", {**results, "paired": pairs})
     headline = headline_table(results, labels_of)
     write_text(METRICS / "comparison.md", "\n".join([

@@ -3,7 +3,8 @@
 Writes models/baseline/model.skops (scaler + MLP), model.json (the model card, marked complete
 last) and metrics/baseline/ (dvclive: per-epoch whole-split validation loss and accuracy). With
 ``--control``, the negative control instead (bps/controls.py): particle on sham images only, into
-models/ and metrics/baseline-control/.
+models/ and metrics/baseline-control/. MLPClassifier has one softmax: for a multi-head target it
+learns the joint classes and is scored through their marginals, one block per head.
 """
 
 from functools import partial
@@ -36,14 +37,15 @@ def main(params: Params, control: bool = False) -> None:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
         for _ in tqdm(range(config.epochs), desc=f"train-{data.name}", unit="epoch"):
             baseline.fit_epoch(mlp, train_x, train_y, classes)
-            scores = {"train_loss": float(mlp.loss_), **validation_scores(target, val_y, mlp.predict_proba(val_x))}
+            val_proba = target.marginals(mlp.predict_proba(val_x))
+            scores = {"train_loss": float(mlp.loss_), **validation_scores(target, val_y, val_proba)}
             for name, value in scores.items():
                 live.log_metric(name, value)
             live.next_step()
     del train_x, val_x  # the features go before saving, which imports skops (and torch with it)
     card = ModelCard(
         kind="mlp", architecture="mlp", in_channels=train_images.shape[1], size=train_images.shape[-1],
-        target=target.name, classes=list(target.classes), preprocess=params.preprocess, control=control,
+        target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=control,
         training=config.model_dump(mode="json"), metrics={"epoch": config.epochs - 1, **scores},
     )
     baseline.save(MODELS / data.name, make_pipeline(scaler, mlp), card)

@@ -59,7 +59,7 @@ def train(params: Params, world: World, device: torch.device, control: bool) -> 
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)
     card = ModelCard(
         kind="cnn", architecture=config.model, in_channels=train_images.shape[1], size=train_images.shape[-1],
-        target=target.name, classes=list(target.classes), preprocess=params.preprocess, control=control,
+        target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=control,
         training=config.model_dump(mode="json"), world_size=world.size,
     )
     model = build_model(card, Path(config.pretrained) if config.pretrained else None).to(device)
@@ -76,6 +76,7 @@ def train(params: Params, world: World, device: torch.device, control: bool) -> 
         "autocast": config.amp and device.type == "cuda",
         "channels_last": config.channels_last,
         "shard": world.shard,
+        "head_sizes": target.head_sizes,
     }
     stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
     live = Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) if world.is_main else SilentLive()
@@ -88,7 +89,7 @@ def train(params: Params, world: World, device: torch.device, control: bool) -> 
                                      generator, augment, device, **options)
             if scheduler is not None:
                 scheduler.step()
-            proba = predict_whole_split(model, val_images, device, world)
+            proba = predict_whole_split(model, val_images, device, world, target.head_sizes)
             epoch_metrics = {"train_loss": sum_over_ranks(train_loss, world, device),
                              **validation_scores(target, val_labels, proba)}
             for name, value in epoch_metrics.items():

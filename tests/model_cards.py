@@ -18,7 +18,7 @@ def finished_card(
     return ModelCard(
         kind="mlp" if architecture == "mlp" else "cnn",
         architecture=architecture,
-        target="particle",
+        target=fields.pop("target", "particle"),
         classes=list(classes),
         in_channels=in_channels,
         size=size,
