@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bps.images import (
+    CompressionError,
     ImageError,
     ImageShapeError,
     ImageTooLargeError,
@@ -82,6 +83,7 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
 IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
     NotATiffError: 415,
     PixelTypeError: 415,
+    CompressionError: 415,
     ImageTooLargeError: 413,
     ImageShapeError: 422,
     ImageError: 422,
