@@ -82,7 +82,8 @@ def read_tiff(source: Path | str | BinaryIO, name: str | None = None, max_side: 
     label = name or (str(source) if isinstance(source, str | Path) else str(getattr(source, "name", "upload")))
     with ExitStack() as cleanup:
         try:
-            tiff = cleanup.enter_context(tifffile.TiffFile(source))
+            stream_name = None if isinstance(source, str | Path) else Path(label).name  # a spooled upload has none
+            tiff = cleanup.enter_context(tifffile.TiffFile(source, name=stream_name))
             pages, page = len(tiff.pages), tiff.pages.first
         except Exception as error:  # tifffile raises many types for non-TIFF input
             raise NotATiffError(f"{label}: not a TIFF file ({type(error).__name__}: {error})") from None

@@ -16,7 +16,6 @@ from bps.errors import PipelineError
 from bps.files import write_text
 from bps.predict import Predictor, find_tiffs
 
-
 OUTPUT_SUFFIXES = (".csv", ".json")
 
 
