@@ -70,6 +70,23 @@ class Predictions(BaseModel):
     predictions: list[Prediction]
 
 
+class ErrorDetail(BaseModel):
+    """Every 4xx/5xx this service sends: one line naming the file (if any) and the problem."""
+
+    detail: str
+
+
+# The schema declares what /predict really answers (not FastAPI's default 422 list of objects).
+PREDICT_ERRORS = {
+    400: "an empty file, or a malformed multipart body",
+    408: "the body did not arrive within the body timeout",
+    413: "the body is over the request limit, or an image side over the pixel limit",
+    415: "not a TIFF, non-integer pixels, or a compression other than none/LZW/Deflate/PackBits/Zstd",
+    422: "no files, not one 2-D single-channel page, or undecodable pixel data",
+    503: "the server is full (pending requests or bytes in flight); retry after Retry-After seconds",
+}
+
+
 # --- the model -------------------------------------------------------------------------------
 
 
@@ -281,9 +298,14 @@ def content_length(scope: Scope) -> int | None:
 # --- the app ---------------------------------------------------------------------------------
 
 
+NO_FILES = "no files: send one or more TIFFs as multipart form field 'files'"
+
+
 async def validation_error(request: Request, error: Exception) -> JSONResponse:
     """FastAPI's 422 with one readable ``detail`` line, like every other error here."""
     assert isinstance(error, RequestValidationError)
+    if any(tuple(problem["loc"]) == ("body", "files") and problem["type"] == "missing" for problem in error.errors()):
+        return JSONResponse({"detail": NO_FILES}, status_code=422)
     problems = "; ".join(
         f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()
     )
@@ -324,13 +346,14 @@ def create_app(
         """The model's target, classes, architecture, training and preprocessing settings, and metrics."""
         return description
 
-    @app.post("/predict")
+    @app.post(
+        "/predict",
+        responses={status: {"model": ErrorDetail, "description": text} for status, text in PREDICT_ERRORS.items()},
+    )
     def predict(
-        files: Annotated[list[UploadFile] | None, File(description="one or more single-page TIFF crops")] = None,
+        files: Annotated[list[UploadFile], File(description="one or more single-page TIFF crops", min_length=1)],
     ) -> Predictions:
         """Class probabilities per uploaded TIFF. A sync endpoint: FastAPI runs it in a worker thread."""
-        if not files:
-            raise HTTPException(422, "no files: send one or more TIFFs as multipart form field 'files'")
         named = [(upload.filename or f"file {index + 1}", upload.file) for index, upload in enumerate(files)]
         return service.predict(named)
 
