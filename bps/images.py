@@ -49,27 +49,48 @@ class ImageTooLargeError(ImageError):
     """Far larger than a nucleus crop."""
 
 
+class CompressionError(ImageError):
+    """Pixel data in a codec that is not accepted (image codecs carry their own, unchecked, size)."""
+
+
 # Crops are ~90-260 px a side; a whole field of view (or a forged header) is a mistake.
 MAX_SIDE = 4096
+
+# TIFF Compression tag values (tifffile.COMPRESSION) that microscopy crops use. tifffile decodes
+# these into a buffer of the size the header declares, so a stream that inflates further fails
+# instead of filling memory. Image codecs (PNG, JPEG, WebP, JPEG 2000...) decode to the size in
+# their own stream, which the TIFF header does not bound (a 64×64 header over a 24000×24000 PNG),
+# so they are refused before any pixel is decoded.
+CODECS = {
+    "none": (tifffile.COMPRESSION.NONE,),
+    "LZW": (tifffile.COMPRESSION.LZW,),
+    "Deflate": (tifffile.COMPRESSION.ADOBE_DEFLATE, tifffile.COMPRESSION.DEFLATE),
+    "PackBits": (tifffile.COMPRESSION.PACKBITS,),
+    "Zstd": (tifffile.COMPRESSION.ZSTD,),
+}
+ALLOWED_COMPRESSIONS = frozenset(int(code) for codes in CODECS.values() for code in codes)
 
 
 def read_tiff(source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
     """Decode a single-channel integer TIFF (a path or an open binary file) to a 2-D array.
 
-    Pages, pixel type and size are checked from the header before any pixel is decoded (a few
-    kB of compressed zeros can claim a gigapixel image). Every refusal is an :class:`ImageError`
-    subclass naming the file (``name``, else the path).
+    Pages, pixel type, size and compression are checked from the header before any pixel is
+    decoded (a few kB of compressed zeros can claim a gigapixel image), and the accepted codecs
+    decode into the declared size only. Every refusal is an :class:`ImageError` subclass naming
+    the file (``name``, else the path).
     """
     label = name or (str(source) if isinstance(source, str | Path) else str(getattr(source, "name", "upload")))
     with ExitStack() as cleanup:
         try:
-            tiff = cleanup.enter_context(tifffile.TiffFile(source))
+            stream_name = None if isinstance(source, str | Path) else Path(label).name  # a spooled upload has none
+            tiff = cleanup.enter_context(tifffile.TiffFile(source, name=stream_name))
             pages, page = len(tiff.pages), tiff.pages.first
         except Exception as error:  # tifffile raises many types for non-TIFF input
             raise NotATiffError(f"{label}: not a TIFF file ({type(error).__name__}: {error})") from None
         if pages != 1:
             raise ImageShapeError(f"{label}: expected one image, found {pages} pages")
         _check_header(label, page.shape, page.dtype, max_side)
+        _check_compression(label, page.compression)
         try:
             image = page.asarray(maxworkers=1)  # one thread: files are small, workers are many
         except Exception as error:  # a valid header over corrupt or truncated pixel data
@@ -85,6 +106,17 @@ def _check_header(label: str, shape: tuple[int, ...], dtype: np.dtype | None, ma
         raise ImageShapeError(f"{label}: expected one 2-D single-channel image, got shape {tuple(shape)}")
     if max(sides) > max_side:
         raise ImageTooLargeError(f"{label}: image is {sides[0]}×{sides[1]} px; at most {max_side} px a side")
+
+
+def _check_compression(label: str, compression: int) -> None:
+    if compression in ALLOWED_COMPRESSIONS:
+        return
+    try:
+        codec = f"{tifffile.COMPRESSION(compression).name} ({int(compression)})"
+    except ValueError:
+        codec = str(int(compression))
+    allowed = ", ".join(f"{name} ({' or '.join(str(int(code)) for code in codes)})" for name, codes in CODECS.items())
+    raise CompressionError(f"{label}: TIFF compression {codec} is not accepted; allowed: {allowed}")
 
 
 def intensity_window(image: np.ndarray, params: PreprocessParams) -> tuple[float, float]:

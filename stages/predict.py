@@ -8,12 +8,28 @@ class's probability.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from bps.errors import PipelineError
 from bps.files import write_text
 from bps.predict import Predictor, find_tiffs
+
+OUTPUT_SUFFIXES = (".csv", ".json")
+
+
+def check_output(path: Path) -> None:
+    """Refuse an --out that cannot be written, before the images are read rather than after."""
+    if path.is_dir():
+        raise PipelineError(f"--out {path}: is a folder; name a file ending in .csv or .json")
+    if path.suffix not in OUTPUT_SUFFIXES:
+        raise PipelineError(f"--out {path}: unknown format {path.suffix!r}; name a file ending in .csv or .json")
+    folder = next(parent for parent in path.absolute().parents if parent.exists())
+    if not folder.is_dir():
+        raise PipelineError(f"--out {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PipelineError(f"--out {path}: cannot write in {folder} (permission denied)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="output .csv or .json")
     args = parser.parse_args(argv)
     try:
+        check_output(args.out)
         predictor = Predictor(args.model)
         table = predictor.predict_files(find_tiffs(args.inputs))
     except PipelineError as error:

@@ -16,7 +16,15 @@ from pathlib import Path
 import uvicorn
 
 from bps.errors import PipelineError
-from bps.service import MAX_IMAGE_SIDE, MAX_REQUEST_BYTES, create_app
+from bps.service import (
+    BODY_TIMEOUT,
+    MAX_IMAGE_SIDE,
+    MAX_INFLIGHT_BYTES,
+    MAX_PENDING,
+    MAX_REQUEST_BYTES,
+    WORKERS,
+    create_app,
+)
 
 
 def positive_int(text: str) -> int:
@@ -24,6 +32,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number of seconds > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -44,9 +60,41 @@ def main(argv: list[str] | None = None) -> None:
         default=MAX_IMAGE_SIDE,
         help="largest image side in pixels accepted (413 above)",
     )
+    parser.add_argument(
+        "--max-pending",
+        type=positive_int,
+        default=MAX_PENDING,
+        help="requests with a body in progress at once; more get 503 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-inflight-bytes",
+        type=positive_int,
+        default=MAX_INFLIGHT_BYTES,
+        help="request bodies in progress, in total; more get 503 (default %(default)s, at least --max-request-bytes)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=WORKERS,
+        help="requests decoded and predicted at once; the others wait (default %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=positive_float,
+        default=BODY_TIMEOUT,
+        help="seconds a request body may take to arrive; slower ones get 408 (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
-        app = create_app(args.model, args.max_request_bytes, args.max_image_side)
+        app = create_app(
+            args.model,
+            args.max_request_bytes,
+            args.max_image_side,
+            max_pending=args.max_pending,
+            max_inflight_bytes=args.max_inflight_bytes,
+            workers=args.workers,
+            body_timeout=args.body_timeout,
+        )
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -207,3 +207,25 @@ def test_cli_on_a_folder_that_is_not_a_model(tiffs, tmp_path, capsys):
     assert str(tmp_path) in lines[0]
     assert "model.json" in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [
+        (".", "is a folder"),
+        ("predictions.txt", "unknown format '.txt'"),
+        ("model.json/p.csv", "is a file, not a folder"),
+    ],
+    ids=["folder", "suffix", "under a file"],
+)
+def test_cli_refuses_an_unwritable_out_before_any_work(tiffs, tmp_path, capsys, monkeypatch, out, words):
+    (tmp_path / "model.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    # No model folder either: the --out check comes first, before loading anything or reading images.
+    with pytest.raises(SystemExit) as caught:
+        predict_cli([str(tmp_path / "no-model"), str(tiffs[0]), "--out", out])
+    assert caught.value.code == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines == [f"error: --out {out}: {lines[0].split(': ', 2)[2]}"] and words in lines[0], captured.err
+    assert "prepare" not in captured.err  # no image was read

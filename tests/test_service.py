@@ -420,7 +420,11 @@ def test_serve_cli_starts_uvicorn_with_the_model(model_folder, monkeypatch):
     assert response.status_code == 413  # the limit given on the command line
 
 
-@pytest.mark.parametrize("option", ["--max-request-bytes=0", "--max-image-side=-5", "--port=http"])
+@pytest.mark.parametrize(
+    "option",
+    ["--max-request-bytes=0", "--max-image-side=-5", "--port=http", "--workers=0", "--max-pending=-1"]
+    + ["--body-timeout=0", "--body-timeout=nan"],
+)
 def test_serve_cli_rejects_bad_options(model_folder, capsys, option):
     with pytest.raises(SystemExit) as stopped:
         serve.main([str(model_folder), option])

@@ -302,7 +302,8 @@ def test_service_answers_the_joint_class_and_per_output_probabilities(two_head_l
     name = "P242_73665006707-A6_002_001_proj.tif"
     tifffile.imwrite(tmp_path / "a.tif", simulate_image(name, "Fe", 0.82, 4, seed=1), compression=DEFLATE)
     service = ModelService(Predictor(two_head_lenet), max_image_side=1024)
-    (prediction,) = service.predict([("a.tif", (tmp_path / "a.tif").read_bytes())]).predictions
+    with open(tmp_path / "a.tif", "rb") as upload:
+        (prediction,) = service.predict([("a.tif", upload)]).predictions
     assert list(prediction.probabilities) == OUTPUTS
     p = prediction.probabilities
     assert prediction.predicted == JOINT[max(("Fe", "X-ray"), key=p.get), max(("sham", "low", "high"), key=p.get)]
