@@ -13,20 +13,18 @@ Two families, in columns with their family's prefix:
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from tqdm import tqdm
 
 from bps import foci
 from bps.foci import nucleus_mask
-from bps.images import ImageError, read_tiff
+from bps.images import read_tiff
 from bps.params import FeatureParams
-from bps.prepare import worker_count
+from bps.prepare import map_images
 
 FAMILIES = ("appearance", "foci")
 
@@ -84,11 +82,9 @@ def image_features(image: np.ndarray, params: FeatureParams) -> dict[str, float]
     return features
 
 
-def _features_or_report(path: Path, params: FeatureParams) -> dict[str, float] | str:
-    try:
-        return image_features(read_tiff(path), params)
-    except ImageError as error:
-        return str(error)
+def file_features(path: Path, params: FeatureParams) -> dict[str, float]:
+    """The features of one TIFF file."""
+    return image_features(read_tiff(path), params)
 
 
 def compute_features(
@@ -101,18 +97,7 @@ def compute_features(
     """
     rows: list[dict[str, float]] = []
     kept: list[int] = []
-    workers = worker_count(params.workers)
-    chunksize = max(1, min(64, len(paths) // (workers * 4)))
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        results = pool.map(partial(_features_or_report, params=params), paths, chunksize=chunksize)
-        for index, result in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img")):
-            if isinstance(result, str):
-                if on_error == "fail":
-                    raise ImageError(f"{result}\n(set preprocess.on_error: skip to leave such files out)")
-                continue
-            rows.append(result)
-            kept.append(index)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    for index, row in map_images(partial(file_features, params=params), paths, params.workers, on_error, desc):
+        rows.append(row)
+        kept.append(index)
     return pd.DataFrame(rows), kept

@@ -7,10 +7,12 @@ holds the output array and a few images in flight, never the decoded dataset.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -18,6 +20,8 @@ from tqdm import tqdm
 from bps.files import atomic_open
 from bps.images import ImageError, prepare
 from bps.params import PreprocessParams
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,16 +31,41 @@ class PreparedArray:
     failures: dict[str, str] = field(default_factory=dict)
 
 
-def _prepare_or_report(path: Path, params: PreprocessParams) -> np.ndarray | str:
+def worker_count(requested: int) -> int:
+    """``0`` means one worker per core."""
+    return requested or os.cpu_count() or 1
+
+
+def _or_report(work: Callable[[Path], T], path: Path) -> T | str:
     try:
-        return prepare(path, params)
+        return work(path)
     except ImageError as error:
         return str(error)
 
 
-def worker_count(requested: int) -> int:
-    """``0`` means one worker per core."""
-    return requested or os.cpu_count() or 1
+def map_images(work: Callable[[Path], T], paths: list[Path], workers: int, on_error: str, desc: str,
+               failures: dict[str, str] | None = None) -> Iterator[tuple[int, T]]:
+    """``work`` (picklable) applied to every image on ``workers`` processes (0: one per core): yields
+    (index, result) in order for the images kept, with a progress bar.
+
+    A bad image stops the run naming it (``on_error: fail``) or is left out (``skip``) and, with
+    ``failures``, recorded there: preprocess and features keep the same images.
+    """
+    workers = worker_count(workers)
+    chunksize = max(1, min(64, len(paths) // (workers * 4)))
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        results = pool.map(partial(_or_report, work), paths, chunksize=chunksize)
+        for index, result in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img")):
+            if isinstance(result, str):
+                if on_error == "fail":
+                    raise ImageError(f"{result}\n(set preprocess.on_error: skip to leave such files out)")
+                if failures is not None:
+                    failures[str(paths[index])] = result
+                continue
+            yield index, result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prepare_images(paths: list[Path], params: PreprocessParams, desc: str = "preprocess") -> PreparedArray:
@@ -44,21 +73,10 @@ def prepare_images(paths: list[Path], params: PreprocessParams, desc: str = "pre
     images = np.empty((len(paths), 1, params.size, params.size), dtype=np.uint8)
     kept: list[int] = []
     failures: dict[str, str] = {}
-    workers = worker_count(params.workers)
-    chunksize = max(1, min(64, len(paths) // (workers * 4)))
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        results = pool.map(partial(_prepare_or_report, params=params), paths, chunksize=chunksize)
-        for index, result in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img")):
-            if isinstance(result, str):
-                if params.on_error == "fail":
-                    raise ImageError(f"{result}\n(set preprocess.on_error: skip to leave such files out)")
-                failures[str(paths[index])] = result
-                continue
-            images[len(kept), 0] = result
-            kept.append(index)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    work = partial(prepare, params=params)
+    for index, image in map_images(work, paths, params.workers, params.on_error, desc, failures):
+        images[len(kept), 0] = image
+        kept.append(index)
     return PreparedArray(images[: len(kept)], kept, failures)
 
 

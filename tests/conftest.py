@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from s3_server import start_moto_server
+from test_pipeline_dvc import Reproduced, copy_project, reproduced_project
 
 FAKE_KEY_ID = "AKIATESTFAKEKEY00000"
 FAKE_SECRET = "fake-secret-for-tests-only"
@@ -50,3 +51,15 @@ def moto_server() -> Iterator[str]:
         yield endpoint_url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Reproduced:
+    """The tiny pipeline reproduced once per test module (tests/test_pipeline_dvc.py)."""
+    return reproduced_project(tmp_path_factory)
+
+
+@pytest.fixture
+def workspace(built, tmp_path) -> Path:
+    """A private copy of the reproduced project (its git history, DVC cache and outputs)."""
+    return copy_project(built.root, tmp_path / "project")

@@ -198,17 +198,6 @@ def copy_project(source: Path, dest: Path) -> Path:
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Reproduced:
-    return reproduced_project(tmp_path_factory)
-
-
-@pytest.fixture
-def workspace(built, tmp_path) -> Path:
-    """A private copy of the reproduced project (its git history, DVC cache and outputs)."""
-    return copy_project(built.root, tmp_path / "project")
-
-
 @dataclass(frozen=True)
 class NasaBucket:
     endpoint_url: str

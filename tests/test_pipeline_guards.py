@@ -20,12 +20,9 @@ import pytest
 import yaml
 from test_pipeline_dvc import (
     DVC,
-    Reproduced,
-    copy_project,
     dvc,
     git,
     output_of,
-    reproduced_project,
     run,
     stages_run,
 )
@@ -34,17 +31,6 @@ pytestmark = pytest.mark.slow
 
 # The README's one command after a failed stage (section "Reliability").
 RESTORE = "git checkout -- params.yaml dvc.lock metrics && dvc checkout --force"
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Reproduced:
-    return reproduced_project(tmp_path_factory)
-
-
-@pytest.fixture
-def workspace(built, tmp_path) -> Path:
-    """A private copy of the reproduced project (its git history, DVC cache and outputs)."""
-    return copy_project(built.root, tmp_path / "project")
 
 
 def fingerprint(root: Path, *folders: str) -> dict[str, str]:

@@ -5,26 +5,18 @@ Uses the tiny reproduced project of test_pipeline_dvc.py (real `dvc` in a throwa
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
-from test_pipeline_dvc import STAGES, Reproduced, copy_project, dvc, read_json, reproduced_project, stages_run
+from test_pipeline_dvc import (
+    STAGES,
+    dvc,
+    read_json,
+    stages_run,
+)
 
 pytestmark = pytest.mark.slow
 
 AFTER_DOWNLOAD = sorted(stage for stage in STAGES if stage != "download")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Reproduced:
-    return reproduced_project(tmp_path_factory)
-
-
-@pytest.fixture
-def workspace(built, tmp_path) -> Path:
-    """A private copy of the reproduced tiny project."""
-    return copy_project(built.root, tmp_path / "project")
 
 
 def test_exp_run_with_another_protocol_reruns_split_and_everything_after_it(built, workspace):
