@@ -86,11 +86,14 @@ def _mean_features(particle: str, dose: float, hours: int, plate: int, count: in
 
 
 def test_simulated_foci_counts_follow_the_dose():
-    # The simulator puts ~1.5 spontaneous foci in a sham nucleus and ~21.5 in an X-ray 1 Gy one at 4 h.
+    # The simulator draws ~0.5 detectable spontaneous foci per sham nucleus and ~2.1 per X-ray
+    # 1 Gy nucleus at 4 h (bps/sim_physics.py, after the real dataset's counts); measured here
+    # over 60 nuclei: 0.33 and 2.65.
     sham = _mean_features("X-ray", 0.0, 4, plate=278)
     irradiated = _mean_features("X-ray", 1.0, 4, plate=280)
-    assert 0.5 < sham["foci_count"] < 3.0
-    assert 12 < irradiated["foci_count"] < 25
+    assert 0.05 < sham["foci_count"] < 1.2
+    assert 1.5 < irradiated["foci_count"] < 4.0
+    assert irradiated["foci_count"] > 3 * sham["foci_count"]
     assert irradiated["foci_count_bright"] <= irradiated["foci_count"]
 
 
