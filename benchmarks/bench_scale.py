@@ -34,8 +34,11 @@ def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None 
     changes = {("data", "synthetic", "images_per_condition"): count}
     if quick:
         changes |= {("train", "epochs"): 1, ("baseline", "epochs"): 1}
-    rows = stage_rows(project_copy(workdir / "full", changes), "full")
+    project = project_copy(workdir / "full", changes)
+    rows = stage_rows(project, "full")
     rows[-1].note += f"; {17 * count} simulated images"
+    # The run's results table, for people (the project copy is deleted with the scratch folder).
+    print((project / "metrics" / "comparison.md").read_text(), file=sys.stderr)
     return rows
 
 

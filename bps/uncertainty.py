@@ -150,6 +150,6 @@ def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, bootstrap: G
         "accuracy_difference_ci95_high": round(high, 6),
         "only_first_right": only_a,
         "only_second_right": only_b,
-        "mcnemar_p": round(p_value, 6),
+        "mcnemar_p": float(f"{p_value:.4g}"),  # significant digits: a tiny p is not 0
         "tie": bool(low <= 0.0 <= high or p_value >= ALPHA),
     }
