@@ -35,7 +35,8 @@ def main(params: Params, family: str) -> None:
     classical.save(classical.model_folder(family), model, family, target, params, control=False)
     classical.save(classical.model_folder(family, control=True), control, family, control_target, params, control=True)
 
-    scores = validation_scores(target, target.encode(val), classical.class_probabilities(model, family, val, target))
+    val_proba = target.marginals(classical.class_probabilities(model, family, val, target))  # per head if several
+    scores = validation_scores(target, target.encode(val), val_proba)
     val_sham = classical.sham_rows(val)
     control_proba = classical.class_probabilities(control, family, val_sham, control_target)
     correct = control_proba.argmax(axis=1) == control_target.encode(val_sham)

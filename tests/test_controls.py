@@ -69,8 +69,11 @@ def test_sham_only_keeps_dose_zero_rows_and_their_images():
 
 def test_sham_only_without_both_particles_is_one_clear_error():
     table = pd.DataFrame({"dose_Gy": [0.0, 0.3], "particle_type": ["Fe", "X-ray"]})
-    with pytest.raises(PipelineError, match="the val split has sham images of \\['Fe'\\]"):
-        sham_only(np.zeros((2, 1, 1, 1)), table, "val")
+    with pytest.raises(PipelineError, match="the train split has sham images of \\['Fe'\\]"):
+        sham_only(np.zeros((2, 1, 1, 1)), table, "train")
+    assert len(sham_only(np.zeros((2, 1, 1, 1)), table, "val")[1]) == 1  # validation only picks the epoch
+    with pytest.raises(PipelineError, match="the val split has sham images of no particle"):
+        sham_only(np.zeros((1, 1, 1, 1)), table.iloc[1:], "val")
 
 
 def test_control_flag_and_names():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from model_cards import finished_card
 from tiff_bombs import deflate_bomb, jpeg_bomb, lzw_bomb, packbits_bomb, png_bomb, zstd_bomb
 
 from bps.images import CompressionError, ImageError, read_tiff
@@ -124,9 +125,7 @@ def run_measured(command: list[str]) -> tuple[int, str, str, int]:
 def test_predict_cli_refuses_a_bomb_in_one_line_with_the_memory_of_a_normal_file(bomb_files, crops, tmp_path):
     torch.manual_seed(0)
     model = tmp_path / "lenet"
-    preprocess = PreprocessParams(size=32).model_dump(mode="json")
-    config = {"architecture": "lenet", "in_channels": 1, "size": 32, "target": "particle", "classes": ["Fe", "X-ray"]}
-    save_checkpoint(model, LeNet5(1, 2, 32), {**config, "preprocess": preprocess})
+    save_checkpoint(model, LeNet5(1, 2, 32), finished_card("lenet", size=32))
     predict = [sys.executable, "-m", "stages.predict", str(model)]
     code, out, _, normal_mib = run_measured([*predict, str(crops[0]), "--out", str(tmp_path / "ok.csv")])
     assert code == 0 and "1 images" in out

@@ -40,4 +40,4 @@ def test_a_held_out_hour_outside_the_data_is_refused_before_any_stage_runs(built
     output = result.stdout + result.stderr
     assert "split.test_hour (48) must be one of data.hours [4]" in output
     assert "Traceback" not in output
-    assert stages_run(result) == ["split"]  # the first stage to read it stops at once
+    assert stages_run(result) == ["check-params"]  # checked with the whole params.yaml, before any stage
