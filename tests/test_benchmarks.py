@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_pipeline_dvc import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_ROWS = {
@@ -60,10 +61,9 @@ def test_quick_benchmark_suite_reports_every_row(tmp_path):
 
 @pytest.mark.slow
 def test_full_size_run_reports_every_stage_at_a_tiny_size(tmp_path):
-    result, rows = _benchmarks(tmp_path, "--only", "full_size", "--images-per-condition", "4")
+    result, rows = _benchmarks(tmp_path, "--only", "full_size", "--images-per-condition", "12")
     names = [row["name"] for row in rows]
-    stages = ("download", "split", "preprocess", "train-baseline", "train-lenet", "evaluate")
-    assert names == [f"full_{stage}_s" for stage in stages] + ["full_dvc_repro_s"]
+    assert names == [f"full_{stage}_s" for stage in STAGES] + ["full_dvc_repro_s"]
     assert all("peak RSS" in row["note"] for row in rows[:-1])
-    assert "68 simulated images" in rows[-1]["note"]
+    assert "204 simulated images" in rows[-1]["note"]
     assert "full_train-lenet_s" in result.stdout
