@@ -47,8 +47,13 @@ def headline_table(results: dict[str, dict], labels: dict[str, str]) -> str:
 
 
 def more_table(results: dict[str, dict], labels: dict[str, str]) -> str:
+    """Secondary metrics, then each head's own scores for a multi-head target (``particle_accuracy``...)."""
     header = ["metric", *(labels[name] for name in results)]
     rows = [[label, *(cell(results[name], key) for name in results)] for key, label in MORE.items()]
+    first = next(iter(results.values()))
+    heads = sorted({key.removesuffix("_macro_f1") for key in first if key.endswith("_macro_f1") and key != "macro_f1"})
+    for key in (f"{head}_{metric}" for head in heads for metric in ("accuracy", "balanced_accuracy", "macro_f1")):
+        rows.append([key, *(cell(results[name], key) for name in results)])
     return markdown(header, rows)
 
 
