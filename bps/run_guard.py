@@ -9,7 +9,8 @@ one, both wrote the same outputs, and a model folder left by an interrupted run 
   one line naming the pid that holds it. The kernel drops the lock when the process dies, so a
   crash never leaves a stale lock;
 * it receives SIGTERM as soon as its parent process dies (Linux ``PR_SET_PDEATHSIG``; elsewhere a
-  watchdog thread notices that it was re-parented);
+  watchdog thread notices that it was re-parented), or, when that parent is the ``sh -c``
+  wrapper DVC runs commands in, as soon as the wrapper's parent dies;
 * the model card is marked complete only after the stage returned without error.
 """
 
@@ -34,6 +35,7 @@ from bps.params import Params
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 WATCHDOG_INTERVAL_S = 1.0
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "busybox", "fish"}
 
 
 class TrainingLockedError(PipelineError, RuntimeError):
@@ -71,21 +73,53 @@ def training_lock(folder: Path) -> Iterator[IO]:
 
 
 def die_with_parent() -> None:
-    """Get SIGTERM when the parent process exits, so an orphaned trainer never keeps writing."""
+    """Get SIGTERM when the parent process exits, so an orphaned trainer never keeps writing.
+
+    DVC runs a stage through ``$SHELL -c`` (``/bin/sh`` when unset); bash execs a lone command but
+    dash does not, so the parent may be a shell that outlives a killed ``dvc``. Then the shell's
+    own parent is watched too.
+    """
     parent = os.getppid()
+    launcher = _launcher_of_wrapping_shell(parent)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os.kill(os.getpid(), signal.SIGTERM)
+            if launcher is not None:
+                _watch(lambda: _parent_of(parent) == launcher)
             return
+    _watch(lambda: os.getppid() == parent)
+
+
+def _watch(still_attached: Callable[[], bool]) -> None:
+    """SIGTERM this process from a daemon thread once ``still_attached`` turns false."""
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while still_attached():
             time.sleep(WATCHDOG_INTERVAL_S)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _parent_of(pid: int) -> int | None:
+    """``pid``'s parent from ``/proc`` (Linux), or None once it is gone or unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # fields after "(comm)": state, ppid, ...
+
+
+def _launcher_of_wrapping_shell(pid: int) -> int | None:
+    """The parent of ``pid`` when ``pid`` is a ``<shell> -c <command>`` wrapper, else None."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return None
+    is_wrapper = len(argv) >= 3 and argv[-2] == b"-c" and Path(os.fsdecode(argv[0])).name in SHELLS
+    return _parent_of(pid) if is_wrapper else None
 
 
 # Set by a parent that holds the lock and re-launches the stage under torchrun (bps/distributed.py).
