@@ -9,6 +9,7 @@ SPLIT = Path("data/split")
 SPLIT_SUMMARY = SPLIT / "summary.json"
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
+SPLITS = ("train", "val", "test")
 METRICS = Path("metrics")
 
 

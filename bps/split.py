@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from bps.errors import PipelineError
+from bps.layout import SPLITS
 from bps.meta import CONDITION_COLUMNS
 from bps.params import SplitParams
 
-SPLITS = ("train", "val", "test")
 PROTOCOLS = ("grouped", "leave_hour_out", "leave_wells_out")
 # The experiment batch a plate belongs to: in BPS the Fe and X-ray plates were two experiments.
 BATCH_COLUMN = "particle_type"

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from bps import baseline, classical
 from bps.cli import run_stage
-from bps.controls import CONTROL_TARGET, control_name, sham_only
+from bps.controls import CONTROL_TARGET, control_name, read_held_out
 from bps.errors import PipelineError
 from bps.evaluation import (
     accuracy_by,
@@ -40,7 +40,7 @@ from bps.layout import METRICS, MODELS
 from bps.metrics import confusion_rows, is_sham, per_class
 from bps.model_card import read_card
 from bps.models import load_checkpoint
-from bps.params import Params
+from bps.params import EvaluateParams, Params
 from bps.prepared import load_split
 from bps.report import frame_table, headline_table, markdown, more_table, paired_table
 from bps.saliency import input_gradients, render, sample_per_class
@@ -55,8 +55,8 @@ Predict = Callable[[Path, np.ndarray, pd.DataFrame, Target], np.ndarray]
 @dataclass(frozen=True)
 class ScoredModel:
     """A model that evaluate scores: ``name`` is its key in evaluate.json and its folder under
-    models/; with ``control``, models/<name>-control holds its negative control, scored on the
-    test split's sham images by the same ``predict``."""
+    models/; with ``control``, models/<name>-control holds its negative control and the
+    predictions it made for the sham images it held out (bps/controls.py)."""
 
     name: str
     label: str
@@ -125,6 +125,35 @@ def write_saliency(name: str, target: Target, images: np.ndarray, table: pd.Data
     return written
 
 
+def score_control(folder: Path, settings: EvaluateParams) -> tuple[dict | None, str]:
+    """A negative control from its pooled held-out predictions, and how it was scored, for people.
+
+    Cross-validated over hours (leave_hour_out), each held-out hour is whole plates, so its
+    intervals redraw plates; otherwise it is scored on the test split by the usual unit.
+    """
+    table, proba = read_held_out(folder)
+    particles = sorted(set(table["particle_type"]))
+    if particles != ["Fe", "X-ray"]:
+        return None, (f"**not scored here**: its held-out images include shams of {particles or 'no particle'}; "
+                      "scoring needs Fe and X-ray sham images")
+    folds = list(table["fold"].unique())
+    cross_validated = len(folds) > 1
+    unit = "plate" if cross_validated else settings.bootstrap_unit
+    labels = get_target(CONTROL_TARGET).encode(table)
+    bootstrap = GroupedBootstrap.draw(table[unit], labels, settings.resamples, settings.seed)
+    scored_on = "every sham plate, by hour folds" if cross_validated else "test split shams"
+    scores = {**control_scores(labels, proba, bootstrap), "scored_on": scored_on, "bootstrap_unit": unit}
+    if cross_validated:
+        how = (f"cross-validated over hours: each hour's sham plates held out in turn ({', '.join(folds)}), "
+               f"trained on the other hours' shams, and scored on all {len(labels)} sham images of "
+               f"{table['plate'].nunique()} plates, with intervals that redraw whole plates (a test split of "
+               "one sham plate per particle could not measure it)")
+    else:
+        how = (f"trained on training-split shams and scored on the {len(labels)} test sham images "
+               f"({bootstrap.n_groups} {unit}s)")
+    return scores, how + "; leakage = its balanced accuracy − 0.5, the plate signal"
+
+
 def main(params: Params) -> None:
     target, control_target = get_target(params.task.target), get_target(CONTROL_TARGET)
     models = scored_models(params)
@@ -137,25 +166,19 @@ def main(params: Params) -> None:
     labels, sham = target.encode(table), is_sham(table)
     unit = settings.bootstrap_unit
     bootstrap = GroupedBootstrap.draw(table[unit], strata(target, labels, sham), settings.resamples, settings.seed)
-    try:
-        sham_images, sham_table = sham_only(images, table, "test")
-        sham_labels = control_target.encode(sham_table)
-        sham_bootstrap = GroupedBootstrap.draw(sham_table[unit], sham_labels, settings.resamples, settings.seed)
-        control_text = (f"scored on the {len(sham_labels)} test sham images ({sham_bootstrap.n_groups} {unit}s); "
-                        "leakage = its balanced accuracy − 0.5, the plate signal")
-    except PipelineError as error:  # a small selection: the models are scored, their controls cannot be
-        sham_images, control_text = None, f"**not scored here**: {error}"
     context = {"task": target.name, "protocol": describe_protocol(params.split), "bootstrap_unit": unit,
                "n_test_groups": bootstrap.n_groups}
     results, correct, labels_of = {}, {}, {model.name: model.label for model in models}
+    control_text = "none of these models has one"
     for model in tqdm(models, desc="evaluate", unit="model"):
         proba = model.predict(MODELS / model.name, images, table, target)
         predicted = target.predict(proba)
         results[model.name] = {**context, **model_scores(target, labels, proba, sham, bootstrap,
                                                          settings.calibration_bins)}
-        if model.control and sham_images is not None:
-            control_proba = model.predict(MODELS / control_name(model.name), sham_images, sham_table, control_target)
-            results[model.name]["control"] = control_scores(sham_labels, control_proba, sham_bootstrap)
+        if model.control:
+            control, control_text = score_control(MODELS / control_name(model.name), settings)
+            if control is not None:
+                results[model.name]["control"] = control
         correct[model.name] = predicted == labels
         for folder, frame in (("per_class", pd.DataFrame(per_class(target, labels, predicted))),
                               ("confusion", confusion_rows(target, labels, predicted)),
@@ -177,8 +200,8 @@ def main(params: Params) -> None:
         f"protocol: {context['protocol']}\n",
         f"Every interval is a 95 % percentile interval of {settings.resamples} bootstrap replicates that redraw "
         f"whole test {unit}s, with replacement, within (true class × sham/irradiated) strata (bps/uncertainty.py). "
-        f"The negative control is the same model family trained on training-split sham images to tell Fe from "
-        f"X-ray, labels no nucleus shows, {control_text}.\n",
+        f"The negative control is the same model family trained on sham images to tell Fe from X-ray, labels no "
+        f"nucleus shows: {control_text}.\n",
         headline, "## More metrics\n", more_table(results, labels_of),
         "## Model pairs (same test images)\n",
         "A pair is a tie when the paired bootstrap interval of the difference includes 0 or McNemar's p ≥ 0.05.\n",

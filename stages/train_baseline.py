@@ -3,29 +3,44 @@
 Writes models/baseline/model.skops (scaler + MLP), model.json (the model card, marked complete
 last) and metrics/baseline/ (dvclive: per-epoch whole-split validation loss and accuracy). With
 ``--control``, the negative control instead (bps/controls.py): particle on sham images only, into
-models/ and metrics/baseline-control/. MLPClassifier has one softmax: for a multi-head target it
-learns the joint classes and is scored through their marginals, one block per head.
+models/ and metrics/baseline-control/ (one run per fold, held-out predictions in held_out.csv).
+MLPClassifier has one softmax: for a multi-head target it learns the joint classes and is scored
+through their marginals, one block per head.
 """
 
 from functools import partial
 
 import numpy as np
+import pandas as pd
 from dvclive import Live
 from sklearn.pipeline import make_pipeline
 from tqdm import tqdm
 
 from bps import baseline
-from bps.controls import control_requested, output_name, training_data
+from bps.controls import (
+    TrainingData,
+    control_requested,
+    held_out_predictions,
+    output_name,
+    training_runs,
+    write_held_out,
+)
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
-from bps.model_card import ModelCard
+from bps.model_card import ModelCard, mark_complete
 from bps.params import Params
 from bps.run_guard import run_training_stage
 
 
 def main(params: Params, control: bool = False) -> None:
-    config, data = params.baseline, training_data("baseline", params.task.target, control)
-    target = data.target
+    predictions = [train(params, run) for run in training_runs("baseline", params, control)]
+    if control:
+        write_held_out("baseline", predictions)
+
+
+def train(params: Params, data: TrainingData) -> pd.DataFrame | None:
+    """Train and save one run; a control fold returns its held-out predictions."""
+    config, target = params.baseline, data.target
     train_images, train_table = data.load("train")
     val_images, val_table = data.load("val")
     scaler = baseline.fit_scaler(train_images)
@@ -45,10 +60,17 @@ def main(params: Params, control: bool = False) -> None:
     del train_x, val_x  # the features go before saving, which imports skops (and torch with it)
     card = ModelCard(
         kind="mlp", architecture="mlp", in_channels=train_images.shape[1], size=train_images.shape[-1],
-        target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=control,
+        target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=data.control,
         training=config.model_dump(mode="json"), metrics={"epoch": config.epochs - 1, **scores},
     )
-    baseline.save(MODELS / data.name, make_pipeline(scaler, mlp), card)
+    model = make_pipeline(scaler, mlp)
+    baseline.save(MODELS / data.name, model, card)
+    if not data.primary:
+        mark_complete(MODELS / data.name)  # the stage's own folder is marked last, by run_training_stage
+    if not data.control:
+        return None
+    held_images, held_table = data.load("held_out")
+    return held_out_predictions(data, held_table, model.predict_proba(baseline.flatten(held_images)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 ``python -m stages.train_classical appearance`` (or ``foci``) fits the family's model
 (bps/classical.py) on the training split for ``task.target`` and, in models/{family}-control/,
-the same model on the training split's sham images for Fe-sham vs X-ray-sham.
+the same model on sham images for Fe-sham vs X-ray-sham (one fit per fold of bps/controls.py,
+held-out predictions in held_out.csv).
 Writes models/{family}/, models/{family}-control/ and metrics/{family}/ (dvclive: whole-split
 validation scores of both);
 ``foci`` also writes metrics/foci/dose_response/{particle}_{hours}h.csv (foci per nucleus vs
@@ -15,13 +16,16 @@ from functools import partial
 import numpy as np
 import pandas as pd
 from dvclive import Live
+from sklearn.base import ClassifierMixin
 
 from bps import classical
+from bps.controls import held_out_predictions, sham_pool, training_runs, write_held_out
 from bps.features import FAMILIES
 from bps.files import write_text
 from bps.labels import get_target
-from bps.layout import METRICS
+from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
+from bps.model_card import mark_complete
 from bps.params import Params
 from bps.run_guard import run_training_stage
 from bps.split import SPLITS
@@ -31,9 +35,8 @@ def main(params: Params, family: str) -> None:
     target, control_target = get_target(params.task.target), get_target(classical.CONTROL_TARGET)
     train, val = classical.read_features("train"), classical.read_features("val")
     model = classical.fit(family, params, train, target)
-    control = classical.fit(family, params, classical.sham_rows(train), control_target)
     classical.save(classical.model_folder(family), model, family, target, params, control=False)
-    classical.save(classical.model_folder(family, control=True), control, family, control_target, params, control=True)
+    control = fit_controls(params, family)
 
     val_proba = target.marginals(classical.class_probabilities(model, family, val, target))  # per head if several
     scores = validation_scores(target, target.encode(val), val_proba)
@@ -54,6 +57,22 @@ def main(params: Params, family: str) -> None:
             write_text(path, curve.to_csv(index=False, float_format="%.6g"))
     print(f"train-{family}: val accuracy {scores['val_accuracy']:.3f}, control (Fe-sham vs X-ray-sham) "
           f"val accuracy {scores['control_val_accuracy']} on {len(val_sham)} sham images")
+
+
+def fit_controls(params: Params, family: str) -> ClassifierMixin:
+    """Fit and save the control of every fold, pool their held-out predictions; return the primary one."""
+    pool = sham_pool({split: classical.read_features(split) for split in SPLITS})
+    fitted, predictions = [], []
+    for run in training_runs(family, params, control=True):
+        fitted.append(classical.fit(family, params, run.rows(pool, "train"), run.target))
+        classical.save(MODELS / run.name, fitted[-1], family, run.target, params, control=True)
+        if not run.primary:
+            mark_complete(MODELS / run.name)  # the stage's own folders are marked last, by run_training_stage
+        held_out = run.rows(pool, "held_out")
+        proba = classical.class_probabilities(fitted[-1], family, held_out, run.target)
+        predictions.append(held_out_predictions(run, held_out, proba))
+    write_held_out(family, predictions)
+    return fitted[0]
 
 
 if __name__ == "__main__":

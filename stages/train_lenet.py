@@ -3,18 +3,28 @@
 Writes models/lenet/ (weights-only model.pt + model.json, the model card, marked complete last)
 and metrics/lenet/ (dvclive: per-epoch train loss, whole-split validation loss, accuracy and
 macro F1, learning rate). With ``--control``, the negative control instead (bps/controls.py):
-particle on sham images only, into models/ and metrics/lenet-control/.
+particle on sham images only, into models/ and metrics/lenet-control/ (one run per fold,
+held-out predictions in held_out.csv).
 """
 
+import copy
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
 import torch
 from dvclive import Live
 from tqdm import tqdm
 
 from bps.batches import RandomAugment, balanced_weights
-from bps.controls import control_requested, output_name, training_data
+from bps.controls import (
+    TrainingData,
+    control_requested,
+    held_out_predictions,
+    output_name,
+    training_runs,
+    write_held_out,
+)
 from bps.distributed import (
     SilentLive,
     World,
@@ -27,7 +37,7 @@ from bps.distributed import (
 )
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
-from bps.model_card import ModelCard
+from bps.model_card import ModelCard, mark_complete
 from bps.models import build_model, save_checkpoint
 from bps.params import Params
 from bps.run_guard import run_training_stage
@@ -37,6 +47,7 @@ from bps.training import (
     make_optimizer,
     make_scheduler,
     pick_device,
+    predict_proba,
     train_epoch,
 )
 
@@ -47,19 +58,21 @@ def main(params: Params, control: bool = False) -> None:
         relaunch_under_torchrun(params.train.processes, "stages.train_lenet", ["--control"] if control else [])
         return
     with process_group(world, pick_device(params.train.device)) as device:
-        train(params, world, device, control)
+        predictions = [train(params, world, device, run) for run in training_runs("lenet", params, control)]
+        if control and world.is_main:
+            write_held_out("lenet", predictions)
 
 
-def train(params: Params, world: World, device: torch.device, control: bool) -> None:
-    config, data = params.train, training_data("lenet", params.task.target, control)
-    target = data.target
+def train(params: Params, world: World, device: torch.device, data: TrainingData) -> pd.DataFrame | None:
+    """Train one run, keeping its best epoch; a control fold returns (on rank 0) its held-out predictions."""
+    config, target = params.train, data.target
     generator = make_deterministic(config.seed, device.type)
     train_images, train_table = data.load("train")
     val_images, val_table = data.load("val")
     train_labels, val_labels = target.encode(train_table), target.encode(val_table)
     card = ModelCard(
         kind="cnn", architecture=config.model, in_channels=train_images.shape[1], size=train_images.shape[-1],
-        target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=control,
+        target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=data.control,
         training=config.model_dump(mode="json"), world_size=world.size,
     )
     model = build_model(card, Path(config.pretrained) if config.pretrained else None).to(device)
@@ -98,6 +111,7 @@ def train(params: Params, world: World, device: torch.device, control: bool) -> 
                 if world.is_main:
                     kept = card.model_copy(update={"metrics": {"epoch": epoch, **epoch_metrics}})
                     save_checkpoint(MODELS / data.name, unwrap(model), kept)
+                    best = copy.deepcopy(unwrap(model).state_dict())
                 live.summary["best_epoch"] = epoch
             live.next_step()
             if stopping.should_stop:  # every rank saw the same metrics: all stop together
@@ -105,6 +119,15 @@ def train(params: Params, world: World, device: torch.device, control: bool) -> 
                     print(f"early stop after epoch {epoch}: no better {config.select_metric} "
                           f"for {config.early_stopping_patience} epochs")
                 break
+    if not world.is_main:
+        return None
+    if not data.primary:
+        mark_complete(MODELS / data.name)  # the stage's own folder is marked last, by run_training_stage
+    if not data.control:
+        return None
+    unwrap(model).load_state_dict(best)  # the kept epoch's weights
+    held_images, held_table = data.load("held_out")
+    return held_out_predictions(data, held_table, predict_proba(unwrap(model), held_images, device, target.head_sizes))
 
 
 if __name__ == "__main__":

@@ -8,32 +8,37 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
-from bps.controls import control_requested, sham_only, training_data
+from bps.controls import Fold, TrainingData, control_folds, control_requested, sham_pool, training_runs
 from bps.errors import PipelineError
 from bps.features import FAMILIES
-from bps.model_card import mark_complete
-from bps.params import parse_params
+from bps.labels import get_target
+from bps.model_card import mark_complete, read_card
+from bps.params import SplitParams, parse_params
 from stages import evaluate, train_baseline, train_classical, train_lenet
 
 CONDITIONS = [("Fe", 0.0), ("Fe", 0.3), ("Fe", 0.82), ("X-ray", 0.0), ("X-ray", 0.1), ("X-ray", 1.0)]
 SIZE = 16
 
 
-def write_prepared(root, rng) -> dict[str, pd.DataFrame]:
-    """data/prepared/ for three splits: two wells per condition and split, irradiated images all 255
-    (so anything computed from them shows), sham images random; random classical features."""
+def write_prepared(root, rng, hours: dict[str, tuple[int, ...]] | None = None) -> dict[str, pd.DataFrame]:
+    """data/prepared/ for three splits: two wells per condition, hour and split (``hours``: the hours
+    of each split, 4 h by default), irradiated images all 255 (so anything computed from them
+    shows), sham images random; random classical features. A plate is a condition at an hour."""
+    hours = hours or {"train": (4,), "val": (4,), "test": (4,)}
     tables = {}
     for split_index, split in enumerate(("train", "val", "test")):
         rows, images = [], []
         for plate, (particle, dose) in enumerate(CONDITIONS):
-            for well in range(2):
-                for image in range(6):
-                    well_name = f"P{plate}-{'ABC'[split_index]}{well}"
-                    rows.append({"filename": f"P{plate}_1-{well_name[-2:]}_{image:03d}_001_proj.tif", "dose_Gy": dose,
-                                 "particle_type": particle, "hr_post_exposure": 4, "plate": f"P{plate}",
-                                 "well": well_name, "field": f"{well_name}_{image:03d}"})
-                    pixels = rng.integers(0, 200, (1, SIZE, SIZE)) if dose == 0 else np.full((1, SIZE, SIZE), 255)
-                    images.append(pixels.astype(np.uint8))
+            for hour in hours[split]:
+                for well in range(2):
+                    for image in range(6):
+                        well_name = f"P{plate}h{hour}-{'ABC'[split_index]}{well}"
+                        rows.append({"filename": f"P{plate}h{hour}_1-{well_name[-2:]}_{image:03d}_001_proj.tif",
+                                     "dose_Gy": dose, "particle_type": particle, "hr_post_exposure": hour,
+                                     "plate": f"P{plate}h{hour}", "well": well_name,
+                                     "field": f"{well_name}_{image:03d}"})
+                        pixels = rng.integers(0, 200, (1, SIZE, SIZE)) if dose == 0 else np.full((1, SIZE, SIZE), 255)
+                        images.append(pixels.astype(np.uint8))
         folder = root / "data/prepared"
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / f"{split}_images.npy", np.stack(images))
@@ -59,29 +64,53 @@ def project(tmp_path, monkeypatch):
     return tmp_path, tables, params
 
 
-def test_sham_only_keeps_dose_zero_rows_and_their_images():
-    table = pd.DataFrame({"dose_Gy": [0.0, 0.3, 0.0, 1.0], "particle_type": ["Fe", "Fe", "X-ray", "X-ray"]})
-    images = np.arange(4, dtype=np.uint8).reshape(4, 1, 1, 1)
-    kept_images, kept = sham_only(images, table, "train")
-    assert kept["dose_Gy"].tolist() == [0.0, 0.0]
-    assert kept_images.ravel().tolist() == [0, 2]
+def test_sham_pool_keeps_dose_zero_rows_with_their_split_and_row():
+    tables = {"train": pd.DataFrame({"dose_Gy": [0.0, 0.3, 0.0], "particle_type": ["Fe", "Fe", "X-ray"]}),
+              "test": pd.DataFrame({"dose_Gy": [1.0, 0.0], "particle_type": ["X-ray", "Fe"]})}
+    pool = sham_pool(tables)
+    assert pool[["split", "row"]].values.tolist() == [["train", 0], ["train", 2], ["test", 1]]
+    assert (pool["dose_Gy"] == 0).all()
 
 
-def test_sham_only_without_both_particles_is_one_clear_error():
-    table = pd.DataFrame({"dose_Gy": [0.0, 0.3], "particle_type": ["Fe", "X-ray"]})
-    with pytest.raises(PipelineError, match="the train split has sham images of \\['Fe'\\]"):
-        sham_only(np.zeros((2, 1, 1, 1)), table, "train")
-    assert len(sham_only(np.zeros((2, 1, 1, 1)), table, "val")[1]) == 1  # validation only picks the epoch
-    with pytest.raises(PipelineError, match="the val split has sham images of no particle"):
-        sham_only(np.zeros((1, 1, 1, 1)), table.iloc[1:], "val")
+def test_a_fold_without_both_particles_to_train_on_is_one_clear_error():
+    pool = pd.DataFrame({"particle_type": ["Fe", "X-ray"], "split": ["train", "val"], "hr_post_exposure": [4, 4]})
+    run = TrainingData("lenet-control", get_target("particle"), Fold())
+    with pytest.raises(PipelineError, match=r"the train images of fold split include shams of \['Fe'\]"):
+        run.rows(pool, "train")
+    assert len(run.rows(pool, "val")) == 1  # validation only picks the epoch
+    with pytest.raises(PipelineError, match="the val images of fold hour-4 include shams of no particle"):
+        TrainingData("lenet-control", get_target("particle"), Fold(4)).rows(pool, "val")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_hour_folds_hold_every_sham_out_exactly_once_and_never_train_on_its_hour(seed):
+    rng = np.random.default_rng(seed)
+    size, test_hour = rng.integers(1, 40), int(rng.choice([4, 24, 48]))
+    pool = pd.DataFrame({"split": rng.choice(["train", "val", "test"], size),
+                         "hr_post_exposure": rng.choice([4, 24, 48], size)})
+    split = SplitParams(protocol="leave_hour_out", test_hour=test_hour)
+    folds = control_folds(split, [4, 24, 48])
+    assert [fold.held_out_hour for fold in folds][0] == test_hour  # the split's own fold first
+    held = np.sum([fold.mask(pool, "held_out") for fold in folds], axis=0)
+    assert held.tolist() == [1] * len(pool)
+    for fold in folds:
+        train, val, held_out = (fold.mask(pool, role) for role in ("train", "val", "held_out"))
+        assert not (pool["hr_post_exposure"][train | val] == fold.held_out_hour).any()
+        assert (train.astype(int) + val + held_out == 1).all()  # each row plays exactly one role
+    assert control_folds(SplitParams(), [4, 24, 48]) == [Fold()]
 
 
 def test_control_flag_and_names():
     assert control_requested(["--control"]) is True
     assert control_requested([]) is False
-    control = training_data("lenet", "condition", control=True)
-    assert (control.name, control.target.name) == ("lenet-control", "particle")
-    assert training_data("lenet", "condition", control=False).target.name == "condition"
+    params = parse_params({"task": {"target": "condition"}})
+    [control] = training_runs("lenet", params, control=True)
+    assert (control.name, control.target.name, control.primary) == ("lenet-control", "particle", True)
+    assert training_runs("lenet", params, control=False)[0].target.name == "condition"
+    hour_out = parse_params({"split": {"protocol": "leave_hour_out", "test_hour": 48}})
+    runs = training_runs("baseline", hour_out, control=True)
+    assert [(run.name, run.primary) for run in runs] == [
+        ("baseline-control", True), ("baseline-control/hour-4", False), ("baseline-control/hour-24", False)]
 
 
 def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
@@ -125,3 +154,43 @@ def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
     assert len(list((root / "metrics/saliency").glob("lenet_*.png"))) == 6  # one per particle_dose class
     by_hour = pd.read_csv(root / "metrics/accuracy_by_hour.csv")
     assert by_hour["images"].tolist() == [len(tables["test"])]
+
+
+def test_under_leave_hour_out_the_controls_are_cross_validated_over_hours_and_scored_on_every_sham_plate(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tables = write_prepared(tmp_path, np.random.default_rng(1),
+                            hours={"train": (4, 48), "val": (4, 48), "test": (24,)})
+    params = parse_params({
+        "preprocess": {"size": SIZE}, "split": {"protocol": "leave_hour_out", "test_hour": 24},
+        "baseline": {"epochs": 2, "hidden_layers": [8]}, "train": {"epochs": 1, "crop_pad": 2, "device": "cpu"},
+        "evaluate": {"resamples": 200, "saliency_per_class": 0},
+    })
+    for trainer in (train_baseline, train_lenet):
+        trainer.main(params)
+        trainer.main(params, control=True)
+    for family in FAMILIES:
+        train_classical.main(params, family)
+    for folder in (tmp_path / "models").iterdir():
+        if folder.is_dir():
+            mark_complete(folder)  # as run_training_stage does once a trainer returns
+
+    shams = pd.concat([table[table["dose_Gy"] == 0] for table in tables.values()])
+    for model in ("baseline", "lenet", *FAMILIES):
+        folder = tmp_path / "models" / f"{model}-control"
+        held_out = pd.read_csv(folder / "held_out.csv")
+        assert sorted(held_out["filename"]) == sorted(shams["filename"])  # every sham scored, once
+        assert (held_out["fold"] == held_out["hr_post_exposure"].map("hour-{}".format)).all()
+        assert read_card(folder).control  # the split's own fold (24 h held out)
+        for hour in (4, 48):
+            assert read_card(folder / f"hour-{hour}").complete  # the other folds: finished models too
+
+    evaluate.main(params)
+
+    results = json.loads((tmp_path / "metrics/evaluate.json").read_text())
+    for model in ("baseline", "lenet", *FAMILIES):
+        control = results[model]["control"]
+        assert (control["n_test"], control["n_test_groups"]) == (len(shams), shams["plate"].nunique())
+        assert control["bootstrap_unit"] == "plate"
+        assert results[model]["n_test"] == len(tables["test"])  # the models themselves: the test split only
+    assert "cross-validated over hours" in (tmp_path / "metrics/comparison.md").read_text()
