@@ -1,6 +1,7 @@
 """bps.multilabel (labels, metrics, thresholds, top-k, weights) and the multi-label training paths:
 the CNN loop's ``multilabel=True`` and the MLP baseline on an indicator matrix."""
 
+import copy
 import math
 import warnings
 
@@ -256,6 +257,21 @@ def test_cnn_learns_three_labels_and_predicts_sigmoids():
     learnt, trivial = summary(val_labels, scores, 0.5), summary(val_labels, np.ones_like(scores), 0.5)
     assert trivial["macro_f1"] < 0.6  # every label on every image: 2p/(1+p) at prevalence p ≈ 0.3
     assert learnt["macro_f1"] > 0.95 and learnt["sample_f1"] > 0.95
+
+
+def test_multilabel_training_under_bfloat16_autocast():
+    images, labels = _three_label_images(64, seed=4)
+    torch.manual_seed(0)
+    start = LeNet5(1, 3, 16)
+    losses = {}
+    for autocast in (False, True):
+        model = copy.deepcopy(start)
+        optimizer = make_optimizer(model, TrainParams(lr=1e-3))
+        losses[autocast] = train_epoch(model, optimizer, images, labels, 16, torch.Generator().manual_seed(0), None,
+                                       CPU, autocast=autocast, multilabel=True)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert losses[True] != losses[False]  # bfloat16 really ran
+    assert losses[True] == pytest.approx(losses[False], rel=5e-2)
 
 
 def test_single_label_prediction_is_unchanged_by_the_multilabel_flag():
