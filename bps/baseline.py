@@ -76,7 +76,15 @@ def make_mlp(params: BaselineParams) -> MLPClassifier:
 
 
 def fit_epoch(mlp: MLPClassifier, features: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> None:
-    """One shuffled pass of mini-batch Adam over the training set."""
+    """One shuffled pass of mini-batch Adam over the training set.
+
+    Multi-label ``labels`` (an N×L indicator matrix) train one sigmoid per label, and ``classes``
+    must then be ``np.arange(L)``: partial_fit demands them on its first call but takes the
+    outputs from the matrix's columns, so other values fail later or, wider, leave ``classes_``
+    longer than the outputs without a word.
+    """
+    if labels.ndim == 2 and not np.array_equal(classes, np.arange(labels.shape[1])):
+        raise ValueError(f"multi-label classes must be 0..{labels.shape[1] - 1} (one per column), got {list(classes)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         mlp.partial_fit(features, labels, classes=classes)

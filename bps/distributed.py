@@ -116,19 +116,20 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def predict_whole_split(model: nn.Module, images: np.ndarray, device: torch.device, world: World,
-                        head_sizes: tuple[int, ...] = ()) -> np.ndarray:
-    """Every image's output probabilities (per head: ``head_sizes``), in order, on every process: each
-    predicts a slice.
+                        head_sizes: tuple[int, ...] = (), multilabel: bool = False) -> np.ndarray:
+    """Every image's output probabilities (per head: ``head_sizes``; per label: ``multilabel``), in
+    order, on every process: each predicts a slice.
 
     Buffers (BatchNorm statistics) are first taken from rank 0, so all slices come from one model.
     """
     network = unwrap(model)
     if world.size == 1:
-        return predict_proba(network, images, device, head_sizes)
+        return predict_proba(network, images, device, head_sizes, multilabel)
     for buffer in network.buffers():
         dist.broadcast(buffer, 0)
     bounds = np.linspace(0, len(images), world.size + 1).astype(int)
-    mine = predict_proba(network, images[bounds[world.rank] : bounds[world.rank + 1]], device, head_sizes)
+    mine = predict_proba(network, images[bounds[world.rank] : bounds[world.rank + 1]], device, head_sizes,
+                         multilabel)
     parts: list[np.ndarray | None] = [None] * world.size
     dist.all_gather_object(parts, mine)
     return np.concatenate([part for part in parts if part is not None and len(part)])

@@ -106,6 +106,7 @@ def head_loss(
     labels: torch.Tensor,
     head_sizes: Sequence[int] = (),
     class_weights: torch.Tensor | None = None,
+    multilabel: bool = False,
 ) -> torch.Tensor:
     """Summed cross-entropy of a batch: the one place that knows how a target's heads are trained.
 
@@ -113,7 +114,13 @@ def head_loss(
     head's slice of the logits against its part of the joint label, added per image (the joint
     negative log-likelihood of heads that predict independently). ``class_weights`` (one per joint
     class) weight each image by its label, as ``CrossEntropyLoss(weight=...)`` does.
+
+    ``multilabel``: ``labels`` are N×L 0/1 indicators and each logit is one label's own yes/no,
+    so the loss is binary cross-entropy summed over labels and images, ``class_weights`` being
+    ``BCEWithLogitsLoss``'s ``pos_weight`` (bps.multilabel.positive_weights).
     """
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=class_weights, reduction="sum")
     if len(head_sizes) <= 1:
         return F.cross_entropy(logits, labels, weight=class_weights, reduction="sum")
     per_image = torch.zeros(len(labels), device=logits.device)
@@ -133,6 +140,11 @@ def head_softmax(logits: torch.Tensor, head_sizes: Sequence[int] = ()) -> torch.
     return torch.cat([torch.softmax(block, dim=1) for block in logits.split(list(head_sizes), dim=1)], dim=1)
 
 
+def probabilities(logits: torch.Tensor, head_sizes: Sequence[int] = (), multilabel: bool = False) -> torch.Tensor:
+    """What the outputs mean: each label's sigmoid for a multi-label target, else :func:`head_softmax`."""
+    return torch.sigmoid(logits) if multilabel else head_softmax(logits, head_sizes)
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -149,16 +161,17 @@ def train_epoch(
     channels_last: bool = False,
     shard: Shard | None = None,
     head_sizes: Sequence[int] = (),
+    multilabel: bool = False,
 ) -> float:
     """One pass over the training split; returns the mean loss over all its images.
 
     ``class_weights`` weight the loss, ``sample_weights`` the sampling (see iterate_batches);
     ``autocast`` runs the forward pass in bfloat16 on a GPU; ``channels_last`` feeds NHWC
     tensors, which convolutions on CPU often run faster; ``head_sizes`` (``Target.head_sizes``)
-    splits the logits into separately trained heads (see :func:`head_loss`). With a ``shard`` this
-    process trains on its rows of every batch and returns its part of the mean (the parts sum to
-    the mean). The loss is summed on the device and read once, so the host never waits for a GPU
-    after each batch.
+    splits the logits into separately trained heads, and ``multilabel`` trains N×L indicator
+    ``labels`` label by label (see :func:`head_loss`). With a ``shard`` this process trains on its
+    rows of every batch and returns its part of the mean (the parts sum to the mean). The loss is
+    summed on the device and read once, so the host never waits for a GPU after each batch.
     """
     model.train()
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
@@ -168,7 +181,7 @@ def train_epoch(
         batch = to_device(batch, device).contiguous(memory_format=memory_format)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = head_loss(model(batch), to_device(target, device), head_sizes, weight)
+            loss = head_loss(model(batch), to_device(target, device), head_sizes, weight, multilabel)
         loss.backward()
         optimizer.step()
         total += loss.detach()
@@ -177,13 +190,13 @@ def train_epoch(
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, images: np.ndarray, device: torch.device, head_sizes: Sequence[int] = ()
+    model: nn.Module, images: np.ndarray, device: torch.device, head_sizes: Sequence[int] = (), multilabel: bool = False
 ) -> np.ndarray:
-    """Class probabilities for every image of a split, in order, never augmented (per head: see head_softmax)."""
+    """Class probabilities for every image of a split, in order, never augmented (see :func:`probabilities`)."""
     model.eval()
     dummy = np.zeros(len(images), dtype=np.int64)
     chunks = [
-        head_softmax(model(to_device(batch, device)), head_sizes).cpu().numpy()
+        probabilities(model(to_device(batch, device)), head_sizes, multilabel).cpu().numpy()
         for batch, _ in iterate_batches(images, dummy, EVAL_BATCH_SIZE)
     ]
     return np.concatenate(chunks) if chunks else np.empty((0, 0), dtype=np.float32)
