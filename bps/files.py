@@ -61,17 +61,22 @@ def write_csv(path: Path | str, table: pd.DataFrame) -> None:
 
 
 def remove_partials(folder: Path) -> int:
-    """Delete leftovers of interrupted writes; return how many there were."""
-    partials = list(folder.glob(f".*{PART_SUFFIX}"))
+    """Delete leftovers of interrupted writes, in subfolders too; return how many there were."""
+    partials = list(folder.rglob(f".*{PART_SUFFIX}"))
     for partial in partials:
         partial.unlink(missing_ok=True)
     return len(partials)
 
 
 def prune(folder: Path, keep: Iterable[str]) -> int:
-    """Delete the files in ``folder`` not named in ``keep``: an output holds what its params ask."""
+    """Delete the files below ``folder`` whose relative path (``a.tif``, ``Plate1/b.png``) is not
+    in ``keep``, then the folders left empty: an output holds what its params ask."""
     keep = set(keep)
-    stale = [entry for entry in folder.iterdir() if entry.is_file() and entry.name not in keep]
+    files = [entry for entry in folder.rglob("*") if entry.is_file()]
+    stale = [entry for entry in files if entry.relative_to(folder).as_posix() not in keep]
     for entry in stale:
         entry.unlink()
+    for entry in sorted(folder.rglob("*"), key=lambda path: len(path.parts), reverse=True):
+        if entry.is_dir() and not any(entry.iterdir()):
+            entry.rmdir()
     return len(stale)

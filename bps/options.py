@@ -18,6 +18,10 @@ TARGETS = ("particle", "particle_dose", "condition", "particle+dose")
 ARCHITECTURES = ("lenet", "cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "exponential")
+SOURCES = ("synthetic", "s3", "layout")  # layout: a multi-channel dataset described by data.layout
+BPS_GROUPS = ("well", "field", "none")  # split.group_by for the BPS sources
+LABEL_SEPARATORS = (" ", "|")  # data.layout.label_separator (null: one label per sample)
+CONTROLS = ("exclude", "class")  # data.layout.controls: drop control rows, or keep them as class "control"
 
 T = TypeVar("T")
 

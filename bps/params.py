@@ -6,6 +6,7 @@ one line naming the key and what is allowed, before any work starts.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +17,8 @@ from bps import options
 from bps.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
+# Files the download writes into data/raw itself (bps/layout.py, bps/s3.py), which a metadata path may not be.
+RESERVED_RAW_NAMES = ("meta.csv", ".manifest.json")
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 # Integers and booleans are strict ("10" or "yes" is a typo to report, not to guess at). Floats
@@ -59,20 +62,86 @@ class SyntheticParams(_Block):
     plate_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
 
 
+class LayoutParams(_Block):
+    """A multi-channel dataset on disk or S3 (``data.source: layout``), e.g. HPA or RxRx1.
+
+    One metadata CSV row names one or more images (``id_columns``); ``file_template`` turns a
+    row and a channel name into the channel's file. Checks that need the metadata's columns
+    (every placeholder, id, label, group and control column exists) run in bps/layout_meta.py,
+    at check-params and again at download. See the presets/ folder and the README.
+    """
+
+    root: str = "fixtures/hpa"
+    metadata: str = "train.csv"
+    id_columns: list[str] = Field(default=["Id"], min_length=1)
+    label_column: str = "Target"
+    label_separator: Literal[options.LABEL_SEPARATORS] | None = " "
+    classes: list[str] | None = None
+    file_template: str = "train/{Id}_{channel}.png"
+    channels: list[str] = Field(default=["red", "green", "blue", "yellow"], min_length=1)
+    bit_depth: Literal[8, 16] = 8
+    group_columns: list[str] = []
+    control_column: str | None = None
+    control_values: list[str] = []
+    controls: Literal[options.CONTROLS] = "exclude"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LayoutParams:
+        placeholders = template_fields(self.file_template)
+        if "channel" not in placeholders:
+            raise ValueError(f"file_template {self.file_template!r} must contain {{channel}}")
+        for key in ("id_columns", "channels", "group_columns", "control_values"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists a value twice ({values})")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes lists a class twice ({self.classes})")
+        if bool(self.control_column) != bool(self.control_values):
+            raise ValueError("control_column and control_values go together: set both or neither")
+        if Path(self.metadata).is_absolute() or ".." in Path(self.metadata).parts:
+            raise ValueError(f"metadata {self.metadata!r} must be a path inside root")
+        if self.metadata in RESERVED_RAW_NAMES:
+            raise ValueError(f"metadata may not be {self.metadata!r}: the download writes that file itself")
+        return self
+
+
+def template_fields(template: str) -> list[str]:
+    """The placeholders of a file template (``{Id}_{channel}.png`` → ``["Id", "channel"]``), or a
+    ValueError naming what is malformed (``{}``, ``{0}``, ``{a.b}``, ``{a:03d}`` are refused)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ValueError(f"file_template {template!r} is malformed ({error})") from None
+    fields = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(
+                f"file_template {template!r}: placeholder {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} must be a plain column name such as {{plate}}"
+            )
+        fields.append(name)
+    return fields
+
+
 class DataParams(_Block):
-    source: Literal["synthetic", "s3"] = "synthetic"
+    source: Literal[options.SOURCES] = "synthetic"
     hours: list[Literal[options.HOURS]] = Field(default=list(options.HOURS), min_length=1)
     max_per_condition: PositiveInt | None = None
     sample_seed: Seed = 0
     synthetic: SyntheticParams = SyntheticParams()
     s3: S3Params = S3Params()
+    layout: LayoutParams = LayoutParams()  # read only with source: layout
 
 
 class SplitParams(_Block):
     """How images are dealt to train/val/test; see bps/split.py for what each protocol can claim."""
 
     protocol: Literal["grouped", "leave_hour_out", "leave_wells_out"] = "grouped"
-    group_by: Literal["well", "field", "none"] = "well"
+    # BPS: well | field | none; data.source layout: one of data.layout.group_columns or none
+    # (checked in Params, which sees both blocks).
+    group_by: str = "well"
     test_hour: Literal[4, 24, 48] = 24
     train: Fraction = 0.7
     val: Fraction = 0.15
@@ -210,6 +279,19 @@ class Params(_Block):
     def _crop_fits_image(self) -> Params:
         if self.train.crop_pad >= self.preprocess.size:
             raise ValueError(f"train.crop_pad ({self.train.crop_pad}) must be smaller than preprocess.size")
+        return self
+
+    @model_validator(mode="after")
+    def _split_fits_the_source(self) -> Params:
+        layout = self.data.source == "layout"
+        allowed = [*self.data.layout.group_columns, "none"] if layout else list(options.BPS_GROUPS)
+        if self.split.group_by not in allowed:
+            where = "data.layout.group_columns, or none" if layout else f"data.source {self.data.source}"
+            raise ValueError(f"split.group_by {self.split.group_by!r} is not one of {allowed} ({where})")
+        if layout and self.split.protocol != "grouped":
+            raise ValueError(
+                f"split.protocol {self.split.protocol} needs BPS metadata; data.source layout allows: grouped"
+            )
         return self
 
     @model_validator(mode="after")

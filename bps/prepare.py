@@ -1,4 +1,4 @@
-"""Turn one split's TIFFs into one memory-mappable N×1×H×W uint8 array, on every core.
+"""Turn one split's images into one memory-mappable N×C×H×W uint8 array, on every core (BPS: C = 1).
 
 Workers decode and shrink images in chunks and send back only the small result, so memory
 holds the output array and a few images in flight, never the decoded dataset.
@@ -22,6 +22,7 @@ from bps.images import ImageError, prepare
 from bps.params import PreprocessParams
 
 T = TypeVar("T")
+P = TypeVar("P")  # one work item: a file, or a sample's tuple of channel files
 
 
 @dataclass
@@ -36,20 +37,21 @@ def worker_count(requested: int) -> int:
     return requested or os.cpu_count() or 1
 
 
-def _or_report(work: Callable[[Path], T], path: Path) -> T | str:
+def _or_report(work: Callable[[P], T], path: P) -> T | str:
     try:
         return work(path)
     except ImageError as error:
         return str(error)
 
 
-def map_images(work: Callable[[Path], T], paths: list[Path], workers: int, on_error: str, desc: str,
-               failures: dict[str, str] | None = None) -> Iterator[tuple[int, T]]:
+def map_images(work: Callable[[P], T], paths: list[P], workers: int, on_error: str, desc: str,
+               failures: dict[str, str] | None = None, names: list[str] | None = None) -> Iterator[tuple[int, T]]:
     """``work`` (picklable) applied to every image on ``workers`` processes (0: one per core): yields
     (index, result) in order for the images kept, with a progress bar.
 
     A bad image stops the run naming it (``on_error: fail``) or is left out (``skip``) and, with
-    ``failures``, recorded there: preprocess and features keep the same images.
+    ``failures``, recorded there under its path (or its entry in ``names``): preprocess and
+    features keep the same images.
     """
     workers = worker_count(workers)
     chunksize = max(1, min(64, len(paths) // (workers * 4)))
@@ -61,23 +63,29 @@ def map_images(work: Callable[[Path], T], paths: list[Path], workers: int, on_er
                 if on_error == "fail":
                     raise ImageError(f"{result}\n(set preprocess.on_error: skip to leave such files out)")
                 if failures is not None:
-                    failures[str(paths[index])] = result
+                    failures[names[index] if names else str(paths[index])] = result
                 continue
             yield index, result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def prepare_images(paths: list[Path], params: PreprocessParams, desc: str = "preprocess") -> PreparedArray:
-    """Prepare every image; on a bad file stop (``on_error: fail``) or skip and report it."""
-    images = np.empty((len(paths), 1, params.size, params.size), dtype=np.uint8)
+def collect_images(work: Callable[[P], np.ndarray], items: list[P], channels: int, params: PreprocessParams, desc: str,
+             names: list[str] | None = None) -> PreparedArray:
+    """Run ``work`` (one item to a channels×size×size or size×size uint8 image) over every item
+    into one N×channels×size×size array; on a bad file stop (``on_error: fail``) or skip and report it."""
+    images = np.empty((len(items), channels, params.size, params.size), dtype=np.uint8)
     kept: list[int] = []
     failures: dict[str, str] = {}
-    work = partial(prepare, params=params)
-    for index, image in map_images(work, paths, params.workers, params.on_error, desc, failures):
-        images[len(kept), 0] = image
+    for index, image in map_images(work, items, params.workers, params.on_error, desc, failures, names):
+        images[len(kept)] = image
         kept.append(index)
     return PreparedArray(images[: len(kept)], kept, failures)
+
+
+def prepare_images(paths: list[Path], params: PreprocessParams, desc: str = "preprocess") -> PreparedArray:
+    """Prepare every single-channel TIFF (BPS) into N×1×size×size."""
+    return collect_images(partial(prepare, params=params), paths, 1, params, desc)
 
 
 def save_array(path: Path, array: np.ndarray) -> None:

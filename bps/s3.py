@@ -206,6 +206,7 @@ class Manifest:
     """
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder.resolve()
         self.path = folder / MANIFEST
         self._lock = threading.Lock()
         try:
@@ -216,13 +217,17 @@ class Manifest:
     def is_complete(self, path: Path, remote: RemoteObject) -> bool:
         if not path.is_file() or path.stat().st_size != remote.size:
             return False
-        known = self.entries.get(path.name)
+        known = self.entries.get(self.name(path))
         if known is not None:
             return known == {"etag": remote.etag, "size": remote.size}
         if remote.md5 is not None and _file_md5(path) == remote.md5:
-            self.record(path.name, remote)
+            self.record(self.name(path), remote)
             return True
         return False
+
+    def name(self, path: Path) -> str:
+        """A file's entry: its path below the folder (its plain name for a flat folder)."""
+        return path.resolve().relative_to(self.folder).as_posix()
 
     def record(self, name: str, remote: RemoteObject) -> None:
         with self._lock:
@@ -252,11 +257,14 @@ def download_objects(
     workers: int,
     retries: int,
     backoff_s: float = 0.5,
+    nested: bool = False,
 ) -> int:
     """Fetch the named objects into ``folder`` concurrently; return how many were fetched.
 
-    Files already complete are skipped. The first object that still fails after its retries
-    stops the remaining work and raises :class:`DownloadError` naming its key.
+    Names are plain file names, or with ``nested`` relative paths kept below ``folder`` (a
+    multi-channel layout's ``Plate1/B02_s1_w1.png``). Files already complete are skipped. The
+    first object that still fails after its retries stops the remaining work and raises
+    :class:`DownloadError` naming its key.
     """
     folder = folder.resolve()
     missing = [name for name in names if name not in objects]
@@ -265,11 +273,12 @@ def download_objects(
     paths = []
     for name in names:
         path = (folder / name).resolve()
-        if path.parent != folder:
+        inside = path.is_relative_to(folder) and path != folder if nested else path.parent == folder
+        if not inside:
             raise DownloadError(f"refusing S3 key {objects[name].key!r}: it would write outside {folder}")
-        paths.append(path)
+        paths.append((name, path))
     manifest = Manifest(folder)
-    todo = [(objects[path.name], path) for path in paths if not manifest.is_complete(path, objects[path.name])]
+    todo = [(objects[name], path) for name, path in paths if not manifest.is_complete(path, objects[name])]
     stop = threading.Event()
 
     def fetch(remote: RemoteObject, path: Path) -> None:
@@ -282,7 +291,7 @@ def download_objects(
             backoff_s,
             stop,
         )
-        manifest.record(path.name, remote)
+        manifest.record(manifest.name(path), remote)
 
     last_saved = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool:

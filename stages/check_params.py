@@ -5,18 +5,23 @@ bad parameter had already lost its outputs (``models/lenet``, the git-tracked ``
 This stage depends on the whole ``params.yaml`` file (so a top-level typo such as ``trian:``
 counts too), and every other stage depends on its output, so DVC runs it first. Its output's
 bytes never change: after a valid edit DVC re-runs only the stages whose own params changed.
+With ``data.source: layout`` it also reads the layout's metadata (from its folder or S3).
 """
 
 from bps.cli import run_stage
 from bps.files import write_text
 from bps.layout import PARAMS_OK
+from bps.layout_source import load_layout
 from bps.params import Params
 
 
 def main(params: Params) -> None:
-    del params  # run_stage has validated every key before calling this
+    # run_stage has validated every key; a layout's keys are checked against its metadata too
+    # (a template placeholder, id, label, group or control column the metadata lacks).
+    if params.data.source == "layout":
+        load_layout(params.data)
     write_text(PARAMS_OK, "params.yaml is valid\n")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, layouts=True)

@@ -4,6 +4,8 @@
 NASA bucket (or ``data.s3.endpoint_url``). Either way data/raw/ ends up holding exactly the
 selected images plus a meta.csv describing them (and, from S3, the .manifest.json that records
 each object's ETag). A selection of no images is refused before anything is removed.
+``layout`` copies a multi-channel dataset (``data.layout``: a folder or S3) keeping its relative
+paths, its metadata file included, and writes meta.csv in the normalised form of bps/layout_meta.py.
 """
 
 import os
@@ -11,6 +13,8 @@ import os
 from bps.cli import run_stage
 from bps.files import prune, remove_partials, write_text
 from bps.layout import META, RAW
+from bps.layout_meta import files_of
+from bps.layout_source import download_layout
 from bps.meta import select_rows
 from bps.params import Params
 from bps.s3 import MANIFEST, download_dataset
@@ -21,6 +25,13 @@ def main(params: Params) -> None:
     data = params.data
     RAW.mkdir(parents=True, exist_ok=True)
     remove_partials(RAW)
+    if data.source == "layout":
+        table = download_layout(RAW, data)
+        write_text(META, table.to_csv(index=False))
+        removed = prune(RAW, [*files_of(table), data.layout.metadata, META.name, MANIFEST])
+        print(f"download: {len(table)} samples of {len(data.layout.channels)} channels in {RAW}/ "
+              f"({removed} stale files removed)")
+        return
     if data.source == "synthetic":
         synthetic = data.synthetic
         planned = plan_dataset(synthetic.images_per_condition, data.hours, synthetic.seed)
@@ -34,4 +45,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, layouts=True)

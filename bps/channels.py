@@ -1,0 +1,75 @@
+"""One multi-channel sample (one grayscale file per channel) to one C×size×size model input.
+
+Each channel file is a PNG (read by Pillow) or a TIFF (read by bps/images.py's checked reader),
+of the dataset's ``bit_depth`` (8: uint8, 16: uint16; anything else is refused, naming the
+file). Every channel goes through :func:`bps.images.prepare_image` on its own: padded to a
+square, area-resized, and normalised by ``preprocess.normalize`` measured on that channel of
+that image alone (``percentile``: its own percentiles; ``minmax``: its own range; ``fixed``:
+``preprocess.fixed_range`` for every channel), so a dim stain is not drowned by a bright one.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bps.images import (
+    MAX_SIDE,
+    ImageError,
+    ImageShapeError,
+    ImageTooLargeError,
+    PixelTypeError,
+    prepare_image,
+    read_tiff,
+)
+from bps.params import PreprocessParams
+from bps.prepare import PreparedArray, collect_images
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+DTYPES = {8: np.uint8, 16: np.uint16}
+# Pillow's single-channel modes and the pixel type they hold.
+PNG_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16}
+
+
+def read_png(path: Path) -> np.ndarray:
+    """A single-channel PNG, its size checked from the header before any pixel is decoded."""
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG":
+                raise ImageError(f"{path}: not a PNG file ({image.format})")
+            if max(image.size) > MAX_SIDE:
+                width, height = image.size
+                raise ImageTooLargeError(f"{path}: image is {height}×{width} px; at most {MAX_SIDE} px a side")
+            if image.mode not in PNG_MODES:
+                raise ImageShapeError(f"{path}: PNG mode {image.mode} is not one grayscale channel (L or I;16)")
+            return np.asarray(image, dtype=PNG_MODES[image.mode])
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, ImageError):
+            raise
+        raise ImageError(f"{path}: cannot read the PNG ({type(error).__name__}: {error})") from None
+
+
+def read_channel(path: Path, bit_depth: int) -> np.ndarray:
+    """One channel file as a 2-D array of the expected pixel type."""
+    if not path.is_file():
+        raise ImageError(f"{path}: file not found")
+    image = read_tiff(path) if path.suffix.lower() in TIFF_SUFFIXES else read_png(path)
+    if image.dtype != DTYPES[bit_depth]:
+        raise PixelTypeError(f"{path}: {image.dtype} pixels, but data.layout.bit_depth is {bit_depth}")
+    return image
+
+
+def prepare_sample(paths: tuple[Path, ...], params: PreprocessParams, bit_depth: int) -> np.ndarray:
+    """A sample's channel files to one C×size×size uint8 array, each channel normalised on its own."""
+    return np.stack([prepare_image(read_channel(path, bit_depth), params) for path in paths])
+
+
+def prepare_samples(files: list[tuple[Path, ...]], names: list[str], channels: int, bit_depth: int,
+                    params: PreprocessParams, desc: str = "preprocess") -> PreparedArray:
+    """Prepare every sample (its ``channels`` files) into N×channels×size×size on every core; a
+    bad file stops the run or, with ``on_error: skip``, leaves its sample out, reported under its name."""
+    work = partial(prepare_sample, params=params, bit_depth=bit_depth)
+    return collect_images(work, files, channels, params, desc, names)

@@ -1,0 +1,405 @@
+"""data.source layout: params, templates, fixtures, download (folder and S3), grouped split, preprocess."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+from s3_server import s3_client
+
+from bps import layout_split
+from bps.batches import RandomAugment
+from bps.channels import prepare_samples, read_channel
+from bps.cli import stage_name
+from bps.fixtures import HPA_CLASSES, RXRX1_COLUMNS, write_hpa, write_png, write_rxrx1
+from bps.images import ImageError
+from bps.layout_meta import (
+    IS_CONTROL,
+    LABEL,
+    SAMPLE,
+    LayoutError,
+    class_names,
+    files_of,
+    normalise,
+    read_metadata,
+    resolve,
+    with_controls,
+)
+from bps.layout_source import download_layout, load_layout
+from bps.params import DataParams, LayoutParams, ParamsError, PreprocessParams, S3Params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = {name: yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text()) for name in ("hpa", "rxrx1")}
+
+
+def layout_of(preset: str, root: Path | str, **changes) -> LayoutParams:
+    return LayoutParams(**{**PRESETS[preset]["data"]["layout"], "root": str(root), **changes})
+
+
+def data_of(preset: str, root: Path | str, **changes) -> DataParams:
+    return DataParams(source="layout", layout=layout_of(preset, root, **changes))
+
+
+@pytest.fixture(scope="module")
+def hpa(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hpa")
+    write_hpa(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def rxrx1(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("rxrx1")
+    write_rxrx1(root)
+    return root
+
+
+# ------------------------------------------------------------------------------------------ params
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    return str(caught.value)
+
+
+def test_the_presets_are_params_yaml_with_only_the_layout_keys_changed():
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for preset in PRESETS.values():
+        parse_params(preset)
+        assert {key: value for key, value in preset.items() if key not in ("data", "split", "preprocess")} == {
+            key: value for key, value in base.items() if key not in ("data", "split", "preprocess")
+        }
+        assert preset["data"]["source"] == "layout"
+        assert {k: v for k, v in preset["data"].items() if k not in ("source", "layout")} == {
+            k: v for k, v in base["data"].items() if k not in ("source", "layout")
+        }
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ({"file_template": "train/{Id}.png"}, "data.layout: file_template 'train/{Id}.png' must contain {channel}"),
+        ({"file_template": "{Id:08d}_{channel}.png"}, "placeholder {Id:08d} must be a plain column name"),
+        ({"file_template": "{Id_{channel}.png"}, "is malformed"),
+        ({"channels": ["red", "red"]}, "channels lists a value twice"),
+        ({"control_column": "well_type"}, "control_column and control_values go together"),
+        ({"metadata": "../train.csv"}, "metadata '../train.csv' must be a path inside root"),
+        ({"metadata": "meta.csv"}, "metadata may not be 'meta.csv'"),
+        ({"bit_depth": 12}, "data.layout.bit_depth: Input should be 8 or 16"),
+        ({"label_separator": ","}, "data.layout.label_separator: Input should be ' ' or '|'"),
+        ({"controls": "keep"}, "data.layout.controls: Input should be 'exclude' or 'class'"),
+        ({"colour": "red"}, "data.layout.colour: unknown key (allowed: root, metadata, id_columns"),
+    ],
+)
+def test_bad_layout_params_name_the_key(layout, expected):
+    assert expected in _error({"data": {"source": "layout", "layout": layout}})
+
+
+def test_group_by_must_be_a_layout_group_column_and_the_protocol_grouped():
+    rxrx1 = {"source": "layout", "layout": {"group_columns": ["experiment", "plate"]}}
+    message = _error({"data": rxrx1, "split": {"group_by": "well"}})
+    assert "split.group_by 'well' is not one of ['experiment', 'plate', 'none']" in message
+    assert "split.protocol leave_hour_out needs BPS metadata" in _error(
+        {"data": rxrx1, "split": {"group_by": "plate", "protocol": "leave_hour_out"}}
+    )
+    assert "split.group_by 'plate' is not one of ['well', 'field', 'none']" in _error({"split": {"group_by": "plate"}})
+    assert parse_params({"data": rxrx1, "split": {"group_by": "plate"}}).split.group_by == "plate"
+
+
+def test_a_placeholder_that_is_not_a_metadata_column_fails_naming_it(hpa):
+    data = data_of("hpa", hpa, file_template="train/{Id}_{colour}_{channel}.png")
+    with pytest.raises(LayoutError, match=r"data.layout.file_template placeholder \{colour\}: 'colour' is not a column "
+                                          r"of train.csv \(its columns: Id, Target\)"):
+        load_layout(data)
+    with pytest.raises(LayoutError, match="data.layout.group_columns: 'plate' is not a column"):
+        load_layout(data_of("hpa", hpa, group_columns=["plate"]))
+
+
+@pytest.mark.slow
+def test_check_params_stops_on_a_missing_column_and_a_later_stage_on_a_layout(hpa, tmp_path):
+    params = {**PRESETS["hpa"], "data": {**PRESETS["hpa"]["data"], "layout": {
+        **PRESETS["hpa"]["data"]["layout"], "root": str(hpa), "label_column": "Label"}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    check = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert check.returncode == 1
+    assert check.stderr.startswith("error: data.layout.label_column: 'Label' is not a column of train.csv")
+    evaluate = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+    assert evaluate.returncode == 1
+    assert evaluate.stderr == "error: data.source layout: evaluate supports BPS only so far\n"
+
+
+def test_stage_names_follow_dvc_yaml():
+    assert stage_name(["/p/stages/train_lenet.py", "--control"]) == "train-lenet-control"
+    assert stage_name(["/p/stages/evaluate.py"]) == "evaluate"
+
+
+# ------------------------------------------------------------------------------ metadata, templates
+
+
+def test_templates_resolve_metadata_columns_and_refuse_escapes():
+    row = {"experiment": "HEPG2-01", "plate": "1", "well": "B02", "site": "2"}
+    template = PRESETS["rxrx1"]["data"]["layout"]["file_template"]
+    assert resolve(template, row, "3") == "images/HEPG2-01/Plate1/B02_s2_w3.png"
+    with pytest.raises(LayoutError, match="not a path below data.layout.root"):
+        resolve("{well}/{channel}.png", {"well": "../.."}, "1")
+    with pytest.raises(LayoutError, match="not a path below data.layout.root"):
+        resolve("{well}_{channel}.png", {"well": "/etc/x"}, "1")
+
+
+def test_normalised_table_columns_controls_and_classes(rxrx1):
+    layout = layout_of("rxrx1", rxrx1)
+    table = normalise(read_metadata((rxrx1 / "metadata.csv").read_bytes(), layout), layout)
+    assert list(table.columns) == [SAMPLE, "experiment", "plate", "well", LABEL, IS_CONTROL,
+                                   *(f"file_{c}" for c in "123456")]
+    assert table[SAMPLE].iloc[0].endswith("_1") and table[SAMPLE].is_unique
+    assert set(table.loc[table[IS_CONTROL], LABEL]) == {"EMPTY", "s501308", "s35651"}
+    assert class_names(table, layout) == sorted(["s21721", "s20894", "s18582", "s24929", "s7128", "s3447"])
+    kept = layout.model_copy(update={"controls": "class"})
+    assert class_names(table, kept)[-1] == "control"
+    assert set(with_controls(table, "class").loc[table[IS_CONTROL], LABEL]) == {"control"}
+    assert not with_controls(table, "exclude")[IS_CONTROL].any()
+
+
+def test_duplicate_samples_and_unknown_classes_are_named(rxrx1, hpa):
+    layout = layout_of("rxrx1", rxrx1, id_columns=["well_id"])
+    with pytest.raises(LayoutError, match=r"sample 'HEPG2-01_1_\w+' appears twice; data.layout.id_columns"):
+        normalise(read_metadata((rxrx1 / "metadata.csv").read_bytes(), layout), layout)
+    layout = layout_of("hpa", hpa, classes=["0", "2"])
+    with pytest.raises(LayoutError, match=r"has label '(5|7|23|25)', which is not in data.layout.classes \(0, 2\)"):
+        normalise(read_metadata((hpa / "train.csv").read_bytes(), layout), layout)
+
+
+def test_hpa_numeric_classes_sort_as_numbers(hpa):
+    layout = layout_of("hpa", hpa)
+    table = normalise(read_metadata((hpa / "train.csv").read_bytes(), layout), layout)
+    assert class_names(table, layout) == list(HPA_CLASSES)
+
+
+# ---------------------------------------------------------------------------------------- fixtures
+
+
+def test_fixture_writers_use_the_real_names_and_columns(hpa, rxrx1):
+    train = pd.read_csv(hpa / "train.csv", dtype=str)
+    assert list(train.columns) == ["Id", "Target"] and len(train) == 120
+    assert train["Id"].str.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-11e8-[0-9a-f]{4}-[0-9a-f]{12}").all()
+    labels = train["Target"].str.split(" ")
+    assert labels.map(len).between(1, 3).all() and set(labels.explode()) == set(HPA_CLASSES)
+    files = sorted(path.name for path in (hpa / "train").iterdir())
+    assert files[:4] == [f"{train['Id'].min()}_{c}.png" for c in ("blue", "green", "red", "yellow")]
+    assert len(files) == 4 * len(train)
+
+    meta = pd.read_csv(rxrx1 / "metadata.csv", dtype=str)
+    assert tuple(meta.columns) == RXRX1_COLUMNS and len(meta) == 152
+    assert set(meta["well_type"]) == {"treatment", "negative_control", "positive_control"}
+    assert meta.groupby(["experiment", "plate"]).ngroups == 4 and set(meta["site"]) == {"1", "2"}
+    row = meta.iloc[0]
+    for w in range(1, 7):
+        path = rxrx1 / "images" / row.experiment / f"Plate{row.plate}" / f"{row.well}_s{row.site}_w{w}.png"
+        with Image.open(path) as image:
+            assert (image.format, image.mode, image.size) == ("PNG", "L", (64, 64))
+
+
+def test_fixtures_are_deterministic_and_carry_a_plate_batch_effect(tmp_path, rxrx1):
+    write_rxrx1(tmp_path / "again")
+    assert (tmp_path / "again" / "metadata.csv").read_bytes() == (rxrx1 / "metadata.csv").read_bytes()
+    some = next((rxrx1 / "images").rglob("*_w3.png")).relative_to(rxrx1)
+    assert (tmp_path / "again" / some).read_bytes() == (rxrx1 / some).read_bytes()
+    meta = pd.read_csv(rxrx1 / "metadata.csv", dtype=str)
+    negatives = meta[meta["well_type"] == "negative_control"]
+
+    def brightness(r) -> float:
+        path = rxrx1 / "images" / r.experiment / f"Plate{r.plate}" / f"{r.well}_s{r.site}_w2.png"
+        return float(np.asarray(Image.open(path), dtype=float).mean())
+
+    means = {key: np.mean([brightness(r) for r in rows.itertuples()])
+             for key, rows in negatives.groupby(["experiment", "plate"])}
+    assert max(means.values()) - min(means.values()) > 5  # the same (empty) wells, plate by plate apart
+
+
+# ---------------------------------------------------------------------------------------- download
+
+
+def test_download_from_a_folder_copies_every_file_keeping_paths(rxrx1, tmp_path):
+    folder = tmp_path / "raw"
+    table = download_layout(folder, data_of("rxrx1", rxrx1))
+    assert len(files_of(table)) == 152 * 6
+    for name in files_of(table)[:12]:
+        assert (folder / name).read_bytes() == (rxrx1 / name).read_bytes()
+    assert (folder / "metadata.csv").read_bytes() == (rxrx1 / "metadata.csv").read_bytes()
+    assert download_layout(folder, data_of("rxrx1", rxrx1)).equals(table)  # a re-run copies nothing new
+
+
+def test_a_missing_channel_file_is_named_before_anything_is_copied(hpa, tmp_path):
+    root = tmp_path / "hpa"
+    write_hpa(root, images=6)
+    victim = sorted((root / "train").glob("*_yellow.png"))[2]
+    victim.unlink()
+    with pytest.raises(LayoutError, match=rf"{victim} \(sample '{victim.name[:-11]}', channel 'yellow'\) does not "
+                                          r"exist; 1 of 24 files are missing"):
+        download_layout(tmp_path / "raw", data_of("hpa", root))
+    assert not (tmp_path / "raw").exists()
+
+
+@pytest.fixture
+def rxrx1_bucket(moto_server, aws_env, rxrx1) -> str:
+    """The RxRx1 fixture uploaded under s3://<bucket>/rxrx1/; returns the bucket."""
+    bucket = f"layouts-{uuid.uuid4().hex[:12]}"
+    client = s3_client(moto_server)
+    client.create_bucket(Bucket=bucket)
+    for path in rxrx1.rglob("*"):
+        if path.is_file():
+            client.put_object(Bucket=bucket, Key=f"rxrx1/{path.relative_to(rxrx1).as_posix()}", Body=path.read_bytes())
+    return bucket
+
+
+@pytest.mark.slow
+def test_download_from_s3_fetches_every_file_and_resumes(rxrx1_bucket, moto_server, rxrx1, tmp_path):
+    data = DataParams(source="layout", layout=layout_of("rxrx1", f"s3://{rxrx1_bucket}/rxrx1"),
+                      s3=S3Params(endpoint_url=moto_server, anonymous=False, region="us-east-1", workers=8, retries=1))
+    folder = tmp_path / "raw"
+    table = download_layout(folder, data)
+    names = files_of(table)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png")) == sorted(names)
+    assert all((folder / name).read_bytes() == (rxrx1 / name).read_bytes() for name in names[::37])
+    (folder / names[5]).unlink()
+    download_layout(folder, data)
+    assert (folder / names[5]).read_bytes() == (rxrx1 / names[5]).read_bytes()
+    s3_client(moto_server).delete_object(Bucket=rxrx1_bucket, Key=f"rxrx1/{names[7]}")
+    with pytest.raises(LayoutError, match=rf"s3://{rxrx1_bucket}/rxrx1/{names[7]} \(sample '.+', channel '2'\) "
+                                          "does not exist"):
+        download_layout(tmp_path / "other", data)
+
+
+# ------------------------------------------------------------------------------------------- split
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("group_by", ["experiment", "plate", "well", "none"])
+def test_no_group_ever_straddles_two_splits(rxrx1, seed, group_by):
+    layout = layout_of("rxrx1", rxrx1, group_columns=["experiment", "plate", "well"])
+    table = with_controls(normalise(read_metadata((rxrx1 / "metadata.csv").read_bytes(), layout), layout), "exclude")
+    if group_by == "experiment":  # two experiments cannot fill three splits
+        with pytest.raises(Exception, match="2 group\\(s\\) by experiment, too few"):
+            layout_split.assign_splits(layout_split.layout_groups(table, layout.group_columns, group_by),
+                                       group_by, (0.7, 0.15, 0.15), seed)
+        return
+    groups = layout_split.layout_groups(table, layout.group_columns, group_by)
+    split = layout_split.assign_splits(groups, group_by, (0.7, 0.15, 0.15), seed)
+    assert set(split) == {"train", "val", "test"}
+    assert (split.groupby(groups).nunique() == 1).all()
+    if group_by == "plate":  # plate 1 of both experiments are two groups
+        assert groups.nunique() == 4
+        assert (split.groupby([table["experiment"], table["plate"]]).nunique() == 1).all()
+
+
+# -------------------------------------------------------------------------------------- preprocess
+
+
+@pytest.mark.parametrize(("preset", "channels"), [("hpa", 4), ("rxrx1", 6)])
+def test_preprocess_gives_n_by_c_arrays_normalised_per_channel(preset, channels, hpa, rxrx1, tmp_path):
+    root = {"hpa": hpa, "rxrx1": rxrx1}[preset]
+    table = download_layout(tmp_path, data_of(preset, root)).head(10)
+    files = [tuple(tmp_path / name for name in row) for row in table.filter(like="file_").itertuples(index=False)]
+    params = PreprocessParams(size=32, normalize="percentile", percentiles=(0.5, 99.9), workers=1)
+    prepared = prepare_samples(files, table[SAMPLE].tolist(), channels, 8, params)
+    assert prepared.images.shape == (10, channels, 32, 32) and prepared.images.dtype == np.uint8
+    # The stated method, computed independently: each channel's own 0.5 and 99.9 percentiles of
+    # the raw image map to 0 and 1, applied to the area-resized (box filter) channel.
+    for row in (0, 9):
+        for channel, path in enumerate(files[row]):
+            raw = np.asarray(Image.open(path), dtype=np.float32)
+            low, high = np.percentile(raw, (0.5, 99.9))
+            small = np.asarray(Image.fromarray(raw, mode="F").resize((32, 32), Image.Resampling.BOX))
+            expected = np.round(np.clip((small - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+            assert np.array_equal(prepared.images[row, channel], expected), (path, channel)
+    shared = np.percentile(np.asarray(Image.open(files[0][0]), dtype=np.float32), (0.5, 99.9))
+    own = np.percentile(np.asarray(Image.open(files[0][-1]), dtype=np.float32), (0.5, 99.9))
+    assert not np.allclose(shared, own)  # channels really do get windows of their own
+
+
+def test_a_corrupt_or_wrong_depth_channel_names_the_file(tmp_path):
+    good, corrupt, deep = tmp_path / "good.png", tmp_path / "corrupt.png", tmp_path / "deep.png"
+    write_png(good, np.full((16, 16), 7, np.uint8))
+    corrupt.write_bytes(good.read_bytes()[:40])
+    Image.fromarray(np.full((16, 16), 700, np.uint16)).save(deep)
+    assert read_channel(good, 8).dtype == np.uint8
+    with pytest.raises(ImageError, match=f"{corrupt}: cannot read the PNG"):
+        read_channel(corrupt, 8)
+    with pytest.raises(ImageError, match=f"{deep}: uint16 pixels, but data.layout.bit_depth is 8"):
+        read_channel(deep, 8)
+    assert read_channel(deep, 16).max() == 700
+    params = PreprocessParams(size=16, normalize="percentile", workers=1, on_error="skip")
+    prepared = prepare_samples([(good, good), (good, corrupt)], ["a", "b"], 2, 8, params)
+    assert prepared.kept == [0] and list(prepared.failures) == ["b"] and str(corrupt) in prepared.failures["b"]
+    with pytest.raises(ImageError, match=f"{corrupt}: cannot read the PNG"):
+        prepare_samples([(good, corrupt)], ["b"], 2, 8, params.model_copy(update={"on_error": "fail"}))
+
+
+def test_sixteen_bit_tiff_channels(tmp_path):
+    import tifffile
+
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"c{k}.tif")
+        tifffile.imwrite(paths[-1], np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * (k + 1))
+    prepared = prepare_samples([tuple(paths)], ["s"], 3, 16, PreprocessParams(size=20, normalize="minmax", workers=1))
+    assert prepared.images.shape == (1, 3, 20, 20)
+    assert (prepared.images[0, :, 0, 0] <= 3).all() and (prepared.images[0, :, -1, -1] >= 250).all()
+
+
+@pytest.mark.parametrize("channels", [4, 6])
+def test_augmentation_moves_every_channel_together(channels):
+    base = torch.rand(1, 1, 16, 16).repeat(8, channels, 1, 1) * torch.arange(1, channels + 1).view(1, -1, 1, 1)
+    out = RandomAugment(torch.Generator().manual_seed(0), pad=3)(base)
+    assert out.shape == (8, channels, 16, 16)
+    ratio = out / out[:, :1].clamp_min(1e-6)
+    assert torch.allclose(ratio[out[:, :1].expand_as(out) > 1e-3],
+                          torch.arange(1, channels + 1).float().view(1, -1, 1, 1).expand_as(out)[
+                              out[:, :1].expand_as(out) > 1e-3], rtol=1e-4)
+    assert not torch.equal(out, base)  # something moved
+
+
+def test_png_bytes_round_trip(tmp_path):
+    image = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    write_png(tmp_path / "x.png", image)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO((tmp_path / "x.png").read_bytes()))), image)
+
+
+# ------------------------------------------------------------------------------ dvc, end to end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("preset", "shape"), [("hpa", (84, 4, 64, 64)), ("rxrx1", (48, 6, 64, 64))])
+def test_dvc_repro_preprocess_on_each_preset(tmp_path, preset, shape):
+    """The README's commands in a fresh git repo: the fixture, `cp presets/<x>.yaml params.yaml`,
+    `dvc repro preprocess`; then a later stage stops with one line."""
+    from test_pipeline_dvc import dvc, isolated_env, make_project, output_of, run
+
+    env = isolated_env(tmp_path / "sandbox")
+    root = make_project(tmp_path / "project", env)
+    run([sys.executable, "-m", "bps.fixtures", preset, f"fixtures/{preset}"], root, env)
+    run(["cp", f"presets/{preset}.yaml", "params.yaml"], root, env)
+    result = dvc(root, env, "repro", "preprocess")
+    assert "Running stage 'preprocess'" in output_of(result)
+    for split, rows in zip(("train", "val", "test"), (shape[0], None, None)):
+        images = np.load(root / "data" / "prepared" / f"{split}_images.npy", mmap_mode="r")
+        assert images.shape[1:] == shape[1:] and (rows is None or len(images) == rows)
+        assert len(pd.read_csv(root / "data" / "prepared" / f"{split}.csv")) == len(images)
+    assert dvc(root, env, "status", "preprocess").stdout.strip().endswith("up to date.")
+    later = dvc(root, env, "repro", "train-baseline", check=False)
+    assert later.returncode != 0
+    assert "error: data.source layout: train-baseline supports BPS only so far" in output_of(later)
