@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +99,8 @@ def check_particles(table: pd.DataFrame, role: str, fold: Fold) -> None:
         )
 
 
-@cache
 def _image_pool() -> tuple[np.ndarray, pd.DataFrame]:
-    """Every split's sham images (read into memory once per process) and their rows."""
+    """Every split's sham images (memory-mapped arrays: only the shams are read) and their rows."""
     loaded = {split: load_split(split) for split in SPLITS}
     pool = sham_pool({split: table for split, (_, table) in loaded.items()})
     images = np.concatenate([np.asarray(loaded[split][0][pool["row"][pool["split"] == split].to_numpy()])
