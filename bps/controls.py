@@ -57,7 +57,8 @@ class Fold:
     """Which sham images one control model trains on, validates on and is scored on.
 
     ``held_out_hour`` None: the split's own train, val and test shams. An hour: every split's
-    shams of that hour are held out; of the other hours', the val split's validate and the rest train.
+    shams of that hour are held out; of the other hours', the val split's validate (or, when there
+    are none, the training ones) and the rest train.
     """
 
     held_out_hour: int | None = None
@@ -72,7 +73,10 @@ class Fold:
         if self.held_out_hour is None:
             return split == ROLE_SPLITS[role]
         held = pool["hr_post_exposure"].to_numpy() == self.held_out_hour
-        return {"train": ~held & (split != "val"), "val": ~held & (split == "val"), "held_out": held}[role]
+        train, val = ~held & (split != "val"), ~held & (split == "val")
+        if role == "val" and not val.any():  # e.g. data.hours [4, 24], test 24: fold 4 has no val shams left
+            return train  # the kept epoch is then picked on the training shams; the held-out score stays honest
+        return {"train": train, "val": val, "held_out": held}[role]
 
 
 def control_folds(split: SplitParams, hours: list[int]) -> list[Fold]:
