@@ -51,6 +51,18 @@ def write_prepared(root, rng, hours: dict[str, tuple[int, ...]] | None = None) -
     return tables
 
 
+def train_every_model(params, root) -> None:
+    """Every trainer and its control, as the pipeline runs them, then marked finished."""
+    for trainer in (train_baseline, train_lenet):
+        trainer.main(params)
+        trainer.main(params, control=True)
+    for family in FAMILIES:
+        train_classical.main(params, family)
+    for folder in (root / "models").iterdir():
+        if folder.is_dir():
+            mark_complete(folder)  # as run_training_stage does once a trainer returns
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -118,13 +130,7 @@ def test_control_flag_and_names():
 
 def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
     root, tables, params = project
-    for trainer in (train_baseline, train_lenet):
-        trainer.main(params)
-        trainer.main(params, control=True)
-    for family in FAMILIES:
-        train_classical.main(params, family)
-    for folder in (root / "models").iterdir():
-        mark_complete(folder)  # as run_training_stage does once a trainer returns
+    train_every_model(params, root)
 
     sham_train = tables["train"]["dose_Gy"] == 0
     scaler = sio.load(root / "models/baseline-control/model.skops",
@@ -169,14 +175,7 @@ def test_under_leave_hour_out_the_controls_are_cross_validated_over_hours_and_sc
         "baseline": {"epochs": 2, "hidden_layers": [8]}, "train": {"epochs": 1, "crop_pad": 2, "device": "cpu"},
         "evaluate": {"resamples": 200, "saliency_per_class": 0},
     })
-    for trainer in (train_baseline, train_lenet):
-        trainer.main(params)
-        trainer.main(params, control=True)
-    for family in FAMILIES:
-        train_classical.main(params, family)
-    for folder in (tmp_path / "models").iterdir():
-        if folder.is_dir():
-            mark_complete(folder)  # as run_training_stage does once a trainer returns
+    train_every_model(params, tmp_path)
 
     shams = pd.concat([table[table["dose_Gy"] == 0] for table in tables.values()])
     for model in ("baseline", "lenet", *FAMILIES):
