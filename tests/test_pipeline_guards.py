@@ -141,8 +141,10 @@ def wait_for(condition, timeout_s: float, what: str):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 # DVC runs a command through $SHELL -c: bash execs it, /bin/sh (dash, when SHELL is unset as in
 # CI) stays between dvc and the trainer. One stage under each.
-@pytest.mark.parametrize(("stage", "block", "folder", "shell"), [("train-lenet", "train", "lenet", "/bin/sh"),
-                                                                 ("train-baseline", "baseline", "baseline", "/bin/bash")])
+@pytest.mark.parametrize(("stage", "block", "folder", "shell"), [
+    ("train-lenet", "train", "lenet", "/bin/sh"),
+    ("train-baseline", "baseline", "baseline", "/bin/bash"),
+])
 def test_a_trainer_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_path, stage, block, folder, shell):
     env = {**built.env, "SHELL": shell}
     edit_params(workspace, **{f"{block}__epochs": 1_000_000})
