@@ -17,9 +17,21 @@ from test_controls import write_prepared
 from test_pipeline_dvc import dvc, isolated_env, make_project, stages_run
 
 from bps.lr_find import CURVE_COLUMNS, range_test, rates, suggest
+from bps.params import ParamsError, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_STEPS = 30
+
+
+def test_params_defaults_and_a_range_that_does_not_grow():
+    settings = parse_params({}).lr_find
+    assert (settings.min_lr, settings.max_lr, settings.steps, settings.smoothing, settings.diverge_factor) == (
+        1e-6, 1.0, 100, 0.05, 4.0)
+    with pytest.raises(ParamsError) as caught:
+        parse_params({"lr_find": {"min_lr": 0.1, "max_lr": "1e-2"}})
+    assert str(caught.value) == "params.yaml: lr_find.max_lr: must be greater than lr_find.min_lr (0.1), got 0.01"
+    with pytest.raises(ParamsError, match=r"^params.yaml: lr_find.steps: Input should be greater than or equal to 2"):
+        parse_params({"lr_find": {"steps": 1}})
 
 
 def test_rates_grow_geometrically_from_min_to_max():
