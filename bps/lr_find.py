@@ -74,15 +74,18 @@ def range_test(step: Callable[[float], float], lrs: Sequence[float], smoothing: 
     return Curve(np.array(tried), np.array(losses), np.array(smoothed), stopped_early=len(tried) < len(lrs))
 
 
-def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, float]:
+def suggest(lrs: np.ndarray, smoothed: np.ndarray, smoothing: float) -> tuple[float, float]:
     """(the rate of steepest descent, the rate of the lowest loss / 10) of a smoothed curve.
 
     Steepest descent: the most negative slope of the smoothed loss against log10(rate), looked
-    for only up to the lowest loss (past it the curve is diverging, and any dip there is
-    noise). It is where the loss falls fastest per step of rate, so training learns fastest
-    there while still well short of the rates that blow up. The lowest loss itself is no choice:
-    the smoothing lags, so the raw loss was already turning up there; a tenth of that rate
-    (fastai's rule of thumb) is a second, more cautious reading, usually close to the first.
+    for only up to the lowest loss (past it the curve is diverging, and any dip there is noise).
+    It is where the loss falls fastest per step of rate, so training learns fastest there while
+    still well short of the rates that blow up. Two neighbouring points differ by one batch's
+    share of the average, mostly that batch's luck, so the slope is taken across the average's
+    memory (about 1 / ``smoothing`` batches: half of it either side of the point); with
+    ``smoothing`` 1 (no smoothing) it is the slope between neighbours. The lowest loss itself is
+    no choice: the average lags behind the batches, so the raw loss was already turning up
+    there; a tenth of that rate (fastai's rule of thumb) is a second, more cautious reading.
     """
     if len(lrs) == 0:
         raise PipelineError("lr-find: no finite loss was recorded (the first batch already diverged); "
@@ -90,7 +93,11 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, float]:
     lowest = int(np.argmin(smoothed))
     steepest = 0
     if lowest > 0:
-        steepest = int(np.argmin(np.gradient(smoothed[: lowest + 1], np.log10(lrs[: lowest + 1]))))
+        half = max(1, round(1 / (2 * smoothing)))
+        index = np.arange(lowest + 1)
+        before, after = np.maximum(index - half, 0), np.minimum(index + half, lowest)
+        log_lrs = np.log10(lrs)
+        steepest = int(np.argmin((smoothed[after] - smoothed[before]) / (log_lrs[after] - log_lrs[before])))
     return float(lrs[steepest]), float(lrs[lowest]) / 10
 
 

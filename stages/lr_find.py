@@ -46,7 +46,7 @@ def main(params: Params) -> None:
     lrs = lr_find.rates(settings.min_lr, settings.max_lr, settings.steps)
     with tqdm(lrs, desc=f"lr-find-{config.model}", unit="step") as progress:
         curve = lr_find.range_test(step, progress, settings.smoothing, settings.diverge_factor)
-    suggested, cautious = lr_find.suggest(curve.lrs, curve.smoothed)
+    suggested, cautious = lr_find.suggest(curve.lrs, curve.smoothed, settings.smoothing)
     write_csv(OUTPUT / "curve.csv", curve.table())
     write_json(OUTPUT / "suggestion.json", {
         "suggested_lr": suggested, "min_loss_lr_over_10": cautious, "steps_run": len(curve.lrs),

@@ -45,15 +45,30 @@ def test_the_suggestion_is_the_steepest_descent_before_the_lowest_loss():
     # sharp dip (index 10) that is steeper still but lies past the lowest loss.
     smoothed = np.array([2.0, 2.0, 1.98, 1.95, 1.8, 1.2, 0.8, 0.6, 0.5, 4.0, 0.9, 2.0, 5.0])
 
-    steepest, cautious = suggest(10**log_lrs, smoothed)
+    steepest, cautious = suggest(10**log_lrs, smoothed, smoothing=1.0)  # unsmoothed: slopes between neighbours
 
     assert steepest == pytest.approx(10**-3.5)  # central slopes: -0.75, -1.0 (index 5), -0.6
     assert cautious == pytest.approx(10**-2 / 10)
 
 
+def test_one_lucky_batch_does_not_make_the_steepest_descent():
+    def loss(lr: float) -> float:
+        """Flat, then falling steepest at 10^-3, rising past 10^-1.5; one batch far too low at 10^-5.5."""
+        x = math.log10(lr)
+        lucky = 0.6 if abs(x + 5.5) < 0.03 else 0.0
+        return 1.0 - 0.25 * (1 + math.tanh(2 * (x + 3))) + 5 * max(0.0, x + 1.5) ** 2 - lucky
+
+    curve = range_test(loss, rates(1e-6, 1.0, 100), smoothing=0.05, diverge_factor=4.0)
+    steepest, _ = suggest(curve.lrs, curve.smoothed, smoothing=0.05)
+
+    # Slopes between neighbours would pick the lucky batch (10^-5.58); the average lags the
+    # batches, so its steepest descent comes a little after the raw loss's.
+    assert 1e-3 <= steepest <= 10**-2.2
+
+
 def test_a_curve_that_never_falls_suggests_its_first_rate():
     lrs = rates(1e-5, 1e-1, 5)
-    assert suggest(lrs, np.array([1.0, 1.1, 1.5, 3.0, 9.0])) == (pytest.approx(1e-5), pytest.approx(1e-6))
+    assert suggest(lrs, np.array([1.0, 1.1, 1.5, 3.0, 9.0]), 0.05) == (pytest.approx(1e-5), pytest.approx(1e-6))
 
 
 def test_smoothing_is_bias_corrected_and_the_test_runs_every_rate_unless_it_diverges():
