@@ -1,8 +1,9 @@
 """End to end: the real `dvc` CLI reproduces the pipeline in a throwaway git repo of this project.
 
 One project is built and reproduced once per session on a tiny configuration (48 simulated
-images, 32×32, one epoch); tests that change it work on a copy. Everything runs offline: the S3
-source is a moto server on 127.0.0.1. ``test_dvc_remote.py`` reuses the helpers below.
+images, 32×32, one epoch, 20 lr-find steps); tests that change it work on a copy. Everything
+runs offline: the S3 source is a moto server on 127.0.0.1. ``test_dvc_remote.py`` reuses the
+helpers below.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ TINY_PARAMS = {
     ("preprocess", "size"): 32,
     ("train", "epochs"): 1,
     ("baseline", "epochs"): 1,
+    ("lr_find", "steps"): 20,
 }
 COMMAND_TIMEOUT_S = 300
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")
