@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bps import options
 from bps.errors import PipelineError
@@ -255,6 +265,24 @@ class TrainParams(_Block):
         return self
 
 
+class LrFindParams(_Block):
+    """The learning-rate range test of the CNN (stage lr-find, bps/lr_find.py)."""
+
+    min_lr: Annotated[float, Field(gt=0, le=10)] = 1e-6
+    max_lr: Annotated[float, Field(gt=0, le=10)] = 1.0
+    steps: Annotated[StrictInt, Field(ge=2, le=10_000)] = 100
+    smoothing: Annotated[float, Field(gt=0, le=1)] = 0.05  # weight of the newest loss in the moving average
+    diverge_factor: Annotated[float, Field(gt=1)] = 4.0
+
+    @field_validator("max_lr")
+    @classmethod
+    def _above_min_lr(cls, max_lr: float, info: ValidationInfo) -> float:
+        min_lr = info.data.get("min_lr")  # absent when min_lr itself was invalid (reported on its own)
+        if min_lr is not None and max_lr <= min_lr:
+            raise ValueError(f"must be greater than lr_find.min_lr ({min_lr:g}), got {max_lr:g}")
+        return max_lr
+
+
 class EvaluateParams(_Block):
     bootstrap_unit: Literal["well", "plate"] = "well"
     resamples: Annotated[StrictInt, Field(ge=100, le=100_000)] = 2000
@@ -274,6 +302,7 @@ class Params(_Block):
     appearance: AppearanceParams = AppearanceParams()
     foci: FociParams = FociParams()
     evaluate: EvaluateParams = EvaluateParams()
+    lr_find: LrFindParams = LrFindParams()
 
     @model_validator(mode="after")
     def _crop_fits_image(self) -> Params:

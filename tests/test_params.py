@@ -69,7 +69,7 @@ def test_load_params_error_names_the_file(tmp_path):
 
 def test_unknown_top_level_key_lists_allowed_keys():
     message = _error({"splt": {"train": 0.7}})
-    allowed = "data, split, preprocess, task, baseline, train, features, appearance, foci, evaluate"
+    allowed = "data, split, preprocess, task, baseline, train, features, appearance, foci, evaluate, lr_find"
     assert message == f"params.yaml: splt: unknown key (allowed: {allowed})"
 
 

@@ -1,8 +1,9 @@
 """End to end: the real `dvc` CLI reproduces the pipeline in a throwaway git repo of this project.
 
 One project is built and reproduced once per session on a tiny configuration (48 simulated
-images, 32×32, one epoch); tests that change it work on a copy. Everything runs offline: the S3
-source is a moto server on 127.0.0.1. ``test_dvc_remote.py`` reuses the helpers below.
+images, 32×32, one epoch, 20 lr-find steps); tests that change it work on a copy. Everything
+runs offline: the S3 source is a moto server on 127.0.0.1. ``test_dvc_remote.py`` reuses the
+helpers below.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ VENV_BIN = Path(sys.executable).parent
 DVC = VENV_BIN / "dvc"
 # In the order `dvc repro` runs them.
 STAGES = (
-    "check-params", "download", "split", "preprocess", "train-baseline", "train-lenet", "train-baseline-control",
-    "train-lenet-control", "features", "train-appearance", "train-foci", "evaluate",
+    "check-params", "download", "split", "preprocess", "train-baseline", "train-lenet", "lr-find",
+    "train-baseline-control", "train-lenet-control", "features", "train-appearance", "train-foci", "evaluate",
 )
 SCORED = ("baseline", "lenet", "appearance", "foci")  # the models in metrics/evaluate.json, beside "paired"
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss", "n_test"}
@@ -50,6 +51,7 @@ TINY_PARAMS = {
     ("preprocess", "size"): 32,
     ("train", "epochs"): 1,
     ("baseline", "epochs"): 1,
+    ("lr_find", "steps"): 20,
 }
 COMMAND_TIMEOUT_S = 300
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")
@@ -256,7 +258,8 @@ def test_repro_builds_every_output_then_has_nothing_to_do(built):
         assert scores["n_test"] == n_test
         assert 0.0 <= scores["accuracy"] <= 1.0
     for name in ("models/baseline/model.skops", "models/lenet/model.pt", "metrics/comparison.md",
-                 "metrics/confusion/lenet.csv", "metrics/per_class/baseline.csv"):
+                 "metrics/confusion/lenet.csv", "metrics/per_class/baseline.csv", "metrics/lr_find/curve.csv",
+                 "metrics/lr_find/suggestion.json"):
         assert (root / name).is_file(), name
 
     again = dvc(root, built.env, "repro")
@@ -303,7 +306,7 @@ def test_exp_run_with_new_size_reruns_from_preprocess(built, workspace):
     # The run-cache already holds preprocess at size 32; DVC's run-cache key ignores keys named
     # `size` (treeverse/dvc#10296), so this also guards the `preprocess.size` line in dvc.yaml.
     assert "is cached" not in output_of(result)
-    expected = ["check-params", "preprocess", "train-baseline", "train-lenet", "train-baseline-control",
+    expected = ["check-params", "preprocess", "train-baseline", "train-lenet", "lr-find", "train-baseline-control",
                 "train-lenet-control", "evaluate"]
     assert sorted(stages_run(result)) == sorted(expected)
     train_images = np.load(workspace / "data/prepared/train_images.npy")
@@ -407,7 +410,8 @@ def test_exp_run_with_a_resnet18(built, workspace):
 
     result = dvc(workspace, env, "exp", "run", "-S", "train.model=resnet18")
 
-    assert sorted(stages_run(result)) == ["check-params", "evaluate", "train-lenet", "train-lenet-control"]
+    assert sorted(stages_run(result)) == ["check-params", "evaluate", "lr-find", "train-lenet", "train-lenet-control"]
+    assert read_json(workspace / "metrics/lr_find/suggestion.json")["model"] == "resnet18"
     info = read_json(workspace / "models/lenet/model.json")
     assert info["architecture"] == "resnet18"
     assert info["training"]["model"] == "resnet18"
