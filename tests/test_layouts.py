@@ -77,9 +77,10 @@ def test_the_presets_are_params_yaml_with_only_the_layout_keys_changed():
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     for preset in PRESETS.values():
         parse_params(preset)
-        assert {key: value for key, value in preset.items() if key not in ("data", "split", "preprocess")} == {
-            key: value for key, value in base.items() if key not in ("data", "split", "preprocess")
+        assert {key: value for key, value in preset.items() if key not in ("data", "split", "preprocess", "task")} == {
+            key: value for key, value in base.items() if key not in ("data", "split", "preprocess", "task")
         }
+        assert preset["task"] == {**base["task"], "target": "labels"}
         assert preset["data"]["source"] == "layout"
         assert {k: v for k, v in preset["data"].items() if k not in ("source", "layout")} == {
             k: v for k, v in base["data"].items() if k not in ("source", "layout")
@@ -114,7 +115,8 @@ def test_group_by_must_be_a_layout_group_column_and_the_protocol_grouped():
         {"data": rxrx1, "split": {"group_by": "plate", "protocol": "leave_hour_out"}}
     )
     assert "split.group_by 'plate' is not one of ['well', 'field', 'none']" in _error({"split": {"group_by": "plate"}})
-    assert parse_params({"data": rxrx1, "split": {"group_by": "plate"}}).split.group_by == "plate"
+    labels = {"target": "labels"}
+    assert parse_params({"data": rxrx1, "split": {"group_by": "plate"}, "task": labels}).split.group_by == "plate"
 
 
 def test_a_placeholder_that_is_not_a_metadata_column_fails_naming_it(hpa):
@@ -127,7 +129,7 @@ def test_a_placeholder_that_is_not_a_metadata_column_fails_naming_it(hpa):
 
 
 @pytest.mark.slow
-def test_check_params_stops_on_a_missing_column_and_a_later_stage_on_a_layout(hpa, tmp_path):
+def test_check_params_stops_on_a_missing_column(hpa, tmp_path):
     params = {**PRESETS["hpa"], "data": {**PRESETS["hpa"]["data"], "layout": {
         **PRESETS["hpa"]["data"]["layout"], "root": str(hpa), "label_column": "Label"}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -136,10 +138,15 @@ def test_check_params_stops_on_a_missing_column_and_a_later_stage_on_a_layout(hp
                            capture_output=True, text=True)
     assert check.returncode == 1
     assert check.stderr.startswith("error: data.layout.label_column: 'Label' is not a column of train.csv")
-    evaluate = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True)
-    assert evaluate.returncode == 1
-    assert evaluate.stderr == "error: data.source layout: evaluate supports BPS only so far\n"
+
+
+def test_task_target_labels_goes_with_layouts_only():
+    assert "task.target 'particle' is not allowed with data.source layout (allowed: labels)" in _error(
+        {**PRESETS["hpa"], "task": {"target": "particle"}})
+    assert ("task.target 'labels' is not allowed with data.source synthetic (allowed: particle, particle_dose, "
+            "condition, particle+dose)") in _error({"task": {"target": "labels"}})
+    assert "task.threshold: Input should be 'global' or 'per_label'" in _error(
+        {**PRESETS["hpa"], "task": {"target": "labels", "threshold": "best"}})
 
 
 def test_stage_names_follow_dvc_yaml():
