@@ -71,11 +71,7 @@ class Target:
     attributes: dict[str, frozenset[str]]
     parts: tuple[Target, ...] = ()
     separator: str | None = None
-
-    @property
-    def multilabel(self) -> bool:
-        """Each output is one label's own yes/no (sigmoids), and labels are N×L indicators."""
-        return self.separator is not None
+    multilabel: bool = False  # each output is one label's own yes/no (sigmoids); labels are N×L indicators
 
     @property
     def heads(self) -> tuple[Target, ...]:
@@ -190,10 +186,12 @@ TARGET_NAMES = (*_CLASSES, options.LAYOUT_TARGET)
 DOSE_HEAD = Target("dose", DOSE_LEVELS, {level: frozenset({level}) for level in DOSE_LEVELS})
 
 
-def layout_target(classes: list[str], separator: str | None) -> Target:
-    """A layout's own labels as a target: multi-label when its labels have a ``separator``."""
+def layout_target(classes: list[str], separator: str | None, multilabel: bool | None = None) -> Target:
+    """A layout's own labels as a target: multi-label when its labels have a ``separator`` (a model
+    card, which keeps no separator, says ``multilabel`` itself)."""
+    multilabel = separator is not None if multilabel is None else multilabel
     return Target(options.LAYOUT_TARGET, tuple(classes), {name: frozenset({name}) for name in classes},
-                  separator=separator)
+                  separator=separator, multilabel=multilabel)
 
 
 def task_target(params: Params) -> Target:

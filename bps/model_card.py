@@ -49,6 +49,7 @@ class ModelCard(BaseModel):
     # A multi-label model's decision threshold per class, chosen on the validation split (task.threshold).
     thresholds: list[Annotated[float, Field(ge=0, le=1)]] | None = None
     channels: list[str] | None = None  # a layout's channel names, in input order (data.layout.channels)
+    bit_depth: Literal[8, 16] | None = None  # a layout's channel files' pixel depth (data.layout.bit_depth)
 
     @model_validator(mode="after")
     def _one_threshold_per_class(self) -> ModelCard:
@@ -86,7 +87,8 @@ def layout_fields(params: Params, multilabel: bool) -> dict[str, Any]:
     """The card fields of a model trained on a layout (none for BPS: its cards stay as they were)."""
     if params.data.source != "layout":
         return {}
-    return {"multilabel": multilabel, "channels": list(params.data.layout.channels)}
+    layout = params.data.layout
+    return {"multilabel": multilabel, "channels": list(layout.channels), "bit_depth": layout.bit_depth}
 
 
 def store_thresholds(folder: Path, thresholds: Sequence[float]) -> None:
