@@ -217,15 +217,18 @@ def evaluate_layout(params: Params) -> None:
     headline = markdown(["model", *keys], [[labels_of[name], *(cell(scores, key) for key in keys)]
                                            for name, scores in results.items()])
     kind = f"multi-label, {len(target.classes)} labels" if target.multilabel else f"{len(target.classes)} classes"
-    threshold = (f" Labels are predicted at each model's thresholds (task.threshold: {params.task.threshold}), "
-                 "chosen on the validation split after training and stored in its model card." if target.multilabel
-                 else "")
+    notes = [f"Labels are predicted at each model's thresholds (task.threshold: {params.task.threshold}), chosen on "
+             "the validation split after training and stored in its model card. Average precisions carry no "
+             "interval (a replicate would re-rank every label's scores)."] if target.multilabel else []
+    if bootstrap.n_groups == 1:
+        notes.append(f"The test split is one {unit}: every replicate redraws it, so the intervals are single points "
+                     f"and say nothing about {unit}-to-{unit} variation.")
     write_text(METRICS / "comparison.md", "\n".join([
         f"# Test split: {len(labels)} samples from {bootstrap.n_groups} {unit}s, target `{target.name}` ({kind}), "
         f"protocol: {context['protocol']}\n",
         f"Every interval is a 95 % percentile interval of {settings.resamples} bootstrap replicates that redraw "
-        f"whole test {unit}s with replacement (grouped by {unit}, unstratified; bps/layout_evaluation.py)."
-        f"{threshold} Average precisions carry no interval (a replicate would re-rank every label's scores).\n",
+        f"whole test {unit}s with replacement (grouped by {unit}, unstratified; bps/layout_evaluation.py). "
+        + " ".join(notes) + "\n",
         headline,
         "The negative controls and the classical appearance and foci baselines are BPS-only (they need sham "
         "plates and nucleus foci features) and are not scored on a layout: see NOT_APPLICABLE.md in their folders.\n",
