@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn import metrics as skm
 
 from bps.batches import balanced_weights, training_weights
-from bps.cli import BpsOnly
+from bps.cli import BpsOnly, run_stage
 from bps.labels import layout_target, task_target
 from bps.layout_evaluation import multilabel_scores, single_label_scores
 from bps.metrics import summary, validation_scores
@@ -133,3 +135,20 @@ def test_a_bps_only_stage_writes_why_into_each_out(tmp_path):
     for folder in outs:
         assert (folder / "NOT_APPLICABLE.md").read_text() == (
             "# train-foci: not applicable to data.source layout\n\nno foci here\n")
+
+
+def test_run_stage_on_a_layout_runs_declared_stages_skips_bps_only_ones_and_stops_the_rest(tmp_path, monkeypatch,
+                                                                                          capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/features.py"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"data": {"source": "layout"}, "split": {"group_by": "none"}, "task": {"target": "labels"}}))
+    ran = []
+    run_stage(ran.append, layouts=True)
+    assert len(ran) == 1 and ran[0].task.target == "labels"
+    run_stage(ran.append, bps_only=BpsOnly("no foci", [tmp_path / "data" / "features"]))
+    assert len(ran) == 1 and (tmp_path / "data" / "features" / "NOT_APPLICABLE.md").is_file()
+    with pytest.raises(SystemExit) as stopped:
+        run_stage(ran.append)
+    assert stopped.value.code == 1 and len(ran) == 1
+    assert capsys.readouterr().err == "error: data.source layout: features supports BPS only so far\n"
