@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bps.multilabel import oversampling_weights, positive_weights
 from bps.prepared import load_split  # noqa: F401  (re-exported: the CNN stages load splits from here)
 
 Augment = Callable[..., torch.Tensor]
@@ -36,6 +37,16 @@ def balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Per-class weights ``n / (k · count)``: every class carries the same total weight."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     return np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
+def training_weights(labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """What ``train.class_weight: balanced`` weights the loss with and ``train.sampler: weighted``
+    draws images by: per class and per image :func:`balanced_weights`, or for N×L multi-label
+    indicators each label's ``pos_weight`` and each image's rare-label oversampling weight."""
+    if labels.ndim == 2:
+        return positive_weights(labels), oversampling_weights(labels)
+    per_class = balanced_weights(labels, n_classes)
+    return per_class, per_class[labels]
 
 
 def to_float(images: np.ndarray) -> torch.Tensor:

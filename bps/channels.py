@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -34,15 +35,17 @@ DTYPES = {8: np.uint8, 16: np.uint16}
 PNG_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16}
 
 
-def read_png(path: Path) -> np.ndarray:
-    """A single-channel PNG, its size checked from the header before any pixel is decoded."""
+def read_png(source: Path | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
+    """A single-channel PNG (a path or an open binary file), its size checked from the header
+    before any pixel is decoded."""
+    path = name or source
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             if image.format != "PNG":
                 raise ImageError(f"{path}: not a PNG file ({image.format})")
-            if max(image.size) > MAX_SIDE:
+            if max(image.size) > max_side:
                 width, height = image.size
-                raise ImageTooLargeError(f"{path}: image is {height}×{width} px; at most {MAX_SIDE} px a side")
+                raise ImageTooLargeError(f"{path}: image is {height}×{width} px; at most {max_side} px a side")
             if image.mode not in PNG_MODES:
                 raise ImageShapeError(f"{path}: PNG mode {image.mode} is not one grayscale channel (L or I;16)")
             return np.asarray(image, dtype=PNG_MODES[image.mode])
@@ -52,13 +55,16 @@ def read_png(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: cannot read the PNG ({type(error).__name__}: {error})") from None
 
 
-def read_channel(path: Path, bit_depth: int) -> np.ndarray:
-    """One channel file as a 2-D array of the expected pixel type."""
-    if not path.is_file():
-        raise ImageError(f"{path}: file not found")
-    image = read_tiff(path) if path.suffix.lower() in TIFF_SUFFIXES else read_png(path)
+def read_channel(source: Path | BinaryIO, bit_depth: int, name: str | None = None,
+                 max_side: int = MAX_SIDE) -> np.ndarray:
+    """One channel file (a path, or an upload named ``name``) as a 2-D array of the expected pixel type."""
+    if isinstance(source, Path) and not source.is_file():
+        raise ImageError(f"{source}: file not found")
+    label = name or str(source)
+    is_tiff = Path(label).suffix.lower() in TIFF_SUFFIXES
+    image = read_tiff(source, name, max_side) if is_tiff else read_png(source, name, max_side)
     if image.dtype != DTYPES[bit_depth]:
-        raise PixelTypeError(f"{path}: {image.dtype} pixels, but data.layout.bit_depth is {bit_depth}")
+        raise PixelTypeError(f"{label}: {image.dtype} pixels, but data.layout.bit_depth is {bit_depth}")
     return image
 
 

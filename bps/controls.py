@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bps.cli import BpsOnly
 from bps.errors import PipelineError
 from bps.files import write_csv
-from bps.labels import Target, get_target
-from bps.layout import MODELS, SPLITS
+from bps.labels import Target, get_target, task_target
+from bps.layout import METRICS, MODELS, SPLITS
 from bps.metrics import is_sham
 from bps.params import Params, SplitParams
 from bps.prepared import load_split
@@ -39,12 +40,24 @@ SUFFIX = "-control"
 HELD_OUT_FILE = "held_out.csv"  # every fold's predictions for the shams it held out
 # What a role is played by in the split's own fold.
 ROLE_SPLITS = {"train": "train", "val": "val", "held_out": "test"}
+# Why a layout (data.source: layout) has no negative control: what NOT_APPLICABLE.md says.
+CONTROLS_NEED_SHAMS = (
+    "The negative control trains the model family to tell Fe-sham from X-ray-sham nuclei of the BPS "
+    "dataset (bps/controls.py): a label no nucleus shows, so that beating chance measures the plate signal. "
+    "A multi-channel layout (data.source: layout) has no sham plates of two particles, so there is no control "
+    "to train here."
+)
 HELD_OUT_COLUMNS = ["filename", "plate", "well", "particle_type", "dose_Gy", "hr_post_exposure"]
 
 
 def control_name(model: str) -> str:
     """The folder (under models/ and metrics/) of a model's negative control."""
     return f"{model}{SUFFIX}"
+
+
+def not_applicable(model: str) -> BpsOnly:
+    """What a control's training stage writes on a layout instead: its outs, each saying why it is empty."""
+    return BpsOnly(CONTROLS_NEED_SHAMS, [MODELS / control_name(model), METRICS / control_name(model)])
 
 
 def output_name(model: str, control: bool) -> str:
@@ -143,7 +156,7 @@ class TrainingData:
 def training_runs(model: str, params: Params, control: bool) -> list[TrainingData]:
     """The model ``model`` on ``task.target``, or (``control``) one particle-on-shams run per fold."""
     if not control:
-        return [TrainingData(model, get_target(params.task.target))]
+        return [TrainingData(model, task_target(params))]
     folds = control_folds(params.split, params.data.hours)
     name = control_name(model)
     return [TrainingData(name if index == 0 else f"{name}/{fold.name}", get_target(CONTROL_TARGET), fold, index == 0)

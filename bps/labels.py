@@ -14,6 +14,11 @@ Targets (``task.target``):
   Dose *level*, not Gy: the two series differ (Fe 0.3/0.82, X-ray 0.1/1.0 Gy), and the level is
   what is comparable across particles.
 
+``labels`` (``data.source: layout`` only): the layout's own labels, read from the ``label``
+column of its tables; the classes are those the split found (data/split/summary.json). With
+``data.layout.label_separator`` set a sample carries any number of them (multi-label: one
+sigmoid per label, an N×L indicator matrix per split), else exactly one (RxRx1's siRNAs).
+
 Attributes, for the set-based metrics (Hamming loss, Jaccard): each class asserts a set of
 attributes from ``Fe, X-ray`` (particle) and ``sham, low, high`` (dose level: Fe 0.3 / X-ray
 0.1 Gy are low, Fe 0.82 / X-ray 1.0 Gy high). ``Fe 0.82 Gy`` is {Fe, high}, ``sham`` under
@@ -24,13 +29,18 @@ never predicts.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from bps import options
+from bps.layout import SPLIT_SUMMARY
+from bps.layout_meta import LABEL
 from bps.meta import DOSES_GY
+from bps.multilabel import label_matrix
+from bps.params import Params
 
 ATTRIBUTES = ("Fe", "X-ray", "sham", "low", "high")
 DOSE_LEVELS = ("sham", "low", "high")
@@ -52,13 +62,16 @@ class Target:
     """A classification target: its classes, and how a metadata row maps to one.
 
     ``parts`` are the heads of a multi-head target (each itself a one-head Target); a one-head
-    target is its own single head, one softmax over all its classes.
+    target is its own single head, one softmax over all its classes. ``separator`` (a layout's
+    multi-label target only) splits a ``label`` text into its labels.
     """
 
     name: str
     classes: tuple[str, ...]
     attributes: dict[str, frozenset[str]]
     parts: tuple[Target, ...] = ()
+    separator: str | None = None
+    multilabel: bool = False  # each output is one label's own yes/no (sigmoids); labels are N×L indicators
 
     @property
     def heads(self) -> tuple[Target, ...]:
@@ -120,8 +133,17 @@ class Target:
         return _dose_name(particle, level)
 
     def encode(self, table: pd.DataFrame) -> np.ndarray:
-        """Class index of every row of a metadata table (``particle_type``, ``dose_Gy``)."""
+        """Class index of every row of a metadata table (``particle_type``, ``dose_Gy``); for the
+        layout target, of its ``label`` column (multi-label: the N×L uint8 indicator matrix)."""
         index = {name: i for i, name in enumerate(self.classes)}
+        if self.name == options.LAYOUT_TARGET:
+            values = table[LABEL].fillna("").astype(str).tolist()
+            if self.multilabel:
+                return label_matrix(values, self.classes, self.separator)
+            unknown = sorted(set(values) - set(index))
+            if unknown:
+                raise ValueError(f"unknown label {unknown[0]!r} (allowed: {', '.join(self.classes)})")
+            return np.array([index[value] for value in values], dtype=np.int64)
         return np.array(
             [index[self.class_of(p, d)] for p, d in zip(table["particle_type"], table["dose_Gy"])],
             dtype=np.int64,
@@ -130,6 +152,8 @@ class Target:
     @property
     def attribute_columns(self) -> tuple[str, ...]:
         used = set().union(*self.attributes.values())
+        if not used <= set(ATTRIBUTES):  # a layout's classes are their own attributes
+            return self.classes
         return tuple(a for a in ATTRIBUTES if a in used)
 
     def indicators(self, class_indices: np.ndarray) -> np.ndarray:
@@ -155,15 +179,32 @@ def _condition() -> dict[str, frozenset[str]]:
 # Keyed by the names in bps.options, which params validation lists. ``particle+dose`` has the six
 # joint classes of ``particle_dose``; get_target gives it its two heads.
 _CLASSES = options.registry(
-    options.TARGETS, particle=_particle, particle_dose=_particle_dose, condition=_condition,
+    options.BPS_TARGETS, particle=_particle, particle_dose=_particle_dose, condition=_condition,
     **{"particle+dose": _particle_dose},
 )
-TARGET_NAMES = tuple(_CLASSES)
+TARGET_NAMES = (*_CLASSES, options.LAYOUT_TARGET)
 DOSE_HEAD = Target("dose", DOSE_LEVELS, {level: frozenset({level}) for level in DOSE_LEVELS})
 
 
+def layout_target(classes: list[str], separator: str | None, multilabel: bool | None = None) -> Target:
+    """A layout's own labels as a target: multi-label when its labels have a ``separator`` (a model
+    card, which keeps no separator, says ``multilabel`` itself)."""
+    multilabel = separator is not None if multilabel is None else multilabel
+    return Target(options.LAYOUT_TARGET, tuple(classes), {name: frozenset({name}) for name in classes},
+                  separator=separator, multilabel=multilabel)
+
+
+def task_target(params: Params) -> Target:
+    """The target ``task.target`` names; ``labels`` takes its classes from data/split/summary.json."""
+    if params.task.target != options.LAYOUT_TARGET:
+        return get_target(params.task.target)
+    classes = json.loads(SPLIT_SUMMARY.read_text())["classes"]
+    return layout_target(classes, params.data.layout.label_separator)
+
+
 def get_target(name: str) -> Target:
-    """The :class:`Target` called ``name`` (one of :data:`TARGET_NAMES`)."""
+    """The BPS :class:`Target` called ``name`` (one of :data:`TARGET_NAMES` but ``labels``: see
+    :func:`task_target`)."""
     if name not in _CLASSES:
         raise ValueError(f"unknown target {name!r} (allowed: {list(TARGET_NAMES)})")
     classes = _CLASSES[name]()

@@ -16,7 +16,11 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from bps import multilabel
 from bps.labels import Target
+
+# The threshold of the per-epoch multi-label validation scores; the kept model's own are chosen after training.
+VALIDATION_THRESHOLD = 0.5
 
 
 def summary(target: Target, y_true: np.ndarray, proba: np.ndarray, is_sham: np.ndarray) -> dict:
@@ -57,7 +61,18 @@ def head_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, is_sham: 
 
 
 def validation_scores(target: Target, y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """What both trainers log after every epoch, over the whole validation split."""
+    """What both trainers log after every epoch, over the whole validation split.
+
+    Multi-label: ``val_loss`` is the mean per image of the binary cross-entropy summed over labels
+    (the training loss), ``val_accuracy`` the subset accuracy and ``val_macro_f1`` the labels'
+    macro F1, both at :data:`VALIDATION_THRESHOLD`.
+    """
+    if target.multilabel:
+        proba = np.clip(proba, 1e-7, 1 - 1e-7)
+        loss = -(y_true * np.log(proba) + (1 - y_true) * np.log(1 - proba)).sum(axis=1).mean()
+        scores = multilabel.summary(y_true, proba, VALIDATION_THRESHOLD)
+        return {"val_loss": round(float(loss), 6), "val_accuracy": scores["subset_accuracy"],
+                "val_macro_f1": scores["macro_f1"]}
     scores = summary(target, y_true, proba, is_sham=np.zeros(len(y_true), dtype=bool))
     return {"val_loss": scores["log_loss"], "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
 

@@ -9,15 +9,16 @@ that was then interrupted is no model to publish.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bps import options
 from bps.errors import PipelineError
 from bps.files import write_json
-from bps.params import PreprocessParams
+from bps.params import Params, PreprocessParams
 
 CARD_FILE = "model.json"
 Kind = Literal["mlp", "cnn", "classical"]  # classical: a feature model (bps/classical.py), not for predict
@@ -44,6 +45,17 @@ class ModelCard(BaseModel):
     control: bool = False  # a negative control: trained on sham images only (bps/controls.py)
     world_size: int = Field(default=1, gt=0)  # training processes (bps/distributed.py)
     complete: bool = False  # set only once the trainer has finished: see mark_complete
+    multilabel: bool = False  # outputs are per-label sigmoids (task.target labels with a label separator)
+    # A multi-label model's decision threshold per class, chosen on the validation split (task.threshold).
+    thresholds: list[Annotated[float, Field(ge=0, le=1)]] | None = None
+    channels: list[str] | None = None  # a layout's channel names, in input order (data.layout.channels)
+    bit_depth: Literal[8, 16] | None = None  # a layout's channel files' pixel depth (data.layout.bit_depth)
+
+    @model_validator(mode="after")
+    def _one_threshold_per_class(self) -> ModelCard:
+        if self.thresholds is not None and len(self.thresholds) != len(self.classes):
+            raise ValueError(f"thresholds: {len(self.thresholds)} for {len(self.classes)} classes")
+        return self
 
 
 def write_card(folder: Path, card: ModelCard) -> None:
@@ -69,6 +81,20 @@ def read_card(folder: Path | str, require_complete: bool = True) -> ModelCard:
             "run `dvc repro` to train it, or `dvc checkout` to restore the last finished one"
         )
     return card
+
+
+def layout_fields(params: Params, multilabel: bool) -> dict[str, Any]:
+    """The card fields of a model trained on a layout (none for BPS: its cards stay as they were)."""
+    if params.data.source != "layout":
+        return {}
+    layout = params.data.layout
+    return {"multilabel": multilabel, "channels": list(layout.channels), "bit_depth": layout.bit_depth}
+
+
+def store_thresholds(folder: Path, thresholds: Sequence[float]) -> None:
+    """Record a multi-label model's decision thresholds in its card, before it is marked complete."""
+    card = read_card(folder, require_complete=False)
+    write_card(folder, card.model_copy(update={"thresholds": [round(float(t), 6) for t in thresholds]}))
 
 
 def mark_complete(folder: Path) -> None:

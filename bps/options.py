@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import TypeVar
 
 HOURS = (4, 24, 48)  # hours post exposure in the BPS dataset
-TARGETS = ("particle", "particle_dose", "condition", "particle+dose")
+BPS_TARGETS = ("particle", "particle_dose", "condition", "particle+dose")
+LAYOUT_TARGET = "labels"  # data.source layout: the layout's own labels (data.layout.label_column)
+TARGETS = (*BPS_TARGETS, LAYOUT_TARGET)
+THRESHOLDS = ("global", "per_label")  # task.threshold: how a multi-label model's decision thresholds are chosen
 ARCHITECTURES = ("lenet", "cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "exponential")

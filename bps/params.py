@@ -224,7 +224,10 @@ class FociParams(_Block):
 
 
 class TaskParams(_Block):
+    # BPS sources: one of options.BPS_TARGETS; data.source layout: labels (checked in Params).
     target: Literal[options.TARGETS] = "particle"
+    # Multi-label targets: one threshold for all labels, or each label's own, chosen on the val split.
+    threshold: Literal[options.THRESHOLDS] = "per_label"
 
 
 class BaselineParams(_Block):
@@ -321,6 +324,15 @@ class Params(_Block):
             raise ValueError(
                 f"split.protocol {self.split.protocol} needs BPS metadata; data.source layout allows: grouped"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _target_fits_the_source(self) -> Params:
+        layout = self.data.source == "layout"
+        allowed = [options.LAYOUT_TARGET] if layout else list(options.BPS_TARGETS)
+        if self.task.target not in allowed:
+            raise ValueError(f"task.target {self.task.target!r} is not allowed with data.source {self.data.source} "
+                             f"(allowed: {', '.join(allowed)})")
         return self
 
     @model_validator(mode="after")

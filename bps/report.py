@@ -20,6 +20,10 @@ MORE = {
     "calibration_error": "calibration error (ECE)",
 }
 
+# A layout's multi-label headline (bps/layout_evaluation.py): evaluate.json holds more.
+LAYOUT_MULTILABEL_HEADLINE = ("sample_f1", "macro_f1", "micro_f1", "subset_accuracy", "hamming_loss", "jaccard",
+                              "micro_ap", "macro_ap")
+
 
 def cell(scores: dict | None, name: str) -> str:
     """``0.695 [0.612, 0.771]``, or n/a."""

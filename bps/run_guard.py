@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
-from bps.cli import run_stage
+from bps.cli import BpsOnly, run_stage
 from bps.errors import PipelineError
 from bps.model_card import mark_complete
 from bps.params import Params
@@ -126,7 +126,8 @@ def _launcher_of_wrapping_shell(pid: int) -> int | None:
 LOCK_HELD_BY_PARENT = "BPS_TRAINING_LOCK_HELD_BY_PARENT"
 
 
-def run_training_stage(main: Callable[[Params], None], *folders: Path) -> None:
+def run_training_stage(main: Callable[[Params], None], *folders: Path, layouts: bool = False,
+                       bps_only: BpsOnly | None = None) -> None:
     """:func:`bps.cli.run_stage` for a trainer of ``folders``: locked, tied to its parent, finished last.
 
     Under torchrun only rank 0 (the one that writes) locks and marks complete, and not even it
@@ -134,7 +135,7 @@ def run_training_stage(main: Callable[[Params], None], *folders: Path) -> None:
     """
     die_with_parent()
     if os.environ.get("RANK", "0") != "0" or os.environ.get(LOCK_HELD_BY_PARENT):
-        run_stage(main)
+        run_stage(main, layouts, bps_only)
         return
 
     def guarded(params: Params) -> None:
@@ -145,4 +146,4 @@ def run_training_stage(main: Callable[[Params], None], *folders: Path) -> None:
             for folder in folders:
                 mark_complete(folder)
 
-    run_stage(guarded)
+    run_stage(guarded, layouts, bps_only)

@@ -7,6 +7,9 @@
 * ``GET /model`` → what the model predicts and how it was built (from its ``model.json``).
 * ``POST /predict`` (multipart, one or more ``files``) → ``{"predictions": [{"file", "predicted",
   "probabilities": {class: p}}]}``, in upload order, with the CLI's preprocessing and numbers.
+  A model trained on a layout takes each sample's channel files (PNG or TIFF) one after another,
+  in the order ``GET /model`` lists (``input.channel_files``), and answers once per sample;
+  a multi-label model's ``predicted`` is its labels over their thresholds, space-separated.
 
 Every client error is a 4xx with ``{"detail": message}`` naming the file and the problem; the
 whole request fails on the first bad file, as the CLI does:
@@ -15,8 +18,9 @@ whole request fails on the first bad file, as the CLI does:
   body over ``max_request_bytes`` (refused before any multipart parsing) or an image side over
   ``max_image_side``; 415: not a TIFF, pixels that are not integers, or a compression other than
   none/LZW/Deflate/PackBits/Zstd (image codecs such as PNG or JPEG carry their own, unbounded,
-  size); 422: no files, not one 2-D single-channel page, or undecodable pixel data (a stream that
-  decodes past its declared size included); 503: the server is full (``max_pending`` requests or
+  size); 422: no files, not one 2-D single-channel page, undecodable pixel data (a stream that
+  decodes past its declared size included), or a file count that is not a whole number of samples;
+  503: the server is full (``max_pending`` requests or
   ``max_inflight_bytes`` of bodies already in progress), with ``Retry-After``.
 
 Memory is bounded by admission, not by luck: bodies in progress never exceed
@@ -39,6 +43,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bps.errors import PipelineError
 from bps.images import (
     CompressionError,
     ImageError,
@@ -78,7 +83,7 @@ PREDICT_ERRORS = {
     408: "the body did not arrive within the body timeout",
     413: "the body is over the request limit, or an image side over the pixel limit",
     415: "not a TIFF, non-integer pixels, or a compression other than none/LZW/Deflate/PackBits/Zstd",
-    422: "no files, not one 2-D single-channel page, or undecodable pixel data",
+    422: "no files, not one 2-D single-channel page, undecodable pixel data, or not a whole number of samples",
     503: "the server is full (pending requests or bytes in flight); retry after Retry-After seconds",
 }
 
@@ -89,7 +94,7 @@ PREDICT_ERRORS = {
 def describe_model(predictor: Predictor) -> dict[str, Any]:
     """The model card grouped for clients: what it predicts, how it was built, how well it did."""
     card = predictor.card
-    return {
+    description = {
         "name": predictor.folder.name,
         "kind": card.kind,
         "target": card.target,
@@ -100,6 +105,10 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
         "training": card.training,
         "metrics": card.metrics,
     }
+    if card.channels is not None:  # a layout's model: which file is which channel, and how labels are chosen
+        description["input"]["channel_files"] = card.channels
+        description |= {"multilabel": card.multilabel, "thresholds": card.thresholds}
+    return description
 
 
 # --- one upload to one model input -----------------------------------------------------------
@@ -131,29 +140,37 @@ class ModelService:
         self._lock = threading.Lock()
 
     def prepare(self, stream: BinaryIO, name: str) -> np.ndarray:
-        """One uploaded file → the model's 1×size×size uint8 input, exactly as the CLI prepares it."""
+        """One uploaded file → one size×size uint8 input channel, exactly as the CLI prepares it."""
         if stream.seek(0, 2) == 0:
             raise HTTPException(400, f"{name}: empty file")
         stream.seek(0)
         try:
-            return self.predictor.prepare(stream, name, self.max_image_side)
+            return self.predictor.prepare_channel(stream, name, self.max_image_side)
         except ImageError as error:
             raise HTTPException(IMAGE_ERROR_STATUS[type(error)], str(error)) from None
 
     def predict(self, uploads: list[tuple[str, BinaryIO]]) -> Predictions:
-        """Named files (read where they lie, memory or disk spool) → one prediction each, in order.
+        """Named files (read where they lie, memory or disk spool) → one prediction per sample, in
+        order: per file, or for a layout model per group of its channels' files.
 
         Blocking, so call it off the event loop.
         """
+        names = [name for name, _ in uploads]
+        try:
+            groups = self.predictor.samples(names)
+        except PipelineError as error:
+            raise HTTPException(422, str(error)) from None
         with self._workers:
-            inputs = np.stack([self.prepare(stream, name) for name, stream in uploads])
+            channels = [self.prepare(stream, name) for name, stream in uploads]
+            inputs = np.stack([np.stack([channels[index] for index in group]) for group in groups])
             with self._lock:
                 proba = self.predictor.predict_proba(inputs)
         classes = self.predictor.classes
         return Predictions(
             predictions=[
-                Prediction(file=name, predicted=label, probabilities={cls: float(p) for cls, p in zip(classes, row)})
-                for (name, _), label, row in zip(uploads, self.predictor.predicted(proba), proba)
+                Prediction(file=" ".join(names[index] for index in group), predicted=label,
+                           probabilities={cls: float(p) for cls, p in zip(classes, row)})
+                for group, label, row in zip(groups, self.predictor.predicted(proba), proba)
             ]
         )
 

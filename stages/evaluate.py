@@ -35,14 +35,25 @@ from bps.evaluation import (
     strata,
 )
 from bps.files import write_csv, write_json, write_text
-from bps.labels import Target, get_target
+from bps.labels import Target, get_target, task_target
 from bps.layout import METRICS, MODELS
+from bps.layout_evaluation import TOP_K, multilabel_scores, single_label_scores
+from bps.layout_split import layout_groups
 from bps.metrics import confusion_rows, is_sham, per_class
 from bps.model_card import read_card
 from bps.models import load_checkpoint
+from bps.multilabel import per_label
 from bps.params import EvaluateParams, Params
 from bps.prepared import load_split
-from bps.report import frame_table, headline_table, markdown, more_table, paired_table
+from bps.report import (
+    LAYOUT_MULTILABEL_HEADLINE,
+    cell,
+    frame_table,
+    headline_table,
+    markdown,
+    more_table,
+    paired_table,
+)
 from bps.saliency import input_gradients, render, sample_per_class
 from bps.training import pick_device, predict_proba
 from bps.uncertainty import GroupedBootstrap, paired_comparison
@@ -71,7 +82,7 @@ def mlp_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, tar
 def cnn_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, target: Target,
                       device: torch.device) -> np.ndarray:
     model, _ = load_checkpoint(folder, device)
-    return predict_proba(model, images, device, target.head_sizes)
+    return predict_proba(model, images, device, target.head_sizes, target.multilabel)
 
 
 def classical_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, target: Target) -> np.ndarray:
@@ -79,15 +90,20 @@ def classical_probabilities(folder: Path, images: np.ndarray, table: pd.DataFram
 
 
 def scored_models(params: Params) -> list[ScoredModel]:
-    """Every model evaluate scores, in table order. Adding one is one line here (and its stages in dvc.yaml)."""
+    """Every model evaluate scores, in table order. Adding one is one line here (and its stages in dvc.yaml).
+
+    On a layout only the image models: the controls and the classical baselines are BPS-only.
+    """
     device = pick_device(params.train.device)
-    return [
-        ScoredModel("baseline", "MLP baseline", mlp_probabilities),
+    layout = params.data.source == "layout"
+    models = [
+        ScoredModel("baseline", "MLP baseline", mlp_probabilities, control=not layout),
         ScoredModel("lenet", "LeNet-5" if params.train.model == "lenet" else params.train.model,
-                    partial(cnn_probabilities, device=device)),
+                    partial(cnn_probabilities, device=device), control=not layout),
         ScoredModel("appearance", "appearance only (no foci)", classical_probabilities),
         ScoredModel("foci", "foci count", classical_probabilities),
     ]
+    return models[:2] if layout else models
 
 
 def check_target(folder: Path, target: str) -> None:
@@ -154,7 +170,76 @@ def score_control(folder: Path, settings: EvaluateParams) -> tuple[dict | None, 
     return scores, how + "; leakage = its balanced accuracy − 0.5, the plate signal"
 
 
+def write_not_applicable_csv(path: Path, why: str) -> None:
+    """A declared out that has no meaning on a layout: one row saying so."""
+    write_csv(path, pd.DataFrame({"not_applicable": [why]}))
+
+
+def evaluate_layout(params: Params) -> None:
+    """Score the MLP and the CNN on a layout's whole test split (bps/layout_evaluation.py)."""
+    target, settings = task_target(params), params.evaluate
+    models = scored_models(params)
+    for model in models:
+        check_target(MODELS / model.name, target.name)
+    images, table = load_split("test")
+    labels = target.encode(table)
+    group_by = params.split.group_by
+    groups = layout_groups(table, params.data.layout.group_columns, group_by)
+    bootstrap = GroupedBootstrap.draw(groups, np.zeros(len(table)), settings.resamples, settings.seed)
+    unit = "sample" if group_by == "none" else group_by
+    context = {"task": target.name, "multilabel": target.multilabel, "protocol": describe_protocol(params.split),
+               "bootstrap_unit": unit, "n_test_groups": bootstrap.n_groups}
+    results, labels_of = {}, {model.name: model.label for model in models}
+    for model in tqdm(models, desc="evaluate", unit="model"):
+        proba = model.predict(MODELS / model.name, images, table, target)
+        if target.multilabel:
+            thresholds = np.asarray(read_card(MODELS / model.name).thresholds)
+            results[model.name] = {**context, **multilabel_scores(labels, proba, thresholds, bootstrap),
+                                   "thresholds": dict(zip(target.classes, thresholds.tolist()))}
+            rows = pd.DataFrame(per_label(labels, proba, thresholds, target.classes)).rename(columns={"label": "class"})
+            write_csv(METRICS / "per_class" / f"{model.name}.csv", rows)
+            write_csv(METRICS / "confusion" / f"{model.name}.csv", rows[["class", "tn", "fp", "fn", "tp"]])
+        else:
+            predicted = proba.argmax(axis=1)
+            results[model.name] = {**context, **single_label_scores(labels, proba, bootstrap)}
+            write_csv(METRICS / "per_class" / f"{model.name}.csv", pd.DataFrame(per_class(target, labels, predicted)))
+            write_csv(METRICS / "confusion" / f"{model.name}.csv", confusion_rows(target, labels, predicted))
+            write_csv(METRICS / "calibration" / f"{model.name}.csv",
+                      reliability_table(labels, proba, settings.calibration_bins))
+    for folder in ("calibration", "saliency"):  # DVC outputs even when they hold nothing
+        (METRICS / folder).mkdir(parents=True, exist_ok=True)
+    for name in ("accuracy_by_condition.csv", "accuracy_by_hour.csv"):
+        write_not_applicable_csv(METRICS / name, "BPS conditions and hours post exposure: not in a layout")
+    write_json(METRICS / "evaluate.json", results)
+    keys = list(LAYOUT_MULTILABEL_HEADLINE) if target.multilabel else ["accuracy", "macro_f1"]
+    if not target.multilabel and len(target.classes) > TOP_K:
+        keys.append(f"top_{TOP_K}_accuracy")
+    headline = markdown(["model", *keys], [[labels_of[name], *(cell(scores, key) for key in keys)]
+                                           for name, scores in results.items()])
+    kind = f"multi-label, {len(target.classes)} labels" if target.multilabel else f"{len(target.classes)} classes"
+    notes = [f"Labels are predicted at each model's thresholds (task.threshold: {params.task.threshold}), chosen on "
+             "the validation split after training and stored in its model card. Average precisions carry no "
+             "interval (a replicate would re-rank every label's scores)."] if target.multilabel else []
+    if bootstrap.n_groups == 1:
+        notes.append(f"The test split is one {unit}: every replicate redraws it, so the intervals are single points "
+                     f"and say nothing about {unit}-to-{unit} variation.")
+    write_text(METRICS / "comparison.md", "\n".join([
+        f"# Test split: {len(labels)} samples from {bootstrap.n_groups} {unit}s, target `{target.name}` ({kind}), "
+        f"protocol: {context['protocol']}\n",
+        f"Every interval is a 95 % percentile interval of {settings.resamples} bootstrap replicates that redraw "
+        f"whole test {unit}s with replacement (grouped by {unit}, unstratified; bps/layout_evaluation.py). "
+        + " ".join(notes) + "\n",
+        headline,
+        "The negative controls and the classical appearance and foci baselines are BPS-only (they need sham "
+        "plates and nucleus foci features) and are not scored on a layout: see NOT_APPLICABLE.md in their folders.\n",
+    ]))
+    print(headline)
+
+
 def main(params: Params) -> None:
+    if params.data.source == "layout":
+        evaluate_layout(params)
+        return
     target, control_target = get_target(params.task.target), get_target(CONTROL_TARGET)
     models = scored_models(params)
     for model in models:
@@ -218,4 +303,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, layouts=True)

@@ -6,10 +6,10 @@ and the appearance_* and foci_* features of bps/features.py, row for row.
 
 import pandas as pd
 
-from bps.cli import run_stage
-from bps.features import compute_features
+from bps.cli import BpsOnly, run_stage
+from bps.features import CLASSICAL_NEEDS_FOCI, compute_features
 from bps.files import write_text
-from bps.layout import RAW, feature_table, split_table
+from bps.layout import FEATURES, RAW, feature_table, split_table
 from bps.params import Params
 from bps.split import SPLITS
 
@@ -27,4 +27,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, bps_only=BpsOnly(CLASSICAL_NEEDS_FOCI, [FEATURES]))

@@ -21,13 +21,15 @@ from bps.controls import (
     TrainingData,
     control_requested,
     held_out_predictions,
+    not_applicable,
     output_name,
     training_runs,
     write_held_out,
 )
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
-from bps.model_card import ModelCard, mark_complete
+from bps.model_card import ModelCard, layout_fields, mark_complete
+from bps.multilabel import choose_thresholds
 from bps.params import Params
 from bps.run_guard import run_training_stage
 
@@ -62,7 +64,11 @@ def train(params: Params, data: TrainingData) -> pd.DataFrame | None:
         kind="mlp", architecture="mlp", in_channels=train_images.shape[1], size=train_images.shape[-1],
         target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=data.control,
         training=config.model_dump(mode="json"), metrics={"epoch": config.epochs - 1, **scores},
+        **layout_fields(params, target.multilabel),
     )
+    if target.multilabel:  # the final epoch's thresholds, on the whole validation split
+        thresholds = choose_thresholds(val_y, val_proba, params.task.threshold)
+        card = card.model_copy(update={"thresholds": thresholds.tolist()})
     model = make_pipeline(scaler, mlp)
     baseline.save(MODELS / data.name, model, card)
     if not data.primary:
@@ -75,4 +81,5 @@ def train(params: Params, data: TrainingData) -> pd.DataFrame | None:
 
 if __name__ == "__main__":
     control = control_requested()
-    run_training_stage(partial(main, control=control), MODELS / output_name("baseline", control))
+    run_training_stage(partial(main, control=control), MODELS / output_name("baseline", control), layouts=True,
+                       bps_only=not_applicable("baseline") if control else None)

@@ -19,8 +19,9 @@ from dvclive import Live
 from sklearn.base import ClassifierMixin
 
 from bps import classical
+from bps.cli import BpsOnly
 from bps.controls import held_out_predictions, sham_pool, training_runs, write_held_out
-from bps.features import FAMILIES
+from bps.features import CLASSICAL_NEEDS_FOCI, FAMILIES
 from bps.files import write_text
 from bps.labels import get_target
 from bps.layout import METRICS, MODELS
@@ -80,5 +81,6 @@ if __name__ == "__main__":
         print(f"usage: python -m stages.train_classical {{{'|'.join(FAMILIES)}}}", file=sys.stderr)
         raise SystemExit(2)
     family = sys.argv[1]
-    run_training_stage(partial(main, family=family), classical.model_folder(family),
-                       classical.model_folder(family, control=True))
+    folders = classical.model_folder(family), classical.model_folder(family, control=True)
+    run_training_stage(partial(main, family=family), *folders,
+                       bps_only=BpsOnly(CLASSICAL_NEEDS_FOCI, [*folders, METRICS / family]))

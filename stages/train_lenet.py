@@ -16,11 +16,12 @@ import torch
 from dvclive import Live
 from tqdm import tqdm
 
-from bps.batches import RandomAugment, balanced_weights
+from bps.batches import RandomAugment, training_weights
 from bps.controls import (
     TrainingData,
     control_requested,
     held_out_predictions,
+    not_applicable,
     output_name,
     training_runs,
     write_held_out,
@@ -37,8 +38,9 @@ from bps.distributed import (
 )
 from bps.layout import METRICS, MODELS
 from bps.metrics import validation_scores
-from bps.model_card import ModelCard, mark_complete
+from bps.model_card import ModelCard, layout_fields, mark_complete, store_thresholds
 from bps.models import build_model, save_checkpoint
+from bps.multilabel import choose_thresholds
 from bps.params import Params
 from bps.run_guard import run_training_stage
 from bps.training import (
@@ -73,7 +75,7 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
     card = ModelCard(
         kind="cnn", architecture=config.model, in_channels=train_images.shape[1], size=train_images.shape[-1],
         target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=data.control,
-        training=config.model_dump(mode="json"), world_size=world.size,
+        training=config.model_dump(mode="json"), world_size=world.size, **layout_fields(params, target.multilabel),
     )
     model = build_model(card, Path(config.pretrained) if config.pretrained else None).to(device)
     if config.channels_last:
@@ -82,14 +84,15 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     augment = RandomAugment(generator, config.crop_pad) if config.augment else None
-    per_class = balanced_weights(train_labels, len(target.classes))
+    class_weights, sample_weights = training_weights(train_labels, len(target.classes))
     options = {
-        "class_weights": per_class if config.class_weight == "balanced" else None,
-        "sample_weights": per_class[train_labels] if config.sampler == "weighted" else None,
+        "class_weights": class_weights if config.class_weight == "balanced" else None,
+        "sample_weights": sample_weights if config.sampler == "weighted" else None,
         "autocast": config.amp and device.type == "cuda",
         "channels_last": config.channels_last,
         "shard": world.shard,
         "head_sizes": target.head_sizes,
+        "multilabel": target.multilabel,
     }
     stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
     live = Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) if world.is_main else SilentLive()
@@ -102,7 +105,7 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
                                      generator, augment, device, **options)
             if scheduler is not None:
                 scheduler.step()
-            proba = predict_whole_split(model, val_images, device, world, target.head_sizes)
+            proba = predict_whole_split(model, val_images, device, world, target.head_sizes, target.multilabel)
             epoch_metrics = {"train_loss": sum_over_ranks(train_loss, world, device),
                              **validation_scores(target, val_labels, proba)}
             for name, value in epoch_metrics.items():
@@ -121,6 +124,10 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
                 break
     if not world.is_main:
         return None
+    if target.multilabel:  # the kept epoch's thresholds, on the whole validation split
+        unwrap(model).load_state_dict(best)
+        proba = predict_proba(unwrap(model), val_images, device, multilabel=True)
+        store_thresholds(MODELS / data.name, choose_thresholds(val_labels, proba, params.task.threshold))
     if not data.primary:
         mark_complete(MODELS / data.name)  # the stage's own folder is marked last, by run_training_stage
     if not data.control:
@@ -132,4 +139,5 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
 
 if __name__ == "__main__":
     control = control_requested()
-    run_training_stage(partial(main, control=control), MODELS / output_name("lenet", control))
+    run_training_stage(partial(main, control=control), MODELS / output_name("lenet", control), layouts=True,
+                       bps_only=not_applicable("lenet") if control else None)

@@ -27,7 +27,7 @@ def _proba(predicted: list[int], n_classes: int) -> np.ndarray:
 
 
 def test_target_names():
-    assert TARGET_NAMES == ("particle", "particle_dose", "condition", "particle+dose")
+    assert TARGET_NAMES == ("particle", "particle_dose", "condition", "particle+dose", "labels")
     with pytest.raises(ValueError, match="unknown target 'dose'"):
         get_target("dose")
 

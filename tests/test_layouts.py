@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -77,9 +78,10 @@ def test_the_presets_are_params_yaml_with_only_the_layout_keys_changed():
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     for preset in PRESETS.values():
         parse_params(preset)
-        assert {key: value for key, value in preset.items() if key not in ("data", "split", "preprocess")} == {
-            key: value for key, value in base.items() if key not in ("data", "split", "preprocess")
+        assert {key: value for key, value in preset.items() if key not in ("data", "split", "preprocess", "task")} == {
+            key: value for key, value in base.items() if key not in ("data", "split", "preprocess", "task")
         }
+        assert preset["task"] == {**base["task"], "target": "labels"}
         assert preset["data"]["source"] == "layout"
         assert {k: v for k, v in preset["data"].items() if k not in ("source", "layout")} == {
             k: v for k, v in base["data"].items() if k not in ("source", "layout")
@@ -114,7 +116,8 @@ def test_group_by_must_be_a_layout_group_column_and_the_protocol_grouped():
         {"data": rxrx1, "split": {"group_by": "plate", "protocol": "leave_hour_out"}}
     )
     assert "split.group_by 'plate' is not one of ['well', 'field', 'none']" in _error({"split": {"group_by": "plate"}})
-    assert parse_params({"data": rxrx1, "split": {"group_by": "plate"}}).split.group_by == "plate"
+    labels = {"target": "labels"}
+    assert parse_params({"data": rxrx1, "split": {"group_by": "plate"}, "task": labels}).split.group_by == "plate"
 
 
 def test_a_placeholder_that_is_not_a_metadata_column_fails_naming_it(hpa):
@@ -127,7 +130,7 @@ def test_a_placeholder_that_is_not_a_metadata_column_fails_naming_it(hpa):
 
 
 @pytest.mark.slow
-def test_check_params_stops_on_a_missing_column_and_a_later_stage_on_a_layout(hpa, tmp_path):
+def test_check_params_stops_on_a_missing_column(hpa, tmp_path):
     params = {**PRESETS["hpa"], "data": {**PRESETS["hpa"]["data"], "layout": {
         **PRESETS["hpa"]["data"]["layout"], "root": str(hpa), "label_column": "Label"}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -136,10 +139,15 @@ def test_check_params_stops_on_a_missing_column_and_a_later_stage_on_a_layout(hp
                            capture_output=True, text=True)
     assert check.returncode == 1
     assert check.stderr.startswith("error: data.layout.label_column: 'Label' is not a column of train.csv")
-    evaluate = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True)
-    assert evaluate.returncode == 1
-    assert evaluate.stderr == "error: data.source layout: evaluate supports BPS only so far\n"
+
+
+def test_task_target_labels_goes_with_layouts_only():
+    assert "task.target 'particle' is not allowed with data.source layout (allowed: labels)" in _error(
+        {**PRESETS["hpa"], "task": {"target": "particle"}})
+    assert ("task.target 'labels' is not allowed with data.source synthetic (allowed: particle, particle_dose, "
+            "condition, particle+dose)") in _error({"task": {"target": "labels"}})
+    assert "task.threshold: Input should be 'global' or 'per_label'" in _error(
+        {**PRESETS["hpa"], "task": {"target": "labels", "threshold": "best"}})
 
 
 def test_stage_names_follow_dvc_yaml():
@@ -382,24 +390,55 @@ def test_png_bytes_round_trip(tmp_path):
 # ------------------------------------------------------------------------------ dvc, end to end
 
 
+BPS_ONLY = {  # stage → the outs that say why they hold nothing on a layout
+    "train-baseline-control": ["models/baseline-control", "metrics/baseline-control"],
+    "train-lenet-control": ["models/lenet-control", "metrics/lenet-control"],
+    "features": ["data/features"],
+    "train-appearance": ["models/appearance", "models/appearance-control", "metrics/appearance"],
+    "train-foci": ["models/foci", "models/foci-control", "metrics/foci"],
+}
+LAYOUT_KEYS = {
+    "hpa": ["sample_f1", "macro_f1", "micro_f1", "hamming_loss", "jaccard", "subset_accuracy", "micro_ap", "macro_ap"],
+    "rxrx1": ["accuracy", "macro_f1", "top_5_accuracy"],
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("preset", "shape"), [("hpa", (84, 4, 64, 64)), ("rxrx1", (48, 6, 64, 64))])
-def test_dvc_repro_preprocess_on_each_preset(tmp_path, preset, shape):
+def test_dvc_repro_runs_every_stage_on_each_preset(tmp_path, preset, shape):
     """The README's commands in a fresh git repo: the fixture, `cp presets/<x>.yaml params.yaml`,
-    `dvc repro preprocess`; then a later stage stops with one line."""
-    from test_pipeline_dvc import dvc, isolated_env, make_project, output_of, run
+    `dvc repro`: every stage runs, the BPS-only ones say why they have nothing to do, and evaluate
+    scores both image models with intervals over the split's groups."""
+    from test_pipeline_dvc import dvc, isolated_env, make_project, run, stages_run
 
     env = isolated_env(tmp_path / "sandbox")
     root = make_project(tmp_path / "project", env)
     run([sys.executable, "-m", "bps.fixtures", preset, f"fixtures/{preset}"], root, env)
-    run(["cp", f"presets/{preset}.yaml", "params.yaml"], root, env)
-    result = dvc(root, env, "repro", "preprocess")
-    assert "Running stage 'preprocess'" in output_of(result)
-    for split, rows in zip(("train", "val", "test"), (shape[0], None, None)):
-        images = np.load(root / "data" / "prepared" / f"{split}_images.npy", mmap_mode="r")
-        assert images.shape[1:] == shape[1:] and (rows is None or len(images) == rows)
-        assert len(pd.read_csv(root / "data" / "prepared" / f"{split}.csv")) == len(images)
-    assert dvc(root, env, "status", "preprocess").stdout.strip().endswith("up to date.")
-    later = dvc(root, env, "repro", "train-baseline", check=False)
-    assert later.returncode != 0
-    assert "error: data.source layout: train-baseline supports BPS only so far" in output_of(later)
+    params = {**PRESETS[preset], "baseline": {**PRESETS[preset]["baseline"], "epochs": 2},
+              "train": {**PRESETS[preset]["train"], "epochs": 2, "device": "cpu"},
+              "evaluate": {**PRESETS[preset]["evaluate"], "resamples": 200}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc(root, env, "repro")
+    assert sorted(stages_run(result)) == sorted(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    images = np.load(root / "data" / "prepared" / "train_images.npy", mmap_mode="r")
+    assert images.shape == shape
+    for stage, folders in BPS_ONLY.items():
+        for folder in folders:
+            assert "not applicable to data.source layout" in (root / folder / "NOT_APPLICABLE.md").read_text(), stage
+    classes = json.loads((root / "data" / "split" / "summary.json").read_text())["classes"]
+    results = json.loads((root / "metrics" / "evaluate.json").read_text())
+    assert sorted(results) == ["baseline", "lenet"]
+    for name, scores in results.items():
+        card = json.loads((root / "models" / name / "model.json").read_text())
+        assert card["in_channels"] == shape[1] and card["classes"] == classes
+        assert card["multilabel"] is (preset == "hpa")
+        assert (card["thresholds"] is not None) is (preset == "hpa")
+        assert scores["protocol"] == f"grouped by {params['split']['group_by']}"
+        for key in LAYOUT_KEYS[preset]:
+            assert scores[key] is not None, (name, key)
+        assert "macro_f1_ci95_low" in scores and scores["macro_f1_ci95_low"] <= scores["macro_f1"]
+        per_class = pd.read_csv(root / "metrics" / "per_class" / f"{name}.csv", dtype={"class": str})
+        assert per_class["class"].tolist() == classes
+    comparison = (root / "metrics" / "comparison.md").read_text()
+    assert "BPS-only" in comparison and "bootstrap replicates" in comparison
+    assert dvc(root, env, "status").stdout.strip().endswith("up to date.")

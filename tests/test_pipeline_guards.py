@@ -63,7 +63,7 @@ def assert_restored(root: Path, env: dict[str, str]) -> None:
     [
         ("train.lr=-0.1", "train.lr: Input should be greater than 0"),
         ("task.target=dose",
-         "task.target: Input should be 'particle', 'particle_dose', 'condition' or 'particle+dose'"),
+         "task.target: Input should be 'particle', 'particle_dose', 'condition', 'particle+dose' or 'labels'"),
         ("preprocess.size=0", "preprocess.size: Input should be greater than or equal to 16"),
         ("split.train=0.9", "split: train + val + test must sum to 1"),
     ],

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bps import options
 from bps.batches import RandomAugment, iterate_batches, to_float
 from bps.errors import PipelineError
 from bps.labels import TARGET_NAMES, get_target
@@ -304,7 +305,7 @@ def test_unknown_target_is_a_params_error():
 
 
 def test_every_allowed_target_builds():
-    for name in TARGET_NAMES:
+    for name in options.BPS_TARGETS:
         assert parse_params({"task": {"target": name}}).task.target == name
         assert get_target(name).classes
     with pytest.raises(ValueError, match="dose"):
