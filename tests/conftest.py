@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from s3_server import start_moto_server
 from test_pipeline_dvc import Reproduced, copy_project, reproduced_project
 
@@ -63,3 +64,18 @@ def built(tmp_path_factory) -> Reproduced:
 def workspace(built, tmp_path) -> Path:
     """A private copy of the reproduced project (its git history, DVC cache and outputs)."""
     return copy_project(built.root, tmp_path / "project")
+
+
+@pytest.fixture
+def restore_torch_global_state():
+    """make_deterministic changes process-wide torch settings: put them back for other tests."""
+    mode = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    rng = torch.get_rng_state()
+    yield
+    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
+        mode,
+        warn_only,
+    ):
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    torch.set_rng_state(rng)

@@ -32,18 +32,9 @@ from bps.params import BaselineParams, TrainParams
 from bps.training import head_loss, make_deterministic, make_optimizer, predict_proba, train_epoch
 
 CPU = torch.device("cpu")
+# make_deterministic changes process-wide torch settings: tests/conftest.py puts them back.
+pytestmark = pytest.mark.usefixtures("restore_torch_global_state")
 HPA_CLASSES = [str(i) for i in range(28)]
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_global_state():
-    """make_deterministic changes process-wide torch settings: put them back for other tests."""
-    mode = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    rng = torch.get_rng_state()
-    yield
-    torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-    torch.set_rng_state(rng)
 
 
 # --- label_matrix ----------------------------------------------------------------------------

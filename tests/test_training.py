@@ -23,21 +23,8 @@ from bps.training import (
 )
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_global_state():
-    """make_deterministic changes process-wide torch settings: put them back for other tests."""
-    mode = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    rng = torch.get_rng_state()
-    yield
-    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
-        mode,
-        warn_only,
-    ):
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-    torch.set_rng_state(rng)
+# make_deterministic changes process-wide torch settings: tests/conftest.py puts them back.
+pytestmark = pytest.mark.usefixtures("restore_torch_global_state")
 
 
 def _images(count: int, size: int = 32, channels: int = 1, seed: int = 0) -> np.ndarray:
