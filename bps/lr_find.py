@@ -111,9 +111,10 @@ def endless_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, gen
 
 
 def batch_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, device: torch.device,
-               head_sizes: Sequence[int] = (), class_weights: np.ndarray | None = None) -> Callable[[float], float]:
+               head_sizes: Sequence[int] = (), class_weights: np.ndarray | None = None,
+               multilabel: bool = False) -> Callable[[float], float]:
     """One training step at a given rate on the next batch, with the trainer's loss
-    (:func:`bps.training.head_loss`); returns the batch's mean loss."""
+    (:func:`bps.training.head_loss`, multi-label too); returns the batch's mean loss per image."""
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
     model.train()
 
@@ -122,7 +123,8 @@ def batch_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
             group["lr"] = lr
         images, labels = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        loss = head_loss(model(to_device(images, device)), to_device(labels, device), head_sizes, weight) / len(labels)
+        loss = head_loss(model(to_device(images, device)), to_device(labels, device), head_sizes, weight,
+                         multilabel) / len(labels)
         loss.backward()
         optimizer.step()
         return loss.item()

@@ -13,10 +13,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bps import lr_find
-from bps.batches import RandomAugment, balanced_weights
+from bps.batches import RandomAugment, training_weights
 from bps.cli import run_stage
 from bps.files import write_csv, write_json
-from bps.labels import get_target
+from bps.labels import task_target
 from bps.layout import METRICS
 from bps.model_card import ModelCard
 from bps.models import build_model
@@ -28,7 +28,7 @@ OUTPUT = METRICS / "lr_find"
 
 
 def main(params: Params) -> None:
-    config, settings, target = params.train, params.lr_find, get_target(params.task.target)
+    config, settings, target = params.train, params.lr_find, task_target(params)
     device = pick_device(config.device)
     generator = make_deterministic(config.seed, device.type)
     images, table = load_split("train")
@@ -37,12 +37,12 @@ def main(params: Params) -> None:
                      target=target.name, classes=list(target.outputs), preprocess=params.preprocess,
                      training=config.model_dump(mode="json"))
     model = build_model(card, Path(config.pretrained) if config.pretrained else None).to(device)
-    per_class = balanced_weights(labels, len(target.classes))
+    class_weights, sample_weights = training_weights(labels, len(target.classes))
     augment = RandomAugment(generator, config.crop_pad) if config.augment else None
     batches = lr_find.endless_batches(images, labels, config.batch_size, generator, augment,
-                                      per_class[labels] if config.sampler == "weighted" else None)
+                                      sample_weights if config.sampler == "weighted" else None)
     step = lr_find.batch_step(model, make_optimizer(model, config), batches, device, target.head_sizes,
-                              per_class if config.class_weight == "balanced" else None)
+                              class_weights if config.class_weight == "balanced" else None, target.multilabel)
     lrs = lr_find.rates(settings.min_lr, settings.max_lr, settings.steps)
     with tqdm(lrs, desc=f"lr-find-{config.model}", unit="step") as progress:
         curve = lr_find.range_test(step, progress, settings.smoothing, settings.diverge_factor)
@@ -58,4 +58,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, layouts=True)
