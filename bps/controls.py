@@ -20,7 +20,9 @@ models/<name>-control; the others go to models/<name>-control/hour-<h>/.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +135,8 @@ class TrainingData:
     target: Target
     fold: Fold | None = None  # a negative control's fold; None: the model on its split
     primary: bool = True  # the folder the stage's lock guards (a control's other folds: False)
+    # Every split's sham images and rows; training_runs shares one cached loader among a stage's folds.
+    sham_images: Callable[[], tuple[np.ndarray, pd.DataFrame]] = field(default=_image_pool, compare=False, repr=False)
 
     @property
     def control(self) -> bool:
@@ -142,7 +146,7 @@ class TrainingData:
         """The images and rows playing ``role`` (train, val or held_out)."""
         if self.fold is None:
             return load_split(ROLE_SPLITS[role])
-        images, pool = _image_pool()
+        images, pool = self.sham_images()
         keep = np.flatnonzero(self.fold.mask(pool, role))
         return images[keep], self.rows(pool, role)
 
@@ -159,8 +163,9 @@ def training_runs(model: str, params: Params, control: bool) -> list[TrainingDat
         return [TrainingData(model, task_target(params))]
     folds = control_folds(params.split, params.data.hours)
     name = control_name(model)
-    return [TrainingData(name if index == 0 else f"{name}/{fold.name}", get_target(CONTROL_TARGET), fold, index == 0)
-            for index, fold in enumerate(folds)]
+    shams = cache(_image_pool)  # read once for all folds, and only if a fold loads images
+    return [TrainingData(name if index == 0 else f"{name}/{fold.name}", get_target(CONTROL_TARGET), fold, index == 0,
+                         shams) for index, fold in enumerate(folds)]
 
 
 def held_out_predictions(run: TrainingData, table: pd.DataFrame, proba: np.ndarray) -> pd.DataFrame:

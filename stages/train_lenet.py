@@ -95,6 +95,8 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
         "multilabel": target.multilabel,
     }
     stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
+    # Thresholds and a control's held-out predictions come from the kept epoch's weights, kept in memory.
+    reuse_kept_epoch = data.control or target.multilabel
     live = Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) if world.is_main else SilentLive()
     with live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
@@ -114,7 +116,8 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
                 if world.is_main:
                     kept = card.model_copy(update={"metrics": {"epoch": epoch, **epoch_metrics}})
                     save_checkpoint(MODELS / data.name, unwrap(model), kept)
-                    best = copy.deepcopy(unwrap(model).state_dict())
+                    if reuse_kept_epoch:
+                        best = copy.deepcopy(unwrap(model).state_dict())
                 live.summary["best_epoch"] = epoch
             live.next_step()
             if stopping.should_stop:  # every rank saw the same metrics: all stop together
@@ -124,15 +127,15 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
                 break
     if not world.is_main:
         return None
-    if target.multilabel:  # the kept epoch's thresholds, on the whole validation split
+    if reuse_kept_epoch:
         unwrap(model).load_state_dict(best)
+    if target.multilabel:  # the kept epoch's thresholds, on the whole validation split
         proba = predict_proba(unwrap(model), val_images, device, multilabel=True)
         store_thresholds(MODELS / data.name, choose_thresholds(val_labels, proba, params.task.threshold))
     if not data.primary:
         mark_complete(MODELS / data.name)  # the stage's own folder is marked last, by run_training_stage
     if not data.control:
         return None
-    unwrap(model).load_state_dict(best)  # the kept epoch's weights
     held_images, held_table = data.load("held_out")
     return held_out_predictions(data, held_table, predict_proba(unwrap(model), held_images, device, target.head_sizes))
 
