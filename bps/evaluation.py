@@ -16,7 +16,14 @@ from bps.labels import Target
 from bps.meta import CONDITION_COLUMNS
 from bps.metrics import per_image_losses, summary
 from bps.params import SplitParams
-from bps.uncertainty import GroupedBootstrap, accuracy, balanced_accuracy, interval, macro_f1
+from bps.uncertainty import (
+    GroupedBootstrap,
+    accuracy,
+    balanced_accuracy,
+    cross_validation_interval,
+    interval,
+    macro_f1,
+)
 
 LOW, HIGH = "_ci95_low", "_ci95_high"
 CHANCE = 0.5  # balanced accuracy of any constant guess between Fe and X-ray
@@ -38,15 +45,18 @@ def describe_protocol(split: SplitParams) -> str:
     return f"grouped by {split.group_by}"
 
 
-def with_intervals(scores: dict, replicates: dict[str, np.ndarray]) -> dict:
-    """``scores`` with ``<name>_ci95_low`` / ``<name>_ci95_high`` beside every value that has replicates."""
+def with_bounds(scores: dict, bounds: dict[str, tuple[float, float]]) -> dict:
+    """``scores`` with ``<name>_ci95_low`` / ``<name>_ci95_high`` beside every value that has bounds."""
     result = dict(scores)
-    for name, values in replicates.items():
-        if result.get(name) is None:
-            continue
-        low, high = interval(values)
-        result[name + LOW], result[name + HIGH] = round(low, 6), round(high, 6)
+    for name, (low, high) in bounds.items():
+        if result.get(name) is not None:
+            result[name + LOW], result[name + HIGH] = round(low, 6), round(high, 6)
     return result
+
+
+def with_intervals(scores: dict, replicates: dict[str, np.ndarray]) -> dict:
+    """``scores`` with the percentile interval of its bootstrap ``replicates`` beside each value."""
+    return with_bounds(scores, {name: interval(values) for name, values in replicates.items()})
 
 
 def model_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np.ndarray,
@@ -74,25 +84,52 @@ def model_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np
     return with_intervals(scores, replicates)
 
 
-def control_scores(y_true: np.ndarray, proba: np.ndarray, bootstrap: GroupedBootstrap) -> dict:
-    """The negative control on the test split's sham images: accuracy, balanced accuracy and
-    leakage (balanced accuracy − 0.5, the plate signal), each with its interval."""
-    y_pred = proba.argmax(axis=1)
-    confusions = bootstrap.confusions(y_true, y_pred, proba.shape[1])
+def _control_points(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """A negative control's point estimates: accuracy, balanced accuracy and leakage (balanced
+    accuracy − 0.5, the plate signal)."""
     balanced = skm.balanced_accuracy_score(y_true, y_pred)
-    scores = {
+    return {
         "n_test": int(len(y_true)),
-        "n_test_groups": bootstrap.n_groups,
         "accuracy": round(float(skm.accuracy_score(y_true, y_pred)), 6),
         "balanced_accuracy": round(float(balanced), 6),
         "leakage": round(float(balanced) - CHANCE, 6),
     }
-    replicates = {
-        "accuracy": accuracy(confusions),
-        "balanced_accuracy": balanced_accuracy(confusions),
-        "leakage": balanced_accuracy(confusions) - CHANCE,
-    }
-    return with_intervals(scores, replicates)
+
+
+def _control_replicates(confusions: np.ndarray) -> dict[str, np.ndarray]:
+    """The control's metrics of each confusion matrix in a stack (replicates, or folds)."""
+    balanced = balanced_accuracy(confusions)
+    return {"accuracy": accuracy(confusions), "balanced_accuracy": balanced, "leakage": balanced - CHANCE}
+
+
+def control_scores(y_true: np.ndarray, proba: np.ndarray, bootstrap: GroupedBootstrap) -> dict:
+    """The negative control on the test split's sham images, each metric with its bootstrap interval."""
+    y_pred = proba.argmax(axis=1)
+    scores = {**_control_points(y_true, y_pred), "n_test_groups": bootstrap.n_groups}
+    return with_intervals(scores, _control_replicates(bootstrap.confusions(y_true, y_pred, proba.shape[1])))
+
+
+def cross_validated_control_scores(y_true: np.ndarray, proba: np.ndarray, folds: np.ndarray) -> dict:
+    """The negative control pooled over the folds that held its images out, each metric with the
+    interval of :func:`~bps.uncertainty.cross_validation_interval` from its per-fold values.
+
+    Every image is held out by exactly one fold and trained on by the others, so a fold's held-out
+    share of the data, over the rest, is the n_held_out/n_trained of the correction.
+    """
+    y_pred = proba.argmax(axis=1)
+    names, fold_of_image, held_out = np.unique(np.asarray(folds), return_inverse=True, return_counts=True)
+    labels = np.arange(proba.shape[1])
+    confusions = np.stack([skm.confusion_matrix(y_true[fold_of_image == index], y_pred[fold_of_image == index],
+                                                labels=labels) for index in range(len(names))])
+    per_fold = _control_replicates(confusions)
+    held_out_per_trained = float(np.mean(held_out / (len(y_true) - held_out)))
+    scores = {**_control_points(y_true, y_pred), "n_folds": len(names),
+              "fold_balanced_accuracy": {str(name): round(float(value), 6)
+                                         for name, value in zip(names, per_fold["balanced_accuracy"], strict=True)}}
+    bounds = {name: cross_validation_interval(per_fold[name], scores[name], held_out_per_trained)
+              for name in ("accuracy", "balanced_accuracy")}
+    bounds["leakage"] = tuple(bound - CHANCE for bound in bounds["balanced_accuracy"])
+    return with_bounds(scores, bounds)
 
 
 def _calibration_columns(y_true: np.ndarray, proba: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:

@@ -50,6 +50,17 @@ def headline_table(results: dict[str, dict], labels: dict[str, str]) -> str:
     return markdown(header, rows)
 
 
+def control_fold_table(results: dict[str, dict], labels: dict[str, str]) -> str | None:
+    """Cross-validated controls: each fold's balanced accuracy, the spread their interval comes from."""
+    folds = {name: scores["control"]["fold_balanced_accuracy"] for name, scores in results.items()
+             if "fold_balanced_accuracy" in scores.get("control", {})}
+    if not folds:
+        return None
+    names = list(next(iter(folds.values())))
+    rows = [[labels[name], *(f"{values[fold]:.3f}" for fold in names)] for name, values in folds.items()]
+    return markdown(["model", *(f"{fold} held out" for fold in names)], rows)
+
+
 def more_table(results: dict[str, dict], labels: dict[str, str]) -> str:
     """Secondary metrics, then each head's own scores for a multi-head target (``particle_accuracy``...)."""
     header = ["metric", *(labels[name] for name in results)]

@@ -29,6 +29,7 @@ from bps.evaluation import (
     accuracy_by,
     accuracy_by_condition,
     control_scores,
+    cross_validated_control_scores,
     describe_protocol,
     model_scores,
     reliability_table,
@@ -48,6 +49,7 @@ from bps.prepared import load_split
 from bps.report import (
     LAYOUT_MULTILABEL_HEADLINE,
     cell,
+    control_fold_table,
     frame_table,
     headline_table,
     markdown,
@@ -144,8 +146,9 @@ def write_saliency(name: str, target: Target, images: np.ndarray, table: pd.Data
 def score_control(folder: Path, settings: EvaluateParams) -> tuple[dict | None, str]:
     """A negative control from its pooled held-out predictions, and how it was scored, for people.
 
-    Cross-validated over hours (leave_hour_out), each held-out hour is whole plates, so its
-    intervals redraw plates; otherwise it is scored on the test split by the usual unit.
+    Cross-validated over hours (leave_hour_out), its models change with the folds, so its
+    intervals come from the spread of the fold scores; otherwise it is scored on the test split
+    with the usual grouped bootstrap.
     """
     table, proba = read_held_out(folder)
     particles = sorted(set(table["particle_type"]))
@@ -153,18 +156,21 @@ def score_control(folder: Path, settings: EvaluateParams) -> tuple[dict | None, 
         return None, (f"**not scored here**: its held-out images include shams of {particles or 'no particle'}; "
                       "scoring needs Fe and X-ray sham images")
     folds = list(table["fold"].unique())
-    cross_validated = len(folds) > 1
-    unit = "plate" if cross_validated else settings.bootstrap_unit
     labels = get_target(CONTROL_TARGET).encode(table)
-    bootstrap = GroupedBootstrap.draw(table[unit], labels, settings.resamples, settings.seed)
-    scored_on = "every sham plate, by hour folds" if cross_validated else "test split shams"
-    scores = {**control_scores(labels, proba, bootstrap), "scored_on": scored_on, "bootstrap_unit": unit}
-    if cross_validated:
+    if len(folds) > 1:
+        scores = {**cross_validated_control_scores(labels, proba, table["fold"].to_numpy()),
+                  "scored_on": "every sham plate, by hour folds",
+                  "interval": f"corrected t over {len(folds)} hour folds (Nadeau & Bengio 2003)"}
         how = (f"cross-validated over hours: each hour's sham plates held out in turn ({', '.join(folds)}), "
                f"trained on the other hours' shams, and scored on all {len(labels)} sham images of "
-               f"{table['plate'].nunique()} plates, with intervals that redraw whole plates (a test split of "
-               "one sham plate per particle could not measure it)")
+               f"{table['plate'].nunique()} plates (a test split of one sham plate per particle could not measure "
+               "it); its intervals come from the spread of the fold scores, because the trained models change with "
+               "the folds, and are as wide as so few plates allow")
     else:
+        unit = settings.bootstrap_unit
+        bootstrap = GroupedBootstrap.draw(table[unit], labels, settings.resamples, settings.seed)
+        scores = {**control_scores(labels, proba, bootstrap), "scored_on": "test split shams",
+                  "interval": f"grouped bootstrap over test {unit}s"}
         how = (f"trained on training-split shams and scored on the {len(labels)} test sham images "
                f"({bootstrap.n_groups} {unit}s)")
     return scores, how + "; leakage = its balanced accuracy − 0.5, the plate signal"
@@ -279,7 +285,7 @@ def main(params: Params) -> None:
     (METRICS / "saliency").mkdir(parents=True, exist_ok=True)  # a DVC output even when it holds no picture
     pictures = write_saliency("lenet", target, images, table, labels, params) if not target.parts else []
     write_json(METRICS / "evaluate.json", {**results, "paired": pairs})
-    headline = headline_table(results, labels_of)
+    headline, control_folds = headline_table(results, labels_of), control_fold_table(results, labels_of)
     write_text(METRICS / "comparison.md", "\n".join([
         f"# Test split: {len(labels)} images from {bootstrap.n_groups} {unit}s, target `{target.name}`, "
         f"protocol: {context['protocol']}\n",
@@ -287,7 +293,9 @@ def main(params: Params) -> None:
         f"whole test {unit}s, with replacement, within (true class × sham/irradiated) strata (bps/uncertainty.py). "
         f"The negative control is the same model family trained on sham images to tell Fe from X-ray, labels no "
         f"nucleus shows: {control_text}.\n",
-        headline, "## More metrics\n", more_table(results, labels_of),
+        headline,
+        *(["## Negative controls, fold by fold (balanced accuracy)\n", control_folds] if control_folds else []),
+        "## More metrics\n", more_table(results, labels_of),
         "## Model pairs (same test images)\n",
         "A pair is a tie when the paired bootstrap interval of the difference includes 0 or McNemar's p ≥ 0.05.\n",
         paired_table(pairs, labels_of) if pairs else "(one model)\n",

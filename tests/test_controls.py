@@ -152,6 +152,7 @@ def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
         control = results[model]["control"]
         assert control["n_test"] == len(test_shams)
         assert control["n_test_groups"] == test_shams["well"].nunique()
+        assert control["interval"] == "grouped bootstrap over test wells"
         assert control["leakage"] == pytest.approx(control["balanced_accuracy"] - 0.5, abs=1e-6)
         assert control["balanced_accuracy_ci95_low"] <= control["balanced_accuracy"] <= control[
             "balanced_accuracy_ci95_high"]
@@ -160,6 +161,7 @@ def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
     assert set(results["paired"]) == {f"{a}_vs_{b}" for a, b in combinations(("baseline", "lenet", *FAMILIES), 2)}
     comparison = (root / "metrics/comparison.md").read_text()
     assert "negative control" in comparison and "McNemar" in comparison
+    assert "fold by fold" not in comparison  # scored on the test split: no folds
     assert len(list((root / "metrics/saliency").glob("lenet_*.png"))) == 6  # one per particle_dose class
     by_hour = pd.read_csv(root / "metrics/accuracy_by_hour.csv")
     assert by_hour["images"].tolist() == [len(tables["test"])]
@@ -192,7 +194,9 @@ def test_under_leave_hour_out_the_controls_are_cross_validated_over_hours_and_sc
     results = json.loads((tmp_path / "metrics/evaluate.json").read_text())
     for model in ("baseline", "lenet", *FAMILIES):
         control = results[model]["control"]
-        assert (control["n_test"], control["n_test_groups"]) == (len(shams), shams["plate"].nunique())
-        assert control["bootstrap_unit"] == "plate"
+        assert (control["n_test"], control["n_folds"]) == (len(shams), 3)
+        assert control["interval"] == "corrected t over 3 hour folds (Nadeau & Bengio 2003)"
+        assert set(control["fold_balanced_accuracy"]) == {"hour-4", "hour-24", "hour-48"}
         assert results[model]["n_test"] == len(tables["test"])  # the models themselves: the test split only
-    assert "cross-validated over hours" in (tmp_path / "metrics/comparison.md").read_text()
+    comparison = (tmp_path / "metrics/comparison.md").read_text()
+    assert "cross-validated over hours" in comparison and "Negative controls, fold by fold" in comparison
