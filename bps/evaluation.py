@@ -116,12 +116,13 @@ def cross_validated_control_scores(y_true: np.ndarray, proba: np.ndarray, folds:
     Every image is held out by exactly one fold and trained on by the others, so a fold's held-out
     share of the data, over the rest, is the n_held_out/n_trained of the correction.
     """
-    y_pred = proba.argmax(axis=1)
-    names, fold_of_image, held_out = np.unique(np.asarray(folds), return_inverse=True, return_counts=True)
+    y_pred, folds = proba.argmax(axis=1), np.asarray(folds)
+    names = list(dict.fromkeys(folds))  # in the order the folds ran
+    masks = [folds == name for name in names]
     labels = np.arange(proba.shape[1])
-    confusions = np.stack([skm.confusion_matrix(y_true[fold_of_image == index], y_pred[fold_of_image == index],
-                                                labels=labels) for index in range(len(names))])
+    confusions = np.stack([skm.confusion_matrix(y_true[mask], y_pred[mask], labels=labels) for mask in masks])
     per_fold = _control_replicates(confusions)
+    held_out = np.array([mask.sum() for mask in masks])
     held_out_per_trained = float(np.mean(held_out / (len(y_true) - held_out)))
     scores = {**_control_points(y_true, y_pred), "n_folds": len(names),
               "fold_balanced_accuracy": {str(name): round(float(value), 6)
