@@ -51,20 +51,20 @@ def coverage(trials: int, folds_interval: bool) -> float:
 
 
 def test_the_fold_interval_covers_chance_when_plates_carry_no_particle_signal():
-    # 300 trials: a binomial SD of 1.3 points around the 0.95-0.97 measured at 1,500 trials.
+    # 300 trials: a binomial SD of 1.1 points around the 0.96 measured at 1,500 trials.
     assert coverage(300, folds_interval=True) >= 0.9
 
 
 def test_a_bootstrap_over_held_out_plates_covers_too_rarely():
     # It keeps the trained models fixed, so the variation from which plates were trained on is
-    # missing: measured 0.68-0.73 at 1,500 trials.
+    # missing: measured 0.69 at 1,500 trials.
     assert coverage(300, folds_interval=False) <= 0.85
 
 
 def test_a_real_batch_signal_is_still_seen_above_chance():
     # Fe plates 2 SD of a nucleus above X-ray ones, plates steady: balanced accuracy about 0.84.
     # Three folds give the interval little to stand on, yet it clears 0.5 in most designs
-    # (measured 0.94 at 50 trials; 0.80 when plates drift twice as much).
+    # (measured 0.95 at 1,000 trials; 0.90 when plates drift twice as much).
     rng = np.random.default_rng(3)
     lows = [cross_validated_control_scores(*simulated_sham_design(rng, batch_offset=2.0, plate_sd=0.1)[:3])
             ["balanced_accuracy_ci95_low"] for _ in range(100)]
