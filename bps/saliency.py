@@ -9,6 +9,8 @@ per nucleus, the input (contrast-stretched for the eye), the map, and the map ov
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -31,14 +33,20 @@ def sample_per_class(y_true: np.ndarray, per_class: int, seed: int) -> list[int]
     return chosen
 
 
-def input_gradients(model: nn.Module, images: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Saliency (N×H×W, the largest |gradient| over channels) and class probabilities of uint8 inputs."""
+def input_gradients(model: nn.Module, images: np.ndarray, device: torch.device, head_sizes: Sequence[int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Saliency (N×H×W, the largest |gradient| over channels) and outputs (each head's softmax) of uint8 inputs.
+
+    ``head_sizes`` splits the logits into heads (one head: all of them). The heads are trained as
+    independent softmaxes, so the predicted class's log probability is the sum of each head's
+    largest, and its gradient is the map.
+    """
     model.eval()
     inputs = to_float(images).to(device).requires_grad_(True)
-    log_proba = torch.log_softmax(model(inputs), dim=1)
-    chosen = log_proba.gather(1, log_proba.argmax(dim=1, keepdim=True)).sum()
+    log_probas = [torch.log_softmax(block, dim=1) for block in model(inputs).split(list(head_sizes), dim=1)]
+    chosen = sum(log_proba.amax(dim=1).sum() for log_proba in log_probas)
     (gradient,) = torch.autograd.grad(chosen, inputs)
-    return gradient.abs().amax(dim=1).cpu().numpy(), log_proba.exp().detach().cpu().numpy()
+    return gradient.abs().amax(dim=1).cpu().numpy(), torch.cat(log_probas, dim=1).exp().detach().cpu().numpy()
 
 
 def _stretch(values: np.ndarray) -> np.ndarray:

@@ -127,7 +127,8 @@ def write_saliency(name: str, target: Target, images: np.ndarray, table: pd.Data
     chosen = np.array(sample_per_class(labels, params.evaluate.saliency_per_class, params.evaluate.seed), dtype=int)
     if not len(chosen):
         return []
-    saliency, proba = input_gradients(model, np.asarray(images[chosen]), device)
+    saliency, outputs = input_gradients(model, np.asarray(images[chosen]), device, target.head_sizes)
+    proba = target.joint(outputs)  # over the target's classes, each head's prediction joined
     written = []
     for label in np.unique(labels[chosen]):
         rows = np.flatnonzero(labels[chosen] == label)
@@ -283,7 +284,7 @@ def main(params: Params) -> None:
     write_csv(METRICS / "accuracy_by_condition.csv", by_condition)
     write_csv(METRICS / "accuracy_by_hour.csv", by_hour)
     (METRICS / "saliency").mkdir(parents=True, exist_ok=True)  # a DVC output even when it holds no picture
-    pictures = write_saliency("lenet", target, images, table, labels, params) if not target.parts else []
+    pictures = write_saliency("lenet", target, images, table, labels, params)
     write_json(METRICS / "evaluate.json", {**results, "paired": pairs})
     headline, control_folds = headline_table(results, labels_of), control_fold_table(results, labels_of)
     write_text(METRICS / "comparison.md", "\n".join([

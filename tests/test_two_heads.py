@@ -18,11 +18,13 @@ from sklearn.preprocessing import StandardScaler
 from test_pipeline_dvc import SCORED, copy_project, dvc, read_json, reproduced_project, stages_run
 
 from bps import baseline
+from bps.batches import to_float
 from bps.labels import get_target
 from bps.metrics import head_scores, summary, validation_scores
 from bps.models import LeNet5, save_checkpoint
 from bps.params import BaselineParams, PreprocessParams, TrainParams, parse_params
 from bps.predict import Predictor
+from bps.saliency import input_gradients
 from bps.service import ModelService
 from bps.simulate import DEFLATE, simulate_image
 from bps.training import head_loss, head_softmax, make_deterministic, make_optimizer, predict_proba, train_epoch
@@ -309,6 +311,29 @@ def test_service_answers_the_joint_class_and_per_output_probabilities(two_head_l
     assert prediction.predicted == JOINT[max(("Fe", "X-ray"), key=p.get), max(("sham", "low", "high"), key=p.get)]
 
 
+def test_saliency_of_two_heads_is_the_gradient_of_the_predicted_joint_class():
+    torch.manual_seed(0)
+    model = LeNet5(1, len(TWO_HEADS.outputs), 16)
+    images = np.random.default_rng(0).integers(0, 256, (3, 1, 16, 16), dtype=np.uint8)
+
+    saliency, outputs = input_gradients(model, images, torch.device("cpu"), TWO_HEADS.head_sizes)
+
+    for block in TWO_HEADS.split(outputs):
+        np.testing.assert_allclose(block.sum(axis=1), 1, rtol=1e-5)  # each head's own softmax
+    inputs = to_float(images).requires_grad_(True)
+    joint = torch.as_tensor(TWO_HEADS.joint(head_softmax(model(inputs), TWO_HEADS.head_sizes).detach().numpy()))
+    predicted = TWO_HEADS.predict(outputs)
+    np.testing.assert_array_equal(predicted, joint.argmax(dim=1).numpy())
+    # the same map by hand: d log(p_particle · p_dose of the predicted pair) / d pixel
+    probabilities = head_softmax(model(inputs), TWO_HEADS.head_sizes)
+    particle, dose = TWO_HEADS.head_labels(predicted)
+    rows = torch.arange(len(images))
+    chosen = (probabilities[rows, torch.as_tensor(particle)].log()
+              + probabilities[rows, 2 + torch.as_tensor(dose)].log()).sum()
+    (gradient,) = torch.autograd.grad(chosen, inputs)
+    np.testing.assert_allclose(saliency, gradient.abs().amax(dim=1).numpy(), rtol=1e-4, atol=1e-7)
+
+
 # --- the real pipeline -----------------------------------------------------------------------
 
 
@@ -335,3 +360,4 @@ def test_dvc_exp_run_two_heads_reports_both(tmp_path_factory, tmp_path):
         assert json.loads((workspace / f"models/{name}/model.json").read_text())["classes"] == OUTPUTS
     comparison = (workspace / "metrics/comparison.md").read_text()
     assert "| particle_accuracy |" in comparison and "| dose_accuracy |" in comparison
+    assert len(list((workspace / "metrics/saliency").glob("lenet_*.png"))) == len(TWO_HEADS.classes)  # one per pair
