@@ -79,9 +79,31 @@ def model_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np
         "sham_accuracy": bootstrap.mean(correct, sham),
         "irradiated_accuracy": bootstrap.mean(correct, ~sham),
         "calibration_error": ece_replicates,
+        **_head_replicates(target, y_true, proba, sham, bootstrap),
     }
     scores = {**summary(target, y_true, proba, sham), "calibration_error": round(ece, 6)}
     return with_intervals(scores, replicates)
+
+
+def _head_replicates(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np.ndarray,
+                     bootstrap: GroupedBootstrap) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of each head's own scores (``particle_accuracy``...); {} for one head."""
+    if len(target.heads) == 1:
+        return {}
+    replicates = {}
+    for head, truth, block in zip(target.heads, target.head_labels(y_true), target.split(proba), strict=True):
+        predicted = block.argmax(axis=1)
+        confusions = bootstrap.confusions(truth, predicted, len(head.classes))
+        correct = (predicted == truth).astype(np.float64)
+        replicates |= {
+            f"{head.name}_accuracy": accuracy(confusions),
+            f"{head.name}_balanced_accuracy": balanced_accuracy(confusions),
+            f"{head.name}_macro_f1": macro_f1(confusions),
+            f"{head.name}_log_loss": bootstrap.mean(per_image_losses(head, truth, block)["log_loss"]),
+            f"{head.name}_sham_accuracy": bootstrap.mean(correct, sham),
+            f"{head.name}_irradiated_accuracy": bootstrap.mean(correct, ~sham),
+        }
+    return replicates
 
 
 def _control_points(y_true: np.ndarray, y_pred: np.ndarray) -> dict:

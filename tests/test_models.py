@@ -1,8 +1,10 @@
 """bps.models and bps.baseline: network shapes, weights-only checkpoints, the MLP baseline."""
 
+import copy
 import json
 import math
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -210,6 +212,24 @@ def test_baseline_save_load_round_trip(tmp_path):
     assert saved_info["target"] == "particle"
     assert saved_info["classes"] == ["Fe", "X-ray"]
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", baseline.MODEL_FILE]
+
+
+def test_the_same_baseline_saved_again_elsewhere_and_later_is_the_same_bytes(tmp_path, monkeypatch):
+    images, labels = _separable(60, seed=4)
+    x = baseline.flatten(images)
+    scaler = StandardScaler().fit(x)
+    mlp = baseline.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16))
+    baseline.fit_epoch(mlp, scaler.transform(x), labels, np.arange(2))
+    pipeline, card = make_pipeline(scaler, mlp), finished_card("mlp")
+    baseline.save(tmp_path / "first", pipeline, card)
+    # A copy lives at other addresses, which skops would write as object ids, and a later
+    # time, which it would stamp on every zip entry.
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)  # 2033
+    baseline.save(tmp_path / "second", copy.deepcopy(pipeline), card)
+
+    first, second = (tmp_path / folder / baseline.MODEL_FILE for folder in ("first", "second"))
+    assert first.read_bytes() == second.read_bytes()
+    np.testing.assert_array_equal(baseline.load(tmp_path / "second").predict_proba(x), pipeline.predict_proba(x))
 
 
 def test_baseline_load_refuses_foreign_types(tmp_path):

@@ -19,8 +19,9 @@ from test_pipeline_dvc import SCORED, copy_project, dvc, read_json, reproduced_p
 
 from bps import baseline
 from bps.batches import to_float
+from bps.evaluation import model_scores
 from bps.labels import get_target
-from bps.metrics import head_scores, summary, validation_scores
+from bps.metrics import HEAD_KEYS, head_scores, summary, validation_scores
 from bps.models import LeNet5, save_checkpoint
 from bps.params import BaselineParams, PreprocessParams, TrainParams, parse_params
 from bps.predict import Predictor
@@ -28,6 +29,7 @@ from bps.saliency import input_gradients
 from bps.service import ModelService
 from bps.simulate import DEFLATE, simulate_image
 from bps.training import head_loss, head_softmax, make_deterministic, make_optimizer, predict_proba, train_epoch
+from bps.uncertainty import GroupedBootstrap
 
 CPU = torch.device("cpu")
 TWO_HEADS = get_target("particle+dose")
@@ -309,6 +311,31 @@ def test_service_answers_the_joint_class_and_per_output_probabilities(two_head_l
     assert list(prediction.probabilities) == OUTPUTS
     p = prediction.probabilities
     assert prediction.predicted == JOINT[max(("Fe", "X-ray"), key=p.get), max(("sham", "low", "high"), key=p.get)]
+
+
+def test_each_heads_scores_carry_bootstrap_intervals():
+    rng = np.random.default_rng(5)
+    n, wells = 240, 24
+    y_true = rng.integers(0, len(TWO_HEADS.classes), n)
+    blocks = []
+    for size, truth in zip(TWO_HEADS.head_sizes, TWO_HEADS.head_labels(y_true), strict=True):
+        block = rng.dirichlet(np.ones(size), n)
+        block[np.arange(n), truth] += rng.random(n)  # better than chance
+        blocks.append(block / block.sum(axis=1, keepdims=True))
+    outputs, sham = np.concatenate(blocks, axis=1), TWO_HEADS.head_labels(y_true)[1] == 0
+    wells_of = np.unique(rng.integers(0, wells, n), return_inverse=True)[1]
+    keys = [f"{head}_{key}" for head in ("particle", "dose") for key in HEAD_KEYS]
+
+    # One replicate that draws every well once is the sample itself: its interval is the value.
+    itself = GroupedBootstrap(wells_of, np.ones((1, wells_of.max() + 1), dtype=np.int64))
+    scores = model_scores(TWO_HEADS, y_true, outputs, sham, itself, calibration_bins=10)
+    for key in keys:
+        assert scores[f"{key}_ci95_low"] == pytest.approx(scores[key], abs=1e-6) == scores[f"{key}_ci95_high"], key
+
+    resampled = GroupedBootstrap.draw(wells_of, np.zeros(n), 500, seed=0)
+    scores = model_scores(TWO_HEADS, y_true, outputs, sham, resampled, calibration_bins=10)
+    for key in keys:
+        assert scores[f"{key}_ci95_low"] < scores[f"{key}_ci95_high"], key
 
 
 def test_saliency_of_two_heads_is_the_gradient_of_the_predicted_joint_class():
