@@ -16,6 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from bps.errors import PipelineError
+from bps.http_protocol import HEADER_TIMEOUT, with_header_timeout
 from bps.service import (
     BODY_TIMEOUT,
     MAX_IMAGE_SIDE,
@@ -84,6 +85,12 @@ def main(argv: list[str] | None = None) -> None:
         default=BODY_TIMEOUT,
         help="seconds a request body may take to arrive; slower ones get 408 (default %(default)s)",
     )
+    parser.add_argument(
+        "--header-timeout",
+        type=positive_float,
+        default=HEADER_TIMEOUT,
+        help="seconds a request's headers may take to arrive; slower connections are closed (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         app = create_app(
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    uvicorn.run(app, host=args.host, port=args.port)
+    uvicorn.run(app, host=args.host, port=args.port, http=with_header_timeout(args.header_timeout))
 
 
 if __name__ == "__main__":

@@ -176,3 +176,33 @@ def test_slow_bodies_get_408_and_their_connections_are_closed(model):
         assert elapsed < 15, elapsed
         assert len([c for c in process.net_connections() if c.status == psutil.CONN_ESTABLISHED]) == 0
         assert httpx.get(f"{url}/health").status_code == 200
+
+
+def open_partial_headers(url: str, sent: bytes = b"POST /predict HTTP/1.1\r\nHost: x\r\n") -> socket.socket:
+    """A connection that sends the start of a request's headers and then nothing (slowloris)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=30)
+    connection.sendall(sent)
+    return connection
+
+
+def test_connections_stuck_in_their_headers_are_closed(model):
+    with serving(model, "--header-timeout", "2") as (url, process):
+        started = time.monotonic()
+        stalled = [open_partial_headers(url) for _ in range(12)]
+        # a kept-alive connection: one whole request, then the next one's headers stall
+        stalled.append(open_partial_headers(url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\n"))
+        slow_but_whole = open_partial_headers(url, b"GET /health HTTP/1.1\r\n")
+        time.sleep(0.3)  # well inside the clock
+        slow_but_whole.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+        assert read_until_closed(slow_but_whole).startswith(b"HTTP/1.1 200")
+
+        answers = [read_until_closed(connection) for connection in stalled]  # returns once the server closes
+        elapsed = time.monotonic() - started
+        for connection in [*stalled, slow_but_whole]:
+            connection.close()
+        assert answers[:12] == [b""] * 12  # closed without an answer: there was no request to answer
+        assert answers[12].startswith(b"HTTP/1.1 200") and answers[12].count(b"HTTP/1.1 ") == 1
+        assert elapsed < 15, elapsed
+        assert len([c for c in process.net_connections() if c.status == psutil.CONN_ESTABLISHED]) == 0
+        assert httpx.get(f"{url}/health").status_code == 200
