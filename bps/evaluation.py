@@ -67,43 +67,35 @@ def model_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np
     and per-image losses use the joint classes (:meth:`Target.joint`).
     """
     joint = target.joint(proba)
-    y_pred = joint.argmax(axis=1)
-    correct = (y_pred == y_true).astype(np.float64)
-    confusions = bootstrap.confusions(y_true, y_pred, len(target.classes))
     ece, ece_replicates = calibration_error(y_true, joint, calibration_bins, bootstrap)
     replicates = {
-        "accuracy": accuracy(confusions),
-        "balanced_accuracy": balanced_accuracy(confusions),
-        "macro_f1": macro_f1(confusions),
+        **_class_replicates(y_true, joint, sham, bootstrap),
         **{name: bootstrap.mean(values) for name, values in per_image_losses(target, y_true, joint).items()},
-        "sham_accuracy": bootstrap.mean(correct, sham),
-        "irradiated_accuracy": bootstrap.mean(correct, ~sham),
         "calibration_error": ece_replicates,
-        **_head_replicates(target, y_true, proba, sham, bootstrap),
     }
+    if len(target.heads) > 1:  # each head's own scores too: particle_accuracy, dose_log_loss...
+        for head, truth, block in zip(target.heads, target.head_labels(y_true), target.split(proba), strict=True):
+            head_replicates = {**_class_replicates(truth, block, sham, bootstrap),
+                               "log_loss": bootstrap.mean(per_image_losses(head, truth, block)["log_loss"])}
+            replicates |= {f"{head.name}_{name}": values for name, values in head_replicates.items()}
     scores = {**summary(target, y_true, proba, sham), "calibration_error": round(ece, 6)}
     return with_intervals(scores, replicates)
 
 
-def _head_replicates(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np.ndarray,
-                     bootstrap: GroupedBootstrap) -> dict[str, np.ndarray]:
-    """Bootstrap replicates of each head's own scores (``particle_accuracy``...); {} for one head."""
-    if len(target.heads) == 1:
-        return {}
-    replicates = {}
-    for head, truth, block in zip(target.heads, target.head_labels(y_true), target.split(proba), strict=True):
-        predicted = block.argmax(axis=1)
-        confusions = bootstrap.confusions(truth, predicted, len(head.classes))
-        correct = (predicted == truth).astype(np.float64)
-        replicates |= {
-            f"{head.name}_accuracy": accuracy(confusions),
-            f"{head.name}_balanced_accuracy": balanced_accuracy(confusions),
-            f"{head.name}_macro_f1": macro_f1(confusions),
-            f"{head.name}_log_loss": bootstrap.mean(per_image_losses(head, truth, block)["log_loss"]),
-            f"{head.name}_sham_accuracy": bootstrap.mean(correct, sham),
-            f"{head.name}_irradiated_accuracy": bootstrap.mean(correct, ~sham),
-        }
-    return replicates
+def _class_replicates(y_true: np.ndarray, proba: np.ndarray, sham: np.ndarray,
+                      bootstrap: GroupedBootstrap) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of the scores of one softmax's argmax: accuracy, balanced accuracy,
+    macro F1, and accuracy on sham and on irradiated images."""
+    y_pred = proba.argmax(axis=1)
+    confusions = bootstrap.confusions(y_true, y_pred, proba.shape[1])
+    correct = (y_pred == y_true).astype(np.float64)
+    return {
+        "accuracy": accuracy(confusions),
+        "balanced_accuracy": balanced_accuracy(confusions),
+        "macro_f1": macro_f1(confusions),
+        "sham_accuracy": bootstrap.mean(correct, sham),
+        "irradiated_accuracy": bootstrap.mean(correct, ~sham),
+    }
 
 
 def _control_points(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
