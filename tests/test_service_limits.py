@@ -127,16 +127,20 @@ def test_bombs_get_415_or_422_with_bounded_rss(server):
     assert rss["peak"] - rss["before"] < 64, rss  # one PNG bomb alone decodes to 244 MiB
 
 
+def open_and_send(url: str, sent: bytes) -> socket.socket:
+    """A raw connection to the server that has sent ``sent`` and waits."""
+    connection = socket.create_connection((httpx.URL(url).host, httpx.URL(url).port), timeout=30)
+    connection.sendall(sent)
+    return connection
+
+
 def open_partial_body(url: str, sent: bytes = b"--x\r\n") -> socket.socket:
     """A connection that declares a 1000-byte multipart body and sends only its first bytes."""
-    host, port = httpx.URL(url).host, httpx.URL(url).port
-    connection = socket.create_connection((host, port), timeout=30)
     head = (
         "POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary=x\r\n"
         "Content-Length: 1000\r\n\r\n"
     )
-    connection.sendall(head.encode() + sent)
-    return connection
+    return open_and_send(url, head.encode() + sent)
 
 
 def read_until_closed(connection: socket.socket) -> bytes:
@@ -178,21 +182,13 @@ def test_slow_bodies_get_408_and_their_connections_are_closed(model):
         assert httpx.get(f"{url}/health").status_code == 200
 
 
-def open_partial_headers(url: str, sent: bytes = b"POST /predict HTTP/1.1\r\nHost: x\r\n") -> socket.socket:
-    """A connection that sends the start of a request's headers and then nothing (slowloris)."""
-    host, port = url.removeprefix("http://").split(":")
-    connection = socket.create_connection((host, int(port)), timeout=30)
-    connection.sendall(sent)
-    return connection
-
-
 def test_connections_stuck_in_their_headers_are_closed(model):
     with serving(model, "--header-timeout", "2") as (url, process):
         started = time.monotonic()
-        stalled = [open_partial_headers(url) for _ in range(12)]
+        stalled = [open_and_send(url, b"POST /predict HTTP/1.1\r\nHost: x\r\n") for _ in range(12)]  # slowloris
         # a kept-alive connection: one whole request, then the next one's headers stall
-        stalled.append(open_partial_headers(url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\n"))
-        slow_but_whole = open_partial_headers(url, b"GET /health HTTP/1.1\r\n")
+        stalled.append(open_and_send(url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\n"))
+        slow_but_whole = open_and_send(url, b"GET /health HTTP/1.1\r\n")
         time.sleep(0.3)  # well inside the clock
         slow_but_whole.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
         assert read_until_closed(slow_but_whole).startswith(b"HTTP/1.1 200")

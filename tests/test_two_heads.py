@@ -348,11 +348,10 @@ def test_saliency_of_two_heads_is_the_gradient_of_the_predicted_joint_class():
     for block in TWO_HEADS.split(outputs):
         np.testing.assert_allclose(block.sum(axis=1), 1, rtol=1e-5)  # each head's own softmax
     inputs = to_float(images).requires_grad_(True)
-    joint = torch.as_tensor(TWO_HEADS.joint(head_softmax(model(inputs), TWO_HEADS.head_sizes).detach().numpy()))
-    predicted = TWO_HEADS.predict(outputs)
-    np.testing.assert_array_equal(predicted, joint.argmax(dim=1).numpy())
-    # the same map by hand: d log(p_particle · p_dose of the predicted pair) / d pixel
     probabilities = head_softmax(model(inputs), TWO_HEADS.head_sizes)
+    predicted = TWO_HEADS.predict(outputs)
+    np.testing.assert_array_equal(predicted, TWO_HEADS.joint(probabilities.detach().numpy()).argmax(axis=1))
+    # the same map by hand: d log(p_particle · p_dose of the predicted pair) / d pixel
     particle, dose = TWO_HEADS.head_labels(predicted)
     rows = torch.arange(len(images))
     chosen = (probabilities[rows, torch.as_tensor(particle)].log()
