@@ -10,9 +10,9 @@ from pathlib import Path
 import boto3
 
 from benchmarks.common import Row, loopback_s3, simulated_tiffs, timed
-from bps.files import remove_partials
-from bps.params import S3Params
-from bps.s3 import download_objects, list_objects, make_client
+from bps.core.files import remove_partials
+from bps.core.params import S3Params
+from bps.data.s3 import download_objects, list_objects, make_client
 
 BUCKET = "bench-bps"
 PREFIX = "Microscopy/train"

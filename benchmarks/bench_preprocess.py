@@ -11,8 +11,8 @@ import tifffile
 from PIL import Image
 
 from benchmarks.common import Row, best_of_each, simulated_tiffs
-from bps.params import PreprocessParams
-from bps.prepare import prepare_images
+from bps.core.params import PreprocessParams
+from bps.data.arrays import prepare_images
 
 
 def naive_loop(paths: list[Path], size: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.bench_dvc import BIN, PEAK_RSS, QUICK, _run, project_copy, set_params, stage_rows
 from benchmarks.common import Row
-from bps.simulate import plan_dataset
+from bps.sim.render import plan_dataset
 
 FULL_SIZE = 4540  # images per condition: 77,180 in all, the size of the NASA bucket
 QUICK_SIZE = 8
@@ -70,17 +70,17 @@ from pathlib import Path
 import numpy as np
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from bps import baseline
-from bps.batches import load_split
-from bps.labels import get_target
-from bps.params import BaselineParams
+from bps.models import pixel_mlp, sklearn_io
+from bps.data.arrays import load_split
+from bps.targets.labels import get_target
+from bps.core.params import BaselineParams
 train_images, train_table = load_split("train")
 val_images, _ = load_split("val")
-train_flat = baseline.flatten(train_images)
+train_flat = pixel_mlp.flatten(train_images)
 scaler = StandardScaler().fit(train_flat)
-train_x, val_x = scaler.transform(train_flat), scaler.transform(baseline.flatten(val_images))
-mlp = baseline.make_mlp(BaselineParams())
-baseline.fit_epoch(mlp, train_x, get_target("particle").encode(train_table), np.arange(2))
+train_x, val_x = scaler.transform(train_flat), scaler.transform(pixel_mlp.flatten(val_images))
+mlp = pixel_mlp.make_mlp(BaselineParams())
+pixel_mlp.fit_epoch(mlp, train_x, get_target("particle").encode(train_table), np.arange(2))
 mlp.predict_proba(val_x)
 import skops.io as sio  # the saving step's imports (torch among them), as the stage had them
 sio.dumps(make_pipeline(scaler, mlp))

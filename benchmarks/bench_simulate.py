@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from benchmarks.common import Row, timed
-from bps.simulate import plan_dataset, write_images
+from bps.sim.render import plan_dataset, write_images
 
 FULL_SIZE = 77_180  # images in a full-size simulated dataset (17 conditions × 4,540)
 

@@ -16,10 +16,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from benchmarks.common import Row, best_of_each, simulated_tiffs, timed
-from bps.batches import RandomAugment, iterate_batches
-from bps.models import LeNet5
-from bps.params import PreprocessParams
-from bps.prepare import prepare_images, save_array
+from bps.core.params import PreprocessParams
+from bps.data.arrays import prepare_images, save_array
+from bps.models.networks import LeNet5
+from bps.training.batches import RandomAugment, iterate_batches
 
 BATCH = 64
 SIZE = 64

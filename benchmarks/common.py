@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bps.simulate import plan_dataset, write_images
+from bps.sim.render import plan_dataset, write_images
 
 
 @dataclass

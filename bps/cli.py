@@ -1,61 +1,72 @@
-"""How a stage script starts and fails: validated params first, one clear line on bad input."""
+"""The user commands, one entry point: ``python -m bps <command> --help``.
+
+The pipeline's stages run through ``dvc repro`` (``stages/``); these are the tools around it.
+Each command imports only what it needs, so ``python -m bps --help`` answers at once.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-
-from bps.errors import PipelineError
-from bps.files import write_text
-from bps.params import Params, load_params
-
-NOT_APPLICABLE_FILE = "NOT_APPLICABLE.md"
+from collections.abc import Callable
 
 
+def _predict(argv: list[str]) -> None:
+    from bps.serving.commands import predict
 
-class LayoutNotSupportedError(PipelineError):
-    """The stage has no multi-channel (``data.source: layout``) path yet."""
-
-
-def stage_name(argv: list[str]) -> str:
-    """The running stage as dvc.yaml names it: ``python -m stages.train_lenet --control`` is train-lenet-control."""
-    return "-".join([Path(argv[0]).stem, *argv[1:]]).replace("_", "-").replace("--", "")
+    predict(argv)
 
 
-@dataclass(frozen=True)
-class BpsOnly:
-    """A stage with nothing to do on a layout: why, and the outs (dvc.yaml) it still writes, so
-    that ``dvc repro`` runs every stage on any source."""
+def _serve(argv: list[str]) -> None:
+    from bps.serving.commands import serve
 
-    why: str
-    outs: Sequence[Path]
-
-    def write(self, stage: str) -> None:
-        """One NOT_APPLICABLE.md per out folder, saying why it holds nothing else."""
-        for folder in self.outs:
-            write_text(Path(folder) / NOT_APPLICABLE_FILE,
-                       f"# {stage}: not applicable to data.source layout\n\n{self.why}\n")
-        print(f"{stage}: not applicable to data.source layout (see {NOT_APPLICABLE_FILE} in "
-              f"{', '.join(str(folder) for folder in self.outs)})")
+    serve(argv)
 
 
-def run_stage(main: Callable[[Params], None], layouts: bool = False, bps_only: BpsOnly | None = None) -> None:
-    """Validate params.yaml, run ``main``, and turn input errors into a message and exit 1.
+def _exp_summary(argv: list[str]) -> None:
+    from bps.evaluation.experiments import main
 
-    A stage that does not say it handles ``data.source: layout`` (``layouts``) stops on one with
-    one line, instead of failing somewhere inside on columns that BPS tables have; one that is
-    ``bps_only`` writes its reason into its outs instead, and succeeds.
-    """
-    try:
-        params = load_params()
-        if params.data.source == "layout" and bps_only is not None:
-            bps_only.write(stage_name(sys.argv))
-            return
-        if params.data.source == "layout" and not layouts:
-            raise LayoutNotSupportedError(f"data.source layout: {stage_name(sys.argv)} supports BPS only so far")
-        main(params)
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+    main(argv)
+
+
+def _realism(argv: list[str]) -> None:
+    from bps.sim.realism import main
+
+    main(argv)
+
+
+def _sham_probe(argv: list[str]) -> None:
+    from bps.sim.sham_probe import main
+
+    main(argv)
+
+
+def _toy_data(argv: list[str]) -> None:
+    from bps.data.layouts.toy import main
+
+    main(argv)
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
+    "predict": (_predict, "class probabilities for new images from a trained model folder"),
+    "serve": (_serve, "serve a trained model's predictions over HTTP"),
+    "exp-summary": (_exp_summary, "mean ± SD of every metric across DVC experiments (e.g. one per seed)"),
+    "realism": (_realism, "the simulator's crops measured against the real one (a Markdown table)"),
+    "sham-probe": (_sham_probe, "how much of the simulated plate signal each split protocol lets through"),
+    "toy-data": (_toy_data, "write a small offline dataset in the HPA or RxRx1 layout"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m bps", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()),
+    )
+    parser.add_argument("command", choices=COMMANDS, metavar="command", help="one of the commands below; "
+                        "its own arguments follow it (python -m bps predict --help)")
+    if not argv or argv[0].startswith("-"):
+        parser.parse_args(argv)  # --help, or the usage error for no command
+    command = parser.parse_args(argv[:1]).command
+    COMMANDS[command][0](argv[1:])

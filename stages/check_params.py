@@ -8,11 +8,11 @@ bytes never change: after a valid edit DVC re-runs only the stages whose own par
 With ``data.source: layout`` it also reads the layout's metadata (from its folder or S3).
 """
 
-from bps.cli import run_stage
-from bps.files import write_text
-from bps.layout import PARAMS_OK
-from bps.layout_source import load_layout
-from bps.params import Params
+from bps.core.files import write_text
+from bps.core.params import Params
+from bps.core.paths import PARAMS_OK
+from bps.core.stage import run_stage
+from bps.data.layouts.source import load_layout
 
 
 def main(params: Params) -> None:

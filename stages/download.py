@@ -10,15 +10,15 @@ paths, its metadata file included, and writes meta.csv in the normalised form of
 
 import os
 
-from bps.cli import run_stage
-from bps.files import prune, remove_partials, write_text
-from bps.layout import META, RAW
-from bps.layout_meta import files_of
-from bps.layout_source import download_layout
-from bps.meta import select_rows
-from bps.params import Params
-from bps.s3 import MANIFEST, download_dataset
-from bps.simulate import plan_dataset, write_images
+from bps.core.files import prune, remove_partials, write_text
+from bps.core.params import Params
+from bps.core.paths import META, RAW
+from bps.core.stage import run_stage
+from bps.data.layouts.meta import files_of
+from bps.data.layouts.source import download_layout
+from bps.data.meta import select_rows
+from bps.data.s3 import MANIFEST, download_dataset
+from bps.sim.render import plan_dataset, write_images
 
 
 def main(params: Params) -> None:

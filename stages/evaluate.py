@@ -21,32 +21,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from bps import baseline, classical
-from bps.cli import run_stage
-from bps.controls import CONTROL_TARGET, control_name, read_held_out
-from bps.errors import PipelineError
-from bps.evaluation import (
-    accuracy_by,
-    accuracy_by_condition,
-    control_scores,
-    cross_validated_control_scores,
-    describe_protocol,
-    model_scores,
-    reliability_table,
-    strata,
-)
-from bps.files import write_csv, write_json, write_text
-from bps.labels import Target, get_target, task_target
-from bps.layout import METRICS, MODELS
-from bps.layout_evaluation import TOP_K, multilabel_scores, single_label_scores
-from bps.layout_split import layout_groups
-from bps.metrics import confusion_rows, is_sham, per_class
-from bps.model_card import read_card
-from bps.models import load_checkpoint
-from bps.multilabel import per_label
-from bps.params import EvaluateParams, Params
-from bps.prepared import load_split
-from bps.report import (
+from bps.classical import families
+from bps.core.errors import PipelineError
+from bps.core.files import write_csv, write_json, write_text
+from bps.core.params import EvaluateParams, Params
+from bps.core.paths import METRICS, MODELS, control_name
+from bps.core.stage import run_stage
+from bps.data.arrays import load_split
+from bps.data.layouts.split import layout_groups
+from bps.evaluation.comparison import (
     LAYOUT_MULTILABEL_HEADLINE,
     cell,
     control_fold_table,
@@ -56,9 +39,27 @@ from bps.report import (
     more_table,
     paired_table,
 )
-from bps.saliency import input_gradients, render, sample_per_class
-from bps.training import pick_device, predict_proba
-from bps.uncertainty import GroupedBootstrap, paired_comparison
+from bps.evaluation.intervals import GroupedBootstrap, paired_comparison
+from bps.evaluation.layout_scores import TOP_K, multilabel_scores, single_label_scores
+from bps.evaluation.saliency import input_gradients, render, sample_per_class
+from bps.evaluation.scores import (
+    accuracy_by,
+    accuracy_by_condition,
+    control_scores,
+    cross_validated_control_scores,
+    describe_protocol,
+    model_scores,
+    reliability_table,
+    strata,
+)
+from bps.models import pixel_mlp, sklearn_io
+from bps.models.card import read_card
+from bps.models.inference import pick_device, predict_proba
+from bps.models.networks import load_checkpoint
+from bps.targets.labels import Target, get_target, task_target
+from bps.targets.metrics import confusion_rows, is_sham, per_class
+from bps.targets.multilabel import per_label
+from bps.training.negative_control import CONTROL_TARGET, read_held_out
 
 # (model folder, prepared test images N×C×H×W uint8, their rows of data/prepared/test.csv, target)
 #   → probabilities of the target's outputs (its classes, or per head: Target.outputs).
@@ -78,7 +79,7 @@ class ScoredModel:
 
 
 def mlp_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, target: Target) -> np.ndarray:
-    return target.marginals(baseline.load(folder).predict_proba(baseline.flatten(images)))
+    return target.marginals(sklearn_io.load(folder).predict_proba(pixel_mlp.flatten(images)))
 
 
 def cnn_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, target: Target,
@@ -88,7 +89,7 @@ def cnn_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, tar
 
 
 def classical_probabilities(folder: Path, images: np.ndarray, table: pd.DataFrame, target: Target) -> np.ndarray:
-    return target.marginals(classical.probabilities_for(folder, table))
+    return target.marginals(families.probabilities_for(folder, table))
 
 
 def scored_models(params: Params) -> list[ScoredModel]:

@@ -6,12 +6,12 @@ and the appearance_* and foci_* features of bps/features.py, row for row.
 
 import pandas as pd
 
-from bps.cli import BpsOnly, run_stage
-from bps.features import CLASSICAL_NEEDS_FOCI, compute_features
-from bps.files import write_text
-from bps.layout import FEATURES, RAW, feature_table, split_table
-from bps.params import Params
-from bps.split import SPLITS
+from bps.classical.features import CLASSICAL_NEEDS_FOCI, compute_features
+from bps.core.files import write_text
+from bps.core.params import Params
+from bps.core.paths import FEATURES, RAW, feature_table, split_table
+from bps.core.stage import BpsOnly, run_stage
+from bps.data.split import SPLITS
 
 
 def main(params: Params) -> None:

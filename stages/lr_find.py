@@ -12,17 +12,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bps import lr_find
-from bps.batches import RandomAugment, training_weights
-from bps.cli import run_stage
-from bps.files import write_csv, write_json
-from bps.labels import task_target
-from bps.layout import METRICS
-from bps.model_card import ModelCard
-from bps.models import build_model
-from bps.params import Params
-from bps.prepared import load_split
-from bps.training import make_deterministic, make_optimizer, pick_device
+from bps.core.files import write_csv, write_json
+from bps.core.params import Params
+from bps.core.paths import METRICS
+from bps.core.stage import run_stage
+from bps.data.arrays import load_split
+from bps.models.card import ModelCard
+from bps.models.inference import pick_device
+from bps.models.networks import build_model
+from bps.targets.labels import task_target
+from bps.training import lr_find
+from bps.training.batches import RandomAugment, training_weights
+from bps.training.loop import make_deterministic, make_optimizer
 
 OUTPUT = METRICS / "lr_find"
 

@@ -9,14 +9,14 @@ states the method and window of every channel.
 
 import pandas as pd
 
-from bps.channels import prepare_samples
-from bps.cli import run_stage
-from bps.files import write_json, write_text
-from bps.layout import PREPARED, RAW, prepared_images, prepared_table, split_table
-from bps.layout_meta import SAMPLE, channel_columns, read_normalised
-from bps.params import Params, PreprocessParams
-from bps.prepare import PreparedArray, prepare_images, save_array
-from bps.split import SPLITS
+from bps.core.files import write_json, write_text
+from bps.core.params import Params, PreprocessParams
+from bps.core.paths import PREPARED, RAW, prepared_images, prepared_table, split_table
+from bps.core.stage import run_stage
+from bps.data.arrays import PreparedArray, prepare_images, save_array
+from bps.data.layouts.channels import prepare_samples
+from bps.data.layouts.meta import SAMPLE, channel_columns, read_normalised
+from bps.data.split import SPLITS
 
 WINDOWS = {
     "percentile": "that image's own percentiles {percentiles} of the channel",

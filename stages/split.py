@@ -8,14 +8,14 @@ labelled ``control`` per ``data.layout.controls``) and summary.json lists sample
 per-class counts (bps/layout_split.py).
 """
 
-from bps import layout_split
-from bps.cli import run_stage
-from bps.files import write_json, write_text
-from bps.layout import META, SPLIT_SUMMARY, split_table
-from bps.layout_meta import class_names, read_normalised, with_controls
-from bps.meta import read_meta, with_groups
-from bps.params import Params
-from bps.split import SPLITS, assign_splits, summarise
+from bps.core.files import write_json, write_text
+from bps.core.params import Params
+from bps.core.paths import META, SPLIT_SUMMARY, split_table
+from bps.core.stage import run_stage
+from bps.data.layouts import split as layout_split
+from bps.data.layouts.meta import class_names, read_normalised, with_controls
+from bps.data.meta import read_meta, with_groups
+from bps.data.split import SPLITS, assign_splits, summarise
 
 
 def split_layout(params: Params) -> None:

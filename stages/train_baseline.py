@@ -16,8 +16,14 @@ from dvclive import Live
 from sklearn.pipeline import make_pipeline
 from tqdm import tqdm
 
-from bps import baseline
-from bps.controls import (
+from bps.core.params import Params
+from bps.core.paths import METRICS, MODELS
+from bps.models import pixel_mlp, sklearn_io
+from bps.models.card import ModelCard, layout_fields, mark_complete
+from bps.targets.metrics import validation_scores
+from bps.targets.multilabel import choose_thresholds
+from bps.training.guard import run_training_stage
+from bps.training.negative_control import (
     TrainingData,
     control_requested,
     held_out_predictions,
@@ -26,12 +32,6 @@ from bps.controls import (
     training_runs,
     write_held_out,
 )
-from bps.layout import METRICS, MODELS
-from bps.metrics import validation_scores
-from bps.model_card import ModelCard, layout_fields, mark_complete
-from bps.multilabel import choose_thresholds
-from bps.params import Params
-from bps.run_guard import run_training_stage
 
 
 def main(params: Params, control: bool = False) -> None:
@@ -45,15 +45,15 @@ def train(params: Params, data: TrainingData) -> pd.DataFrame | None:
     config, target = params.baseline, data.target
     train_images, train_table = data.load("train")
     val_images, val_table = data.load("val")
-    scaler = baseline.fit_scaler(train_images)
-    train_x, val_x = baseline.standardize(train_images, scaler), baseline.standardize(val_images, scaler)
+    scaler = pixel_mlp.fit_scaler(train_images)
+    train_x, val_x = pixel_mlp.standardize(train_images, scaler), pixel_mlp.standardize(val_images, scaler)
     train_y, val_y = target.encode(train_table), target.encode(val_table)
-    mlp = baseline.make_mlp(config)
+    mlp = pixel_mlp.make_mlp(config)
     classes = np.arange(len(target.classes))
     with Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
         for _ in tqdm(range(config.epochs), desc=f"train-{data.name}", unit="epoch"):
-            baseline.fit_epoch(mlp, train_x, train_y, classes)
+            pixel_mlp.fit_epoch(mlp, train_x, train_y, classes)
             val_proba = target.marginals(mlp.predict_proba(val_x))
             scores = {"train_loss": float(mlp.loss_), **validation_scores(target, val_y, val_proba)}
             for name, value in scores.items():
@@ -70,13 +70,13 @@ def train(params: Params, data: TrainingData) -> pd.DataFrame | None:
         thresholds = choose_thresholds(val_y, val_proba, params.task.threshold)
         card = card.model_copy(update={"thresholds": thresholds.tolist()})
     model = make_pipeline(scaler, mlp)
-    baseline.save(MODELS / data.name, model, card)
+    sklearn_io.save(MODELS / data.name, model, card)
     if not data.primary:
         mark_complete(MODELS / data.name)  # the stage's own folder is marked last, by run_training_stage
     if not data.control:
         return None
     held_images, held_table = data.load("held_out")
-    return held_out_predictions(data, held_table, model.predict_proba(baseline.flatten(held_images)))
+    return held_out_predictions(data, held_table, model.predict_proba(pixel_mlp.flatten(held_images)))
 
 
 if __name__ == "__main__":

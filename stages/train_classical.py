@@ -1,7 +1,7 @@
 """train-appearance / train-foci: a classical baseline on per-image features, and its negative control.
 
 ``python -m stages.train_classical appearance`` (or ``foci``) fits the family's model
-(bps/classical.py) on the training split for ``task.target`` and, in models/{family}-control/,
+(bps/families.py) on the training split for ``task.target`` and, in models/{family}-control/,
 the same model on sham images for Fe-sham vs X-ray-sham (one fit per fold of bps/controls.py,
 held-out predictions in held_out.csv).
 Writes models/{family}/, models/{family}-control/ and metrics/{family}/ (dvclive: whole-split
@@ -18,31 +18,31 @@ import pandas as pd
 from dvclive import Live
 from sklearn.base import ClassifierMixin
 
-from bps import classical
-from bps.cli import BpsOnly
-from bps.controls import held_out_predictions, sham_pool, training_runs, write_held_out
-from bps.features import CLASSICAL_NEEDS_FOCI, FAMILIES
-from bps.files import write_text
-from bps.labels import get_target
-from bps.layout import METRICS, MODELS
-from bps.metrics import validation_scores
-from bps.model_card import mark_complete
-from bps.params import Params
-from bps.run_guard import run_training_stage
-from bps.split import SPLITS
+from bps.classical import families
+from bps.classical.features import CLASSICAL_NEEDS_FOCI, FAMILIES
+from bps.core.files import write_text
+from bps.core.params import Params
+from bps.core.paths import METRICS, MODELS
+from bps.core.stage import BpsOnly
+from bps.data.split import SPLITS
+from bps.models.card import mark_complete
+from bps.targets.labels import get_target
+from bps.targets.metrics import validation_scores
+from bps.training.guard import run_training_stage
+from bps.training.negative_control import held_out_predictions, sham_pool, training_runs, write_held_out
 
 
 def main(params: Params, family: str) -> None:
-    target, control_target = get_target(params.task.target), get_target(classical.CONTROL_TARGET)
-    train, val = classical.read_features("train"), classical.read_features("val")
-    model = classical.fit(family, params, train, target)
-    classical.save(classical.model_folder(family), model, family, target, params, control=False)
+    target, control_target = get_target(params.task.target), get_target(families.CONTROL_TARGET)
+    train, val = families.read_features("train"), families.read_features("val")
+    model = families.fit(family, params, train, target)
+    families.save(families.model_folder(family), model, family, target, params, control=False)
     control = fit_controls(params, family)
 
-    val_proba = target.marginals(classical.class_probabilities(model, family, val, target))  # per head if several
+    val_proba = target.marginals(families.class_probabilities(model, family, val, target))  # per head if several
     scores = validation_scores(target, target.encode(val), val_proba)
-    val_sham = classical.sham_rows(val)
-    control_proba = classical.class_probabilities(control, family, val_sham, control_target)
+    val_sham = families.sham_rows(val)
+    control_proba = families.class_probabilities(control, family, val_sham, control_target)
     correct = control_proba.argmax(axis=1) == control_target.encode(val_sham)
     scores["control_val_accuracy"] = round(float(np.mean(correct)), 6) if len(val_sham) else None
     scores["control_val_n"] = len(val_sham)
@@ -52,8 +52,8 @@ def main(params: Params, family: str) -> None:
         for name, value in scores.items():
             live.log_metric(name, value, plot=False)
     if family == "foci":
-        every_image = pd.concat([classical.read_features(split) for split in SPLITS], ignore_index=True)
-        for (particle, hours), curve in classical.dose_response(every_image).items():
+        every_image = pd.concat([families.read_features(split) for split in SPLITS], ignore_index=True)
+        for (particle, hours), curve in families.dose_response(every_image).items():
             path = METRICS / "foci" / "dose_response" / f"{particle}_{hours}h.csv"
             write_text(path, curve.to_csv(index=False, float_format="%.6g"))
     print(f"train-{family}: val accuracy {scores['val_accuracy']:.3f}, control (Fe-sham vs X-ray-sham) "
@@ -62,15 +62,15 @@ def main(params: Params, family: str) -> None:
 
 def fit_controls(params: Params, family: str) -> ClassifierMixin:
     """Fit and save the control of every fold, pool their held-out predictions; return the primary one."""
-    pool = sham_pool({split: classical.read_features(split) for split in SPLITS})
+    pool = sham_pool({split: families.read_features(split) for split in SPLITS})
     fitted, predictions = [], []
     for run in training_runs(family, params, control=True):
-        fitted.append(classical.fit(family, params, run.rows(pool, "train"), run.target))
-        classical.save(MODELS / run.name, fitted[-1], family, run.target, params, control=True)
+        fitted.append(families.fit(family, params, run.rows(pool, "train"), run.target))
+        families.save(MODELS / run.name, fitted[-1], family, run.target, params, control=True)
         if not run.primary:
             mark_complete(MODELS / run.name)  # the stage's own folders are marked last, by run_training_stage
         held_out = run.rows(pool, "held_out")
-        proba = classical.class_probabilities(fitted[-1], family, held_out, run.target)
+        proba = families.class_probabilities(fitted[-1], family, held_out, run.target)
         predictions.append(held_out_predictions(run, held_out, proba))
     write_held_out(family, predictions)
     return fitted[0]
@@ -81,6 +81,6 @@ if __name__ == "__main__":
         print(f"usage: python -m stages.train_classical {{{'|'.join(FAMILIES)}}}", file=sys.stderr)
         raise SystemExit(2)
     family = sys.argv[1]
-    folders = classical.model_folder(family), classical.model_folder(family, control=True)
+    folders = families.model_folder(family), families.model_folder(family, control=True)
     run_training_stage(partial(main, family=family), *folders,
                        bps_only=BpsOnly(CLASSICAL_NEEDS_FOCI, [*folders, METRICS / family]))

@@ -16,17 +16,15 @@ import torch
 from dvclive import Live
 from tqdm import tqdm
 
-from bps.batches import RandomAugment, training_weights
-from bps.controls import (
-    TrainingData,
-    control_requested,
-    held_out_predictions,
-    not_applicable,
-    output_name,
-    training_runs,
-    write_held_out,
-)
-from bps.distributed import (
+from bps.core.params import Params
+from bps.core.paths import METRICS, MODELS
+from bps.models.card import ModelCard, layout_fields, mark_complete, store_thresholds
+from bps.models.inference import pick_device, predict_proba
+from bps.models.networks import build_model, save_checkpoint
+from bps.targets.metrics import validation_scores
+from bps.targets.multilabel import choose_thresholds
+from bps.training.batches import RandomAugment, training_weights
+from bps.training.distributed import (
     SilentLive,
     World,
     predict_whole_split,
@@ -36,21 +34,16 @@ from bps.distributed import (
     unwrap,
     wrap,
 )
-from bps.layout import METRICS, MODELS
-from bps.metrics import validation_scores
-from bps.model_card import ModelCard, layout_fields, mark_complete, store_thresholds
-from bps.models import build_model, save_checkpoint
-from bps.multilabel import choose_thresholds
-from bps.params import Params
-from bps.run_guard import run_training_stage
-from bps.training import (
-    EarlyStopping,
-    make_deterministic,
-    make_optimizer,
-    make_scheduler,
-    pick_device,
-    predict_proba,
-    train_epoch,
+from bps.training.guard import run_training_stage
+from bps.training.loop import EarlyStopping, make_deterministic, make_optimizer, make_scheduler, train_epoch
+from bps.training.negative_control import (
+    TrainingData,
+    control_requested,
+    held_out_predictions,
+    not_applicable,
+    output_name,
+    training_runs,
+    write_held_out,
 )
 
 

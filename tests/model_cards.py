@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bps.model_card import ModelCard
-from bps.params import PreprocessParams
+from bps.core.params import PreprocessParams
+from bps.models.card import ModelCard
 
 
 def finished_card(

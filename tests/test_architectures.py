@@ -8,9 +8,10 @@ import torch
 import torchvision
 from torch import nn
 
-from bps.errors import PipelineError
-from bps.model_card import ModelCard
-from bps.models import (
+from bps.core.errors import PipelineError
+from bps.core.params import ParamsError, parse_params
+from bps.models.card import ModelCard
+from bps.models.networks import (
     ARCHITECTURES,
     LeNet5,
     SmallCNN,
@@ -20,7 +21,6 @@ from bps.models import (
     resnet,
     save_checkpoint,
 )
-from bps.params import ParamsError, parse_params
 from tests.model_cards import finished_card
 
 

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bps import classical
-from bps.features import FAMILIES, image_features
-from bps.labels import get_target
-from bps.meta import with_groups
-from bps.model_card import mark_complete
-from bps.params import FeatureParams, parse_params
-from bps.simulate import plan_dataset, simulate_image
-from bps.split import SPLITS, assign_splits
+from bps.classical import families
+from bps.classical.features import FAMILIES, image_features
+from bps.core.params import FeatureParams, parse_params
+from bps.data.meta import with_groups
+from bps.data.split import SPLITS, assign_splits
+from bps.models.card import mark_complete
+from bps.sim.render import plan_dataset, simulate_image
+from bps.targets.labels import get_target
 from stages import train_classical
 
 PER_CONDITION = 12
@@ -46,32 +46,32 @@ def trained(features_project, monkeypatch) -> Path:
     for family in FAMILIES:
         train_classical.main(params, family)
         for control in (False, True):
-            mark_complete(classical.model_folder(family, control))  # as run_training_stage does after main
+            mark_complete(families.model_folder(family, control))  # as run_training_stage does after main
     return features_project
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_predict_proba_covers_a_whole_split_in_class_order(trained, family):
-    proba, table = classical.predict_proba(Path("models") / family, "test")
+    proba, table = families.predict_proba(Path("models") / family, "test")
     target = get_target("particle_dose")
     assert proba.shape == (len(table), len(target.classes))
     assert table["filename"].tolist() == pd.read_csv("data/features/test.csv")["filename"].tolist()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert (proba.argmax(axis=1) != 0).any() or (target.encode(table) == 0).all()
-    card = classical._load(Path("models") / family)[1]
+    card = families._load(Path("models") / family)[1]
     assert card.classes == list(target.classes) and (card.kind, card.architecture) == ("classical", family)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_negative_control_is_trained_and_scored_on_sham_images_only(trained, family):
-    model, card = classical._load(classical.model_folder(family, control=True))
+    model, card = families._load(families.model_folder(family, control=True))
     train = pd.read_csv("data/features/train.csv")
     n_sham = int((train["dose_Gy"] == 0).sum())
     assert 0 < n_sham < len(train)
     if family == "foci":
         assert model.steps[0][1].n_samples_seen_ == n_sham  # the scaler saw exactly the training sham images
     assert card.target == "particle" and card.classes == ["Fe", "X-ray"] and card.control
-    proba, rows = classical.control_proba(Path("models") / family, "test")
+    proba, rows = families.control_proba(Path("models") / family, "test")
     assert len(rows) == int((pd.read_csv("data/features/test.csv")["dose_Gy"] == 0).sum())
     assert (rows["dose_Gy"] == 0).all()
     assert proba.shape == (len(rows), 2)
@@ -95,5 +95,5 @@ def test_training_logs_validation_and_control_scores_and_the_dose_response(train
 def test_a_class_missing_from_training_is_one_clear_error(features_project):
     table = pd.read_csv(features_project / "data/features/train.csv")
     only_fe = table[table["particle_type"] == "Fe"]
-    with pytest.raises(classical.PipelineError, match=r"no training images of class\(es\) \['X-ray'\]"):
-        classical.fit("foci", parse_params({}), only_fe, get_target("particle"))
+    with pytest.raises(families.PipelineError, match=r"no training images of class\(es\) \['X-ray'\]"):
+        families.fit("foci", parse_params({}), only_fe, get_target("particle"))

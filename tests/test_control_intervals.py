@@ -7,8 +7,8 @@ offset, and a nearest-mean control trained on two hours and scored on the third.
 import numpy as np
 import pytest
 
-from bps.evaluation import control_scores, cross_validated_control_scores
-from bps.uncertainty import GroupedBootstrap, cross_validation_interval
+from bps.evaluation.intervals import GroupedBootstrap, cross_validation_interval
+from bps.evaluation.scores import control_scores, cross_validated_control_scores
 
 HOURS = (4, 24, 48)
 

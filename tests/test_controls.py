@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
-from bps.controls import Fold, TrainingData, control_folds, control_requested, sham_pool, training_runs
-from bps.errors import PipelineError
-from bps.features import FAMILIES
-from bps.labels import get_target
-from bps.model_card import mark_complete, read_card
-from bps.params import SplitParams, parse_params
+from bps.classical.features import FAMILIES
+from bps.core.errors import PipelineError
+from bps.core.params import SplitParams, parse_params
+from bps.models.card import mark_complete, read_card
+from bps.targets.labels import get_target
+from bps.training.negative_control import Fold, TrainingData, control_folds, control_requested, sham_pool, training_runs
 from stages import evaluate, train_baseline, train_classical, train_lenet
 
 CONDITIONS = [("Fe", 0.0), ("Fe", 0.3), ("Fe", 0.82), ("X-ray", 0.0), ("X-ray", 0.1), ("X-ray", 1.0)]

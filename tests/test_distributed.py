@@ -12,8 +12,8 @@ import torch
 import yaml
 from test_pipeline_dvc import copy_project, dvc, read_json, reproduced_project, run
 
-from bps.batches import RandomAugment, Shard, iterate_batches
-from bps.distributed import World
+from bps.training.batches import RandomAugment, Shard, iterate_batches
+from bps.training.distributed import World
 
 
 def _images(count: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from test_pipeline_dvc import PROJECT_ROOT, dvc, git, isolated_env
 
-from bps.experiments import experiments, spread, varied_params
+from bps.evaluation.experiments import experiments, spread, varied_params
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_every_queued_experiment_is_read_once_with_its_seed(shown):
 def test_the_script_prints_mean_and_sd(shown, tmp_path):
     saved = tmp_path / "shown.json"
     saved.write_text(json.dumps(shown))
-    result = subprocess.run([sys.executable, "-m", "stages.exp_summary", "--json", str(saved)],
+    result = subprocess.run([sys.executable, "-m", "bps", "exp-summary", "--json", str(saved)],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert "3 experiments" in result.stdout and "train.seed" in result.stdout
     assert "lenet.accuracy" in result.stdout and "0.6200 ± 0.0100" in result.stdout

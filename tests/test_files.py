@@ -16,7 +16,7 @@ def test_outputs_get_the_mode_open_would_give(tmp_path, umask, mode):
     script = (
         "import os, sys\n"
         f"os.umask({umask})\n"
-        "from bps.files import write_text, atomic_open\n"
+        "from bps.core.files import write_text, atomic_open\n"
         "write_text(sys.argv[1] + '/a.txt', 'a')\n"
         "with atomic_open(sys.argv[1] + '/b.bin') as stream:\n"
         "    stream.write(b'b')\n"

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bps.features import FAMILIES, family_columns, image_features
-from bps.foci import find_spots, nucleus_mask, otsu_threshold
-from bps.images import read_tiff
-from bps.params import FeatureParams
-from bps.simulate import simulate_image
+from bps.classical.features import FAMILIES, family_columns, image_features
+from bps.classical.foci import find_spots, nucleus_mask, otsu_threshold
+from bps.core.params import FeatureParams
+from bps.data.images import read_tiff
+from bps.sim.render import simulate_image
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "bps-real"
 NOISE_SD = 20.0

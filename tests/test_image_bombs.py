@@ -19,11 +19,11 @@ import torch
 from model_cards import finished_card
 from tiff_bombs import deflate_bomb, jpeg_bomb, lzw_bomb, packbits_bomb, png_bomb, zstd_bomb
 
-from bps.images import CompressionError, ImageError, read_tiff
-from bps.models import LeNet5, save_checkpoint
-from bps.params import PreprocessParams
-from bps.prepare import prepare_images
-from bps.simulate import DEFLATE, simulate_image
+from bps.core.params import PreprocessParams
+from bps.data.arrays import prepare_images
+from bps.data.images import CompressionError, ImageError, read_tiff
+from bps.models.networks import LeNet5, save_checkpoint
+from bps.sim.render import DEFLATE, simulate_image
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -42,7 +42,7 @@ BOMBS = {
 
 READ_AND_MEASURE = """
 import json, resource, sys
-from bps.images import read_tiff
+from bps.data.images import read_tiff
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     outcome = f"decoded {read_tiff(sys.argv[1]).shape}"
@@ -126,7 +126,7 @@ def test_predict_cli_refuses_a_bomb_in_one_line_with_the_memory_of_a_normal_file
     torch.manual_seed(0)
     model = tmp_path / "lenet"
     save_checkpoint(model, LeNet5(1, 2, 32), finished_card("lenet", size=32))
-    predict = [sys.executable, "-m", "stages.predict", str(model)]
+    predict = [sys.executable, "-m", "bps", "predict", str(model)]
     code, out, _, normal_mib = run_measured([*predict, str(crops[0]), "--out", str(tmp_path / "ok.csv")])
     assert code == 0 and "1 images" in out
     bomb = bomb_files["PNG 16000x16000"]

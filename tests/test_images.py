@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from bps.images import ImageError, normalize, pad_to_square, prepare, read_tiff, resize_area, to_uint8
-from bps.params import PreprocessParams
-from bps.prepare import prepare_images, save_array
-from bps.simulate import plan_dataset, simulate_image, write_tiff
+from bps.core.params import PreprocessParams
+from bps.data.arrays import prepare_images, save_array
+from bps.data.images import ImageError, normalize, pad_to_square, prepare, read_tiff, resize_area, to_uint8
+from bps.sim.render import plan_dataset, simulate_image, write_tiff
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "bps-real"
 REAL_TIFF = REAL_DIR / "P242_73665006707-A6_003_013_proj.tif"

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bps.labels import ATTRIBUTES, TARGET_NAMES, dose_level, get_target
-from bps.metrics import confusion_rows, per_class, summary
+from bps.targets.labels import ATTRIBUTES, TARGET_NAMES, dose_level, get_target
+from bps.targets.metrics import confusion_rows, per_class, summary
 
 # One image of every (particle, dose) pair, in the study's order.
 HAND = pd.DataFrame(

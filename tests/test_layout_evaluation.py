@@ -11,15 +11,15 @@ import pytest
 import yaml
 from sklearn import metrics as skm
 
-from bps.batches import balanced_weights, training_weights
-from bps.cli import BpsOnly, run_stage
-from bps.labels import layout_target, task_target
-from bps.layout_evaluation import multilabel_scores, single_label_scores
-from bps.metrics import summary, validation_scores
-from bps.model_card import ModelCard
-from bps.multilabel import oversampling_weights, positive_weights
-from bps.params import PreprocessParams, parse_params
-from bps.uncertainty import GroupedBootstrap
+from bps.core.params import PreprocessParams, parse_params
+from bps.core.stage import BpsOnly, run_stage
+from bps.evaluation.intervals import GroupedBootstrap
+from bps.evaluation.layout_scores import multilabel_scores, single_label_scores
+from bps.models.card import ModelCard
+from bps.targets.labels import layout_target, task_target
+from bps.targets.metrics import summary, validation_scores
+from bps.targets.multilabel import oversampling_weights, positive_weights
+from bps.training.batches import balanced_weights, training_weights
 
 HPA = layout_target(["0", "5", "25"], " ")
 RXRX1 = layout_target([f"s{i}" for i in range(7)], None)

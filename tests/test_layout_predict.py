@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bps.fixtures import write_hpa, write_rxrx1
-from bps.predict import Predictor
-from bps.service import create_app
+from bps.data.layouts.toy import write_hpa, write_rxrx1
+from bps.serving.app import create_app
+from bps.serving.predictor import Predictor
 from tests.test_service import post, running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_a_multichannel_model_predicts_a_sample_as_evaluate_scores_it(trained):
 def test_the_cli_takes_one_file_per_channel_and_names_them_when_one_is_missing(trained, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     files = [str(path) for path in sample_files(trained, 0)]
-    command = [sys.executable, "-m", "stages.predict", "models/lenet", *files, "--out", str(tmp_path / "p.json")]
+    command = [sys.executable, "-m", "bps", "predict", "models/lenet", *files, "--out", str(tmp_path / "p.json")]
     subprocess.run(command, cwd=trained, env=env, check=True, capture_output=True)
     [row] = json.loads((tmp_path / "p.json").read_text())
     assert row["file"] == " ".join(files)

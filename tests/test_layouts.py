@@ -18,13 +18,12 @@ import yaml
 from PIL import Image
 from s3_server import s3_client
 
-from bps import layout_split
-from bps.batches import RandomAugment
-from bps.channels import prepare_samples, read_channel
-from bps.cli import stage_name
-from bps.fixtures import HPA_CLASSES, RXRX1_COLUMNS, write_hpa, write_png, write_rxrx1
-from bps.images import ImageError
-from bps.layout_meta import (
+from bps.core.params import DataParams, LayoutParams, ParamsError, PreprocessParams, S3Params, parse_params
+from bps.core.stage import stage_name
+from bps.data.images import ImageError
+from bps.data.layouts import split as layout_split
+from bps.data.layouts.channels import prepare_samples, read_channel
+from bps.data.layouts.meta import (
     IS_CONTROL,
     LABEL,
     SAMPLE,
@@ -36,8 +35,9 @@ from bps.layout_meta import (
     resolve,
     with_controls,
 )
-from bps.layout_source import download_layout, load_layout
-from bps.params import DataParams, LayoutParams, ParamsError, PreprocessParams, S3Params, parse_params
+from bps.data.layouts.source import download_layout, load_layout
+from bps.data.layouts.toy import HPA_CLASSES, RXRX1_COLUMNS, write_hpa, write_png, write_rxrx1
+from bps.training.batches import RandomAugment
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {name: yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text()) for name in ("hpa", "rxrx1")}
@@ -413,7 +413,7 @@ def test_dvc_repro_runs_every_stage_on_each_preset(tmp_path, preset, shape):
 
     env = isolated_env(tmp_path / "sandbox")
     root = make_project(tmp_path / "project", env)
-    run([sys.executable, "-m", "bps.fixtures", preset, f"fixtures/{preset}"], root, env)
+    run([sys.executable, "-m", "bps", "toy-data", preset, f"fixtures/{preset}"], root, env)
     params = {**PRESETS[preset], "baseline": {**PRESETS[preset]["baseline"], "epochs": 2},
               "train": {**PRESETS[preset]["train"], "epochs": 2, "device": "cpu"},
               "evaluate": {**PRESETS[preset]["evaluate"], "resamples": 200}}

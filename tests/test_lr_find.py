@@ -16,8 +16,8 @@ import yaml
 from test_controls import write_prepared
 from test_pipeline_dvc import dvc, isolated_env, make_project, stages_run
 
-from bps.lr_find import CURVE_COLUMNS, range_test, rates, suggest
-from bps.params import ParamsError, parse_params
+from bps.core.params import ParamsError, parse_params
+from bps.training.lr_find import CURVE_COLUMNS, range_test, rates, suggest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_STEPS = 30

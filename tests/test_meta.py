@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from bps.meta import COLUMNS, MetaError, check_safe_name, read_meta, select_rows, validate_meta, with_groups
+from bps.data.meta import COLUMNS, MetaError, check_safe_name, read_meta, select_rows, validate_meta, with_groups
 
 GOOD_CSV = b"""filename,dose_Gy,particle_type,hr_post_exposure
 P242_73665006707-A6_003_013_proj.tif,0.82,Fe,4

@@ -12,10 +12,10 @@ import torch
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from bps import baseline
-from bps.model_card import ModelCard
-from bps.models import LeNet5, build_model, load_checkpoint, save_checkpoint
-from bps.params import BaselineParams
+from bps.core.params import BaselineParams
+from bps.models import pixel_mlp, sklearn_io
+from bps.models.card import ModelCard
+from bps.models.networks import LeNet5, build_model, load_checkpoint, save_checkpoint
 from tests.model_cards import finished_card
 
 
@@ -121,7 +121,7 @@ def test_checkpoint_for_other_shape_does_not_load(tmp_path):
 def test_flatten_shape_and_range():
     images = np.arange(2 * 3 * 4 * 5, dtype=np.int64).reshape(2, 3, 4, 5).astype(np.uint8)
     images[0, 0, 0, 0], images[1, 2, 3, 4] = 0, 255
-    flat = baseline.flatten(images)
+    flat = pixel_mlp.flatten(images)
     assert flat.shape == (2, 60)
     assert flat.dtype == np.float32
     assert flat.min() == 0.0 and flat.max() == 1.0
@@ -133,24 +133,24 @@ def test_flatten_reads_a_memory_map(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (7, 1, 8, 8), dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
-    np.testing.assert_array_equal(baseline.flatten(mapped), baseline.flatten(images))
+    np.testing.assert_array_equal(pixel_mlp.flatten(mapped), pixel_mlp.flatten(images))
 
 
 def test_blockwise_scaler_matches_one_matrix_fit(tmp_path, monkeypatch):
     """Fitting and standardising block by block (a memory map, 3 blocks and a short one) gives the
     one-matrix StandardScaler's means exactly, its variances to the last bits, and its features."""
-    monkeypatch.setattr(baseline, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(pixel_mlp, "CHUNK_ROWS", 16)
     images = np.random.default_rng(0).integers(0, 256, (53, 1, 8, 8), dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
-    whole = StandardScaler().fit(baseline.flatten(images))
-    blockwise = baseline.fit_scaler(mapped)
+    whole = StandardScaler().fit(pixel_mlp.flatten(images))
+    blockwise = pixel_mlp.fit_scaler(mapped)
     assert blockwise.n_samples_seen_ == 53
     np.testing.assert_array_equal(blockwise.mean_, whole.mean_)
     np.testing.assert_allclose(blockwise.var_, whole.var_, rtol=1e-12)
-    features = baseline.standardize(mapped, blockwise)
+    features = pixel_mlp.standardize(mapped, blockwise)
     assert features.dtype == np.float32 and features.shape == (53, 64)
-    np.testing.assert_array_equal(features, whole.transform(baseline.flatten(images)))
+    np.testing.assert_array_equal(features, whole.transform(pixel_mlp.flatten(images)))
 
 
 def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,12 +166,12 @@ def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_mlp_learns_separable_data():
     images, labels = _separable(300, seed=0)
-    x = StandardScaler().fit_transform(baseline.flatten(images))
-    mlp = baseline.make_mlp(BaselineParams(hidden_layers=[16], lr=1e-2, batch_size=32, seed=0))
+    x = StandardScaler().fit_transform(pixel_mlp.flatten(images))
+    mlp = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[16], lr=1e-2, batch_size=32, seed=0))
     classes = np.arange(3)  # a class absent from the data still gets a probability column
     losses, accuracies = [], []
     for _ in range(8):
-        baseline.fit_epoch(mlp, x, labels, classes)
+        pixel_mlp.fit_epoch(mlp, x, labels, classes)
         losses.append(mlp.loss_)
         accuracies.append(float((mlp.predict(x) == labels).mean()))
     assert mlp.t_ == 8 * 300  # fit_epoch is exactly one pass over the training set
@@ -183,12 +183,12 @@ def test_mlp_learns_separable_data():
 
 def test_mlp_is_reproducible_for_a_seed():
     images, labels = _separable(120, seed=1)
-    x = baseline.flatten(images)
+    x = pixel_mlp.flatten(images)
 
     def fitted(seed: int) -> np.ndarray:
-        mlp = baseline.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16, seed=seed))
+        mlp = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16, seed=seed))
         for _ in range(2):
-            baseline.fit_epoch(mlp, x, labels, np.arange(2))
+            pixel_mlp.fit_epoch(mlp, x, labels, np.arange(2))
         return mlp.predict_proba(x)
 
     np.testing.assert_array_equal(fitted(0), fitted(0))
@@ -197,44 +197,44 @@ def test_mlp_is_reproducible_for_a_seed():
 
 def test_baseline_save_load_round_trip(tmp_path):
     images, labels = _separable(100, seed=2)
-    x = baseline.flatten(images)
+    x = pixel_mlp.flatten(images)
     scaler = StandardScaler().fit(x)
-    mlp = baseline.make_mlp(BaselineParams(hidden_layers=[8, 8], lr=1e-2, batch_size=16))
-    baseline.fit_epoch(mlp, scaler.transform(x), labels, np.arange(2))
+    mlp = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[8, 8], lr=1e-2, batch_size=16))
+    pixel_mlp.fit_epoch(mlp, scaler.transform(x), labels, np.arange(2))
     pipeline = make_pipeline(scaler, mlp)
     card = finished_card("mlp", size=16, training={"epochs": 1})
     folder = tmp_path / "models" / "baseline"  # does not exist yet
-    baseline.save(folder, pipeline, card)
+    sklearn_io.save(folder, pipeline, card)
 
-    loaded = baseline.load(folder)
+    loaded = sklearn_io.load(folder)
     np.testing.assert_array_equal(loaded.predict_proba(x), pipeline.predict_proba(x))
     saved_info = json.loads((folder / "model.json").read_text())
     assert saved_info["target"] == "particle"
     assert saved_info["classes"] == ["Fe", "X-ray"]
-    assert sorted(p.name for p in folder.iterdir()) == ["model.json", baseline.MODEL_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", sklearn_io.MODEL_FILE]
 
 
 def test_the_same_baseline_saved_again_elsewhere_and_later_is_the_same_bytes(tmp_path, monkeypatch):
     images, labels = _separable(60, seed=4)
-    x = baseline.flatten(images)
+    x = pixel_mlp.flatten(images)
     scaler = StandardScaler().fit(x)
-    mlp = baseline.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16))
-    baseline.fit_epoch(mlp, scaler.transform(x), labels, np.arange(2))
+    mlp = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16))
+    pixel_mlp.fit_epoch(mlp, scaler.transform(x), labels, np.arange(2))
     pipeline, card = make_pipeline(scaler, mlp), finished_card("mlp")
-    baseline.save(tmp_path / "first", pipeline, card)
+    sklearn_io.save(tmp_path / "first", pipeline, card)
     # A copy lives at other addresses, which skops would write as object ids, and a later
     # time, which it would stamp on every zip entry.
     monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)  # 2033
-    baseline.save(tmp_path / "second", copy.deepcopy(pipeline), card)
+    sklearn_io.save(tmp_path / "second", copy.deepcopy(pipeline), card)
 
-    first, second = (tmp_path / folder / baseline.MODEL_FILE for folder in ("first", "second"))
+    first, second = (tmp_path / folder / sklearn_io.MODEL_FILE for folder in ("first", "second"))
     assert first.read_bytes() == second.read_bytes()
-    np.testing.assert_array_equal(baseline.load(tmp_path / "second").predict_proba(x), pipeline.predict_proba(x))
+    np.testing.assert_array_equal(sklearn_io.load(tmp_path / "second").predict_proba(x), pipeline.predict_proba(x))
 
 
 def test_baseline_load_refuses_foreign_types(tmp_path):
     x = np.random.default_rng(3).random((20, 4))
     pipeline = make_pipeline(FunctionTransformer(math.sqrt), StandardScaler().fit(x))
-    baseline.save(tmp_path, pipeline, finished_card("mlp"))
+    sklearn_io.save(tmp_path, pipeline, finished_card("mlp"))
     with pytest.raises(ValueError, match="refusing"):
-        baseline.load(tmp_path)
+        sklearn_io.load(tmp_path)

@@ -12,11 +12,11 @@ from sklearn import metrics as skm
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
-from bps import baseline
-from bps.batches import to_float
-from bps.distributed import World, predict_whole_split
-from bps.models import LeNet5
-from bps.multilabel import (
+from bps.core.params import BaselineParams, TrainParams
+from bps.models import pixel_mlp
+from bps.models.inference import predict_proba, to_float
+from bps.models.networks import LeNet5
+from bps.targets.multilabel import (
     FALLBACK_THRESHOLD,
     POSITIVE_WEIGHT_CAP,
     choose_thresholds,
@@ -28,8 +28,8 @@ from bps.multilabel import (
     summary,
     top_k_accuracy,
 )
-from bps.params import BaselineParams, TrainParams
-from bps.training import head_loss, make_deterministic, make_optimizer, predict_proba, train_epoch
+from bps.training.distributed import World, predict_whole_split
+from bps.training.loop import head_loss, make_deterministic, make_optimizer, train_epoch
 
 CPU = torch.device("cpu")
 # make_deterministic changes process-wide torch settings: tests/conftest.py puts them back.
@@ -297,13 +297,13 @@ def test_mlp_on_an_indicator_matrix_gives_per_label_sigmoids():
 def test_baseline_fit_epoch_trains_multilabel_with_column_classes():
     features, labels = _mlp_data(400, seed=1)
     val_features, val_labels = _mlp_data(200, seed=2)
-    mlp = baseline.make_mlp(BaselineParams(hidden_layers=[16], lr=1e-2, batch_size=32, seed=0))
+    mlp = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[16], lr=1e-2, batch_size=32, seed=0))
     for _ in range(10):
-        baseline.fit_epoch(mlp, features, labels, np.arange(3))
+        pixel_mlp.fit_epoch(mlp, features, labels, np.arange(3))
     scores = mlp.predict_proba(val_features)
     assert scores.shape == (200, 3) and mlp.classes_.tolist() == [0, 1, 2]
     assert summary(val_labels, scores, 0.5)["macro_f1"] > 0.85
     # partial_fit needs classes, only the column indices are right; wider ones it would take silently.
     for classes in (np.arange(5), np.array([7, 8, 9])):
         with pytest.raises(ValueError, match=r"multi-label classes must be 0\.\.2"):
-            baseline.fit_epoch(baseline.make_mlp(BaselineParams()), features, labels, classes)
+            pixel_mlp.fit_epoch(pixel_mlp.make_mlp(BaselineParams()), features, labels, classes)

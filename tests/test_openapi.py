@@ -10,7 +10,7 @@ import pytest
 from test_service import lenet_folder
 from test_service_limits import serving
 
-from bps.service import create_app
+from bps.serving.app import create_app
 
 SCHEMATHESIS = Path(sys.executable).with_name("st")
 CONFIG = Path(__file__).with_name("schemathesis.toml")

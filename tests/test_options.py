@@ -8,13 +8,13 @@ import sys
 import pytest
 import torch
 
-from bps import options
-from bps.errors import PipelineError
-from bps.labels import TARGET_NAMES
-from bps.meta import HOURS
-from bps.models import ARCHITECTURES
-from bps.params import ParamsError, TrainParams, parse_params
-from bps.training import OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler
+from bps.core import options
+from bps.core.errors import PipelineError
+from bps.core.params import ParamsError, TrainParams, parse_params
+from bps.data.meta import HOURS
+from bps.models.networks import ARCHITECTURES
+from bps.targets.labels import TARGET_NAMES
+from bps.training.loop import OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler
 
 
 def test_registries_implement_exactly_the_option_names():
@@ -73,6 +73,6 @@ def test_sgd_keeps_its_momentum():
 
 
 def test_params_validation_imports_no_torch():
-    code = "import sys, bps.params, bps.model_card, bps.run_guard; print('torch' in sys.modules)"
+    code = "import sys, bps.core.params, bps.models.card, bps.training.guard; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

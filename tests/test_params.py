@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bps.params import Params, ParamsError, load_params, parse_params
+from bps.core.params import Params, ParamsError, load_params, parse_params
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -26,8 +26,8 @@ import torch
 import yaml
 from s3_server import FAKE_KEY_ID, FAKE_SECRET, REGION, new_bucket, s3_client
 
-from bps.labels import get_target
-from bps.simulate import DEFLATE, plan_dataset, simulate_image
+from bps.sim.render import DEFLATE, plan_dataset, simulate_image
+from bps.targets.labels import get_target
 
 pytestmark = pytest.mark.slow
 
@@ -385,7 +385,7 @@ def test_predict_cli_reproduces_the_evaluated_lenet_accuracy(built, tmp_path):
     files = [f"data/raw/{name}" for name in test_table["filename"]]
     out = tmp_path / "preds.csv"  # outside the project, which must stay as it is
 
-    run([sys.executable, "-m", "stages.predict", "models/lenet", *files, "--out", str(out)], root, built.env)
+    run([sys.executable, "-m", "bps", "predict", "models/lenet", *files, "--out", str(out)], root, built.env)
 
     preds = pd.read_csv(out)
     assert preds["file"].tolist() == files

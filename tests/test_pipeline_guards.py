@@ -164,7 +164,7 @@ def test_a_trainer_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_pa
         wait_for(lambda: process_state(trainer) in (None, "Z"), 20, f"trainer pid {trainer} to exit")
 
         image = next((workspace / "data/raw").glob("*.tif"))
-        predicted = run([sys.executable, "-m", "stages.predict", f"models/{folder}", str(image),
+        predicted = run([sys.executable, "-m", "bps", "predict", f"models/{folder}", str(image),
                          "--out", str(tmp_path / "p.csv")], workspace, env, check=False)
         assert predicted.returncode == 1
         assert len(predicted.stderr.strip().splitlines()) == 1, predicted.stderr
@@ -178,5 +178,5 @@ def test_a_trainer_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_pa
         if trainer and process_state(trainer) not in (None, "Z"):
             os.kill(trainer, signal.SIGKILL)
     assert_restored(workspace, env)
-    run([sys.executable, "-m", "stages.predict", f"models/{folder}", str(image), "--out", str(tmp_path / "p.csv")],
+    run([sys.executable, "-m", "bps", "predict", f"models/{folder}", str(image), "--out", str(tmp_path / "p.csv")],
         workspace, env)

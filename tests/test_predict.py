@@ -1,4 +1,4 @@
-"""bps.predict and `python -m stages.predict`: new TIFFs through a saved model's own preprocessing."""
+"""bps.predict and `python -m bps predict`: new TIFFs through a saved model's own preprocessing."""
 
 import json
 import subprocess
@@ -13,16 +13,16 @@ import torch
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bps import baseline
-from bps.errors import PipelineError
-from bps.images import ImageError, prepare
-from bps.models import LeNet5, load_checkpoint, save_checkpoint
-from bps.params import BaselineParams, PreprocessParams
-from bps.predict import Predictor, find_tiffs
-from bps.prepare import prepare_images
-from bps.simulate import DEFLATE, plan_dataset, simulate_image
-from bps.training import predict_proba
-from stages.predict import main as predict_cli
+from bps.core.errors import PipelineError
+from bps.core.params import BaselineParams, PreprocessParams
+from bps.data.arrays import prepare_images
+from bps.data.images import ImageError, prepare
+from bps.models import pixel_mlp, sklearn_io
+from bps.models.inference import predict_proba
+from bps.models.networks import LeNet5, load_checkpoint, save_checkpoint
+from bps.serving.commands import predict as predict_cli
+from bps.serving.predictor import Predictor, find_tiffs
+from bps.sim.render import DEFLATE, plan_dataset, simulate_image
 from tests.model_cards import finished_card
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -106,20 +106,20 @@ def test_stored_preprocessing_wins_over_params_yaml(lenet_folder, tiffs, tmp_pat
 
 def test_baseline_folder_predicts(tmp_path, tiffs):
     rng = np.random.default_rng(0)
-    flat = baseline.flatten(rng.integers(0, 256, (40, 1, STORED.size, STORED.size), dtype=np.uint8))
+    flat = pixel_mlp.flatten(rng.integers(0, 256, (40, 1, STORED.size, STORED.size), dtype=np.uint8))
     labels = rng.integers(0, 2, 40)
     scaler = StandardScaler().fit(flat)
-    mlp = baseline.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16))
-    baseline.fit_epoch(mlp, scaler.transform(flat), labels, np.arange(2))
+    mlp = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16))
+    pixel_mlp.fit_epoch(mlp, scaler.transform(flat), labels, np.arange(2))
     pipeline = make_pipeline(scaler, mlp)
     folder = tmp_path / "baseline"
     info = finished_card("mlp", 1, STORED.size, CLASSES, preprocess=STORED)
-    baseline.save(folder, pipeline, info)
+    sklearn_io.save(folder, pipeline, info)
 
     table = Predictor(folder).predict_files(tiffs)
 
     images = prepare_images(tiffs, STORED).images
-    _check_table(table, tiffs, pipeline.predict_proba(baseline.flatten(images)))
+    _check_table(table, tiffs, pipeline.predict_proba(pixel_mlp.flatten(images)))
 
 
 def test_corrupt_tiff_is_an_image_error_naming_the_file(lenet_folder, tiffs, tmp_path):
@@ -171,13 +171,13 @@ def test_find_tiffs_errors(tmp_path):
 
 
 # --- the CLI ---------------------------------------------------------------------------------
-# The CSV run is a real `python -m stages.predict` process; the others call the same main()
+# The CSV run is a real `python -m bps predict` process; the others call the same main()
 # in-process, since every fresh process spends seconds importing torch and scikit-learn.
 
 
 def test_cli_writes_csv(lenet_folder, tiffs, tmp_path):
     out = tmp_path / "out" / "x.csv"
-    command = [sys.executable, "-m", "stages.predict", str(lenet_folder), str(tiffs[0].parent), "--out", str(out)]
+    command = [sys.executable, "-m", "bps", "predict", str(lenet_folder), str(tiffs[0].parent), "--out", str(out)]
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out)

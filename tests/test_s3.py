@@ -36,12 +36,12 @@ import yaml
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from bps import s3
-from bps.files import FILE_MODE, PART_SUFFIX
-from bps.meta import MetaError
-from bps.params import DataParams, S3Params
-from bps.s3 import MANIFEST, DownloadError, download_dataset, download_objects, list_objects, make_client
-from bps.simulate import DEFLATE, plan_dataset, simulate_image
+from bps.core.files import FILE_MODE, PART_SUFFIX
+from bps.core.params import DataParams, S3Params
+from bps.data import s3
+from bps.data.meta import MetaError
+from bps.data.s3 import MANIFEST, DownloadError, download_dataset, download_objects, list_objects, make_client
+from bps.sim.render import DEFLATE, plan_dataset, simulate_image
 from tests.conftest import isolate_aws
 
 ROOT = Path(__file__).resolve().parents[1]

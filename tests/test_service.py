@@ -24,14 +24,14 @@ from fastapi import FastAPI
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bps import baseline
-from bps.errors import PipelineError
-from bps.models import build_model, save_checkpoint
-from bps.params import BaselineParams, PreprocessParams
-from bps.predict import Predictor
-from bps.service import MAX_IMAGE_SIDE, create_app
-from bps.simulate import DEFLATE, simulate_image
-from stages import serve
+from bps.core.errors import PipelineError
+from bps.core.params import BaselineParams, PreprocessParams
+from bps.models import pixel_mlp, sklearn_io
+from bps.models.networks import build_model, save_checkpoint
+from bps.serving import commands as serve
+from bps.serving.app import MAX_IMAGE_SIDE, create_app
+from bps.serving.predictor import Predictor
+from bps.sim.render import DEFLATE, simulate_image
 from tests.model_cards import finished_card
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,9 +96,9 @@ def tiffs(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module", autouse=True)
 def predict_cli(model_folder, tiffs, tmp_path_factory) -> Iterator[tuple[subprocess.Popen, Path]]:
-    """`python -m stages.predict` on the crops, started before every other test: its imports take seconds."""
+    """`python -m bps predict` on the crops, started before every other test: its imports take seconds."""
     out = tmp_path_factory.mktemp("cli") / "predictions.json"
-    command = [sys.executable, "-m", "stages.predict", str(model_folder), *map(str, tiffs), "--out", str(out)]
+    command = [sys.executable, "-m", "bps", "predict", str(model_folder), *map(str, tiffs), "--out", str(out)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     yield process, out
     if process.poll() is None:
@@ -166,12 +166,12 @@ def test_baseline_model_is_served(tmp_path, tiffs):
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (40, 1, 32, 32), dtype=np.uint8), rng.integers(0, 2, 40)
     params = BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16)
-    features = baseline.flatten(images)
+    features = pixel_mlp.flatten(images)
     scaler = StandardScaler().fit(features)
-    mlp = baseline.make_mlp(params)
-    baseline.fit_epoch(mlp, scaler.transform(features), labels, np.arange(2))
+    mlp = pixel_mlp.make_mlp(params)
+    pixel_mlp.fit_epoch(mlp, scaler.transform(features), labels, np.arange(2))
     info = finished_card("mlp", 1, 32, CLASSES, training=params.model_dump(mode="json"), metrics={})
-    baseline.save(tmp_path, make_pipeline(scaler, mlp), info)
+    sklearn_io.save(tmp_path, make_pipeline(scaler, mlp), info)
 
     with running(create_app(tmp_path)) as base:
         described = httpx.get(f"{base}/model").json()
@@ -400,7 +400,7 @@ def test_serve_cli_bad_model_folder(tmp_path, capsys, broken):
     if broken:
         (lenet_folder(folder) / "model.pt").unlink()
     with pytest.raises(SystemExit) as stopped:
-        serve.main([str(folder), "--port", "1"])
+        serve.serve([str(folder), "--port", "1"])
     assert stopped.value.code == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -412,7 +412,7 @@ def test_serve_cli_bad_model_folder(tmp_path, capsys, broken):
 def test_serve_cli_starts_uvicorn_with_the_model(model_folder, monkeypatch):
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.update(app=app, **options))
-    serve.main([str(model_folder), "--host", "127.0.0.1", "--port", "8123", "--max-request-bytes", "1000"])
+    serve.serve([str(model_folder), "--host", "127.0.0.1", "--port", "8123", "--max-request-bytes", "1000"])
     assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
     with running(started["app"]) as base:
         assert httpx.get(f"{base}/model").json()["name"] == "lenet"
@@ -427,7 +427,7 @@ def test_serve_cli_starts_uvicorn_with_the_model(model_folder, monkeypatch):
 )
 def test_serve_cli_rejects_bad_options(model_folder, capsys, option):
     with pytest.raises(SystemExit) as stopped:
-        serve.main([str(model_folder), option])
+        serve.serve([str(model_folder), option])
     assert stopped.value.code == 2
     assert option.split("=")[0] in capsys.readouterr().err
 

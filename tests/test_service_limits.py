@@ -1,4 +1,4 @@
-"""The service under load and attack: a real `python -m stages.serve` process, real sockets, its RSS from psutil.
+"""The service under load and attack: a real `python -m bps serve` process, real sockets, its RSS from psutil.
 
 Memory and connections must stay bounded: maximum-size uploads in parallel, decompression
 bombs, more requests than the server admits, and bodies that never finish.
@@ -22,7 +22,7 @@ import pytest
 from test_service import lenet_folder
 from tiff_bombs import deflate_bomb, jpeg_bomb, png_bomb
 
-from bps.service import MAX_INFLIGHT_BYTES, MAX_REQUEST_BYTES
+from bps.serving.app import MAX_INFLIGHT_BYTES, MAX_REQUEST_BYTES
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -37,9 +37,9 @@ def free_port() -> int:
 
 @contextmanager
 def serving(model: Path, *options: str) -> Iterator[tuple[str, psutil.Process]]:
-    """`python -m stages.serve` on a free loopback port; yields its URL and process once /health answers."""
+    """`python -m bps serve` on a free loopback port; yields its URL and process once /health answers."""
     port = free_port()
-    command = [sys.executable, "-m", "stages.serve", str(model), "--port", str(port), *options]
+    command = [sys.executable, "-m", "bps", "serve", str(model), "--port", str(port), *options]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

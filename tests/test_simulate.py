@@ -8,13 +8,13 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from bps import simulate
-from bps.calibration import compare, simulated_stats
-from bps.crop_stats import count_foci, focus_centres, measure_crop
-from bps.meta import CONDITION_COLUMNS, FILENAME_PATTERN, read_meta, with_groups
-from bps.params import ParamsError, SyntheticParams, parse_params
-from bps.sham_probe import probe
-from bps.sim_confounds import look_for
+from bps.core.params import ParamsError, SyntheticParams, parse_params
+from bps.data.meta import CONDITION_COLUMNS, FILENAME_PATTERN, read_meta, with_groups
+from bps.sim import render
+from bps.sim.confounds import look_for
+from bps.sim.crop_stats import count_foci, focus_centres, measure_crop
+from bps.sim.realism import compare, simulated_stats
+from bps.sim.sham_probe import probe
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "bps-real" / "P242_73665006707-A6_003_013_proj.tif"
 SAMPLES = 100  # images per condition for the foci counts
@@ -25,12 +25,12 @@ OFF = {"batch_effect": 0.0, "well_effect": 0.0, "plate_effect": 0.0}
 @pytest.fixture(scope="module")
 def rendered() -> dict[tuple[str, float, int], list[np.ndarray]]:
     """SAMPLES simulated images for each studied condition (seed 0, default confounds)."""
-    plan = simulate.plan_dataset(SAMPLES, [4, 48], seed=0)
+    plan = render.plan_dataset(SAMPLES, [4, 48], seed=0)
     images = {}
     for (particle, dose, hours), rows in plan.groupby(CONDITION_COLUMNS):
         if (particle, dose, hours) in STUDIED:
             images[(particle, dose, hours)] = [
-                simulate.simulate_image(name, particle, dose, hours, seed=0) for name in rows["filename"]
+                render.simulate_image(name, particle, dose, hours, seed=0) for name in rows["filename"]
             ]
     assert set(images) == set(STUDIED)
     return images
@@ -40,7 +40,7 @@ def rendered() -> dict[tuple[str, float, int], list[np.ndarray]]:
 
 
 def test_plan_names_match_the_bucket_pattern():
-    plan = simulate.plan_dataset(30, [4, 24, 48], seed=0)
+    plan = render.plan_dataset(30, [4, 24, 48], seed=0)
     assert all(FILENAME_PATTERN.fullmatch(name) for name in plan["filename"])
     assert plan["filename"].is_unique
     assert plan["filename"].is_monotonic_increasing
@@ -50,7 +50,7 @@ def test_plan_names_match_the_bucket_pattern():
 
 
 def test_plan_has_the_real_conditions():
-    plan = simulate.plan_dataset(5, [4, 24, 48], seed=0)
+    plan = render.plan_dataset(5, [4, 24, 48], seed=0)
     conditions = set(plan[CONDITION_COLUMNS].itertuples(index=False, name=None))
     assert len(conditions) == 17
     assert ("Fe", 0.3, 48) not in conditions
@@ -64,7 +64,7 @@ def test_plan_has_the_real_conditions():
 
 
 def test_plan_counts_per_condition():
-    plan = simulate.plan_dataset(7, [4, 48], seed=3)
+    plan = render.plan_dataset(7, [4, 48], seed=3)
     counts = plan.groupby(CONDITION_COLUMNS).size()
     assert len(counts) == 11  # 6 conditions at 4 h, 5 at 48 h
     assert (counts == 7).all()
@@ -72,7 +72,7 @@ def test_plan_counts_per_condition():
 
 
 def test_one_plate_per_condition():
-    plan = with_groups(simulate.plan_dataset(20, [4, 24, 48], seed=0))
+    plan = with_groups(render.plan_dataset(20, [4, 24, 48], seed=0))
     conditions_per_plate = plan.groupby("plate")[CONDITION_COLUMNS].nunique()
     assert (conditions_per_plate == 1).all().all()
     plates_per_condition = plan.groupby(CONDITION_COLUMNS)["plate"].nunique()
@@ -84,13 +84,13 @@ def test_one_plate_per_condition():
 
 
 def test_plan_is_deterministic_and_seeded():
-    first = simulate.plan_dataset(30, [4], seed=0)
-    assert first.equals(simulate.plan_dataset(30, [4], seed=0))
-    assert not first["filename"].equals(simulate.plan_dataset(30, [4], seed=1)["filename"])
+    first = render.plan_dataset(30, [4], seed=0)
+    assert first.equals(render.plan_dataset(30, [4], seed=0))
+    assert not first["filename"].equals(render.plan_dataset(30, [4], seed=1)["filename"])
 
 
 def test_plan_spreads_images_over_wells():
-    plan = with_groups(simulate.plan_dataset(60, [4], seed=0))
+    plan = with_groups(render.plan_dataset(60, [4], seed=0))
     wells_per_plate = plan.groupby("plate")["well"].nunique()
     assert (wells_per_plate >= 5).all()  # 8 wells per plate, 60 images: nearly all used
 
@@ -100,11 +100,11 @@ def test_plan_spreads_images_over_wells():
 
 def test_simulate_image_is_deterministic_for_name_and_seed():
     name = "P280_73668439105-A7_012_001_proj.tif"
-    first = simulate.simulate_image(name, "X-ray", 1.0, 4, seed=0)
-    again = simulate.simulate_image(name, "X-ray", 1.0, 4, seed=0)
+    first = render.simulate_image(name, "X-ray", 1.0, 4, seed=0)
+    again = render.simulate_image(name, "X-ray", 1.0, 4, seed=0)
     np.testing.assert_array_equal(first, again)
-    other_seed = simulate.simulate_image(name, "X-ray", 1.0, 4, seed=1)
-    other_name = simulate.simulate_image(name.replace("_001_", "_002_"), "X-ray", 1.0, 4, seed=0)
+    other_seed = render.simulate_image(name, "X-ray", 1.0, 4, seed=1)
+    other_name = render.simulate_image(name.replace("_001_", "_002_"), "X-ray", 1.0, 4, seed=0)
     assert first.shape != other_seed.shape or not np.array_equal(first, other_seed)
     assert first.shape != other_name.shape or not np.array_equal(first, other_name)
 
@@ -112,17 +112,17 @@ def test_simulate_image_is_deterministic_for_name_and_seed():
 def test_same_seed_same_bytes_and_confounds_change_pixels(tmp_path):
     name = "P244_73665165741-C8_013_001_proj.tif"
     for label in ("first", "again"):
-        simulate.write_tiff(tmp_path / label / name, simulate.simulate_image(name, "Fe", 0.0, 4, seed=5))
+        render.write_tiff(tmp_path / label / name, render.simulate_image(name, "Fe", 0.0, 4, seed=5))
     assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
-    plain = simulate.simulate_image(name, "Fe", 0.0, 4, seed=5, confounds=SyntheticParams(seed=5, **OFF))
-    assert not np.array_equal(plain, simulate.simulate_image(name, "Fe", 0.0, 4, seed=5))
+    plain = render.simulate_image(name, "Fe", 0.0, 4, seed=5, confounds=SyntheticParams(seed=5, **OFF))
+    assert not np.array_equal(plain, render.simulate_image(name, "Fe", 0.0, 4, seed=5))
 
 
 def test_simulate_image_rejects_unknown_dose():
     with pytest.raises(ValueError, match="no dose 0.5"):
-        simulate.simulate_image("P280_73668439105-A7_012_001_proj.tif", "X-ray", 0.5, 4, seed=0)
+        render.simulate_image("P280_73668439105-A7_012_001_proj.tif", "X-ray", 0.5, 4, seed=0)
     with pytest.raises(ValueError, match="not a BPS file name"):
-        simulate.simulate_image("nucleus.tif", "X-ray", 1.0, 4, seed=0)
+        render.simulate_image("nucleus.tif", "X-ray", 1.0, 4, seed=0)
 
 
 def test_image_type_and_geometry(rendered):
@@ -254,27 +254,27 @@ def test_sham_probe_without_confounds_is_chance_under_every_split():
 
 def test_written_tiff_is_deflate_and_round_trips(tmp_path):
     name = "P242_73665006707-A6_003_013_proj.tif"
-    image = simulate.simulate_image(name, "Fe", 0.82, 4, seed=0)
+    image = render.simulate_image(name, "Fe", 0.82, 4, seed=0)
     path = tmp_path / name
-    simulate.write_tiff(path, image)
+    render.write_tiff(path, image)
     with tifffile.TiffFile(path) as tiff:
         assert len(tiff.pages) == 1
-        assert tiff.pages[0].compression == simulate.DEFLATE == 32946
+        assert tiff.pages[0].compression == render.DEFLATE == 32946
         np.testing.assert_array_equal(tiff.pages[0].asarray(), image)
     assert list(tmp_path.iterdir()) == [path]  # no .part leftovers
 
 
 def test_write_images_writes_every_file_of_a_table(tmp_path):
-    plan = simulate.plan_dataset(2, [4], seed=0)  # 6 conditions × 2
+    plan = render.plan_dataset(2, [4], seed=0)  # 6 conditions × 2
     folder = tmp_path / "raw"
-    simulate.write_images(folder, plan, seed=0, workers=2)
+    render.write_images(folder, plan, seed=0, workers=2)
     assert sorted(p.name for p in folder.iterdir()) == sorted(plan["filename"])
     name, dose, particle, hours = plan.iloc[3]
     written = tifffile.imread(folder / name)
-    expected = simulate.simulate_image(name, particle, dose, hours, seed=0)
+    expected = render.simulate_image(name, particle, dose, hours, seed=0)
     np.testing.assert_array_equal(written, expected)
     # The confound strengths reach the worker processes.
-    simulate.write_images(folder, plan.iloc[[3]], seed=0, workers=1, confounds=SyntheticParams(**OFF))
-    plain = simulate.simulate_image(name, particle, dose, hours, seed=0, confounds=SyntheticParams(**OFF))
+    render.write_images(folder, plan.iloc[[3]], seed=0, workers=1, confounds=SyntheticParams(**OFF))
+    plain = render.simulate_image(name, particle, dose, hours, seed=0, confounds=SyntheticParams(**OFF))
     np.testing.assert_array_equal(tifffile.imread(folder / name), plain)
     assert Counter(plan["particle_type"]) == {"Fe": 6, "X-ray": 6}

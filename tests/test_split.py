@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bps.meta import CONDITION_COLUMNS, read_meta, select_rows, with_groups
-from bps.params import Params, SplitParams
-from bps.simulate import plan_dataset
-from bps.split import SPLITS, SplitError, _group_counts, assign_splits, summarise, well_position
+from bps.core.params import Params, SplitParams
+from bps.data.meta import CONDITION_COLUMNS, read_meta, select_rows, with_groups
+from bps.data.split import SPLITS, SplitError, _group_counts, assign_splits, summarise, well_position
+from bps.sim.render import plan_dataset
 
 FRACTIONS = (0.7, 0.15, 0.15)
 PER_CONDITION = 30

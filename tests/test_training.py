@@ -7,20 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bps import options
-from bps.batches import RandomAugment, iterate_batches, to_float
-from bps.errors import PipelineError
-from bps.labels import TARGET_NAMES, get_target
-from bps.models import LeNet5
-from bps.params import ParamsError, TrainParams, parse_params
-from bps.training import (
-    EVAL_BATCH_SIZE,
-    make_deterministic,
-    make_optimizer,
-    pick_device,
-    predict_proba,
-    train_epoch,
-)
+from bps.core import options
+from bps.core.errors import PipelineError
+from bps.core.params import ParamsError, TrainParams, parse_params
+from bps.models.inference import EVAL_BATCH_SIZE, pick_device, predict_proba, to_float
+from bps.models.networks import LeNet5
+from bps.targets.labels import TARGET_NAMES, get_target
+from bps.training.batches import RandomAugment, iterate_batches
+from bps.training.loop import make_deterministic, make_optimizer, train_epoch
 
 CPU = torch.device("cpu")
 # make_deterministic changes process-wide torch settings: tests/conftest.py puts them back.

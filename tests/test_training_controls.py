@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bps.batches import balanced_weights, iterate_batches
-from bps.models import LeNet5, SmallCNN, resnet
-from bps.params import TrainParams
-from bps.training import EarlyStopping, make_optimizer, make_scheduler, train_epoch
+from bps.core.params import TrainParams
+from bps.models.networks import LeNet5, SmallCNN, resnet
+from bps.training.batches import balanced_weights, iterate_batches
+from bps.training.loop import EarlyStopping, make_optimizer, make_scheduler, train_epoch
 
 CPU = torch.device("cpu")
 

@@ -17,19 +17,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from test_pipeline_dvc import SCORED, copy_project, dvc, read_json, reproduced_project, stages_run
 
-from bps import baseline
-from bps.batches import to_float
-from bps.evaluation import model_scores
-from bps.labels import get_target
-from bps.metrics import HEAD_KEYS, head_scores, summary, validation_scores
-from bps.models import LeNet5, save_checkpoint
-from bps.params import BaselineParams, PreprocessParams, TrainParams, parse_params
-from bps.predict import Predictor
-from bps.saliency import input_gradients
-from bps.service import ModelService
-from bps.simulate import DEFLATE, simulate_image
-from bps.training import head_loss, head_softmax, make_deterministic, make_optimizer, predict_proba, train_epoch
-from bps.uncertainty import GroupedBootstrap
+from bps.core.params import BaselineParams, PreprocessParams, TrainParams, parse_params
+from bps.evaluation.intervals import GroupedBootstrap
+from bps.evaluation.saliency import input_gradients
+from bps.evaluation.scores import model_scores
+from bps.models import pixel_mlp, sklearn_io
+from bps.models.inference import head_softmax, predict_proba, to_float
+from bps.models.networks import LeNet5, save_checkpoint
+from bps.serving.app import ModelService
+from bps.serving.predictor import Predictor
+from bps.sim.render import DEFLATE, simulate_image
+from bps.targets.labels import get_target
+from bps.targets.metrics import HEAD_KEYS, head_scores, summary, validation_scores
+from bps.training.loop import head_loss, make_deterministic, make_optimizer, train_epoch
 
 CPU = torch.device("cpu")
 TWO_HEADS = get_target("particle+dose")
@@ -261,14 +261,14 @@ def two_head_lenet(tmp_path_factory):
 def two_head_baseline(tmp_path_factory):
     """The MLP as train-baseline fits it for particle+dose: on the six joint classes."""
     rng = np.random.default_rng(0)
-    flat = baseline.flatten(rng.integers(0, 256, (60, 1, STORED.size, STORED.size), dtype=np.uint8))
+    flat = pixel_mlp.flatten(rng.integers(0, 256, (60, 1, STORED.size, STORED.size), dtype=np.uint8))
     scaler = StandardScaler().fit(flat)
-    mlp = baseline.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16))
-    baseline.fit_epoch(mlp, scaler.transform(flat), rng.integers(0, 6, 60), np.arange(6))
+    mlp = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16))
+    pixel_mlp.fit_epoch(mlp, scaler.transform(flat), rng.integers(0, 6, 60), np.arange(6))
     folder = tmp_path_factory.mktemp("models") / "baseline"
     card = finished_card("mlp", size=STORED.size, classes=TWO_HEADS.outputs, preprocess=STORED,
                          target="particle+dose")
-    baseline.save(folder, make_pipeline(scaler, mlp), card)
+    sklearn_io.save(folder, make_pipeline(scaler, mlp), card)
     return folder
 
 
@@ -295,7 +295,7 @@ def test_predict_table_has_each_heads_prediction(folder_fixture, request):
 
 def test_baseline_two_head_probabilities_are_the_joint_marginals(two_head_baseline):
     images = _images()
-    joint = baseline.load(two_head_baseline).predict_proba(baseline.flatten(images))
+    joint = sklearn_io.load(two_head_baseline).predict_proba(pixel_mlp.flatten(images))
     assert joint.shape == (6, 6)
     got = Predictor(two_head_baseline).predict_proba(images)
     np.testing.assert_allclose(got[:, 0], joint[:, :3].sum(axis=1))  # P(Fe)

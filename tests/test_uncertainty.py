@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from bps.labels import get_target
-from bps.metrics import per_image_losses, summary
-from bps.uncertainty import (
+from bps.evaluation.intervals import (
     GroupedBootstrap,
     accuracy,
     balanced_accuracy,
@@ -15,6 +13,8 @@ from bps.uncertainty import (
     mcnemar_exact,
     paired_comparison,
 )
+from bps.targets.labels import get_target
+from bps.targets.metrics import per_image_losses, summary
 
 
 def simulated_coverage(trials: int, wells: int, images: int, grouped: bool, truth: float = 0.7) -> float:

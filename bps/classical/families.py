@@ -1,0 +1,134 @@
+"""Classical baselines on per-image features, and their negative controls.
+
+* ``appearance``: gradient boosting on plate-appearance features (no foci). Whatever it scores
+  is available to any model from plate recognition alone.
+* ``foci``: standardised foci features, then logistic regression: the classical radiobiology
+  measurement turned into a classifier.
+
+Each family also trains a **negative control**: the same model on the training split's sham
+(dose 0) images only, to tell Fe-sham from X-ray-sham plates. No image can show that label, so
+the control's accuracy above 0.5 on held-out sham images is the plate or batch signal the
+split protocol leaves available. Models are saved with skops (see :mod:`bps.baseline`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from bps.classical.features import FAMILIES, family_columns
+from bps.core.errors import PipelineError
+from bps.core.params import Params
+from bps.core.paths import MODELS, control_name, feature_table
+from bps.models import sklearn_io
+from bps.models.card import ModelCard, read_card
+from bps.targets.labels import Target, get_target
+from bps.targets.metrics import is_sham
+
+CONTROL_TARGET = "particle"  # Fe-sham vs X-ray-sham
+
+
+def model_folder(family: str, control: bool = False) -> Path:
+    """models/<family>, or models/<family>-control for its negative control (as for the MLP and CNN)."""
+    return MODELS / (control_name(family) if control else family)
+
+
+def make_model(family: str, params: Params) -> ClassifierMixin:
+    """A fresh, seeded classifier of the family."""
+    if family == "appearance":
+        config = params.appearance
+        return HistGradientBoostingClassifier(
+            max_iter=config.max_iter,
+            learning_rate=config.learning_rate,
+            max_leaf_nodes=config.max_leaf_nodes,
+            l2_regularization=config.l2_regularization,
+            early_stopping=False,  # an internal random hold-out would see the training plates anyway
+            random_state=config.seed,
+        )
+    if family == "foci":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=params.foci.C, max_iter=params.foci.max_iter))
+    raise ValueError(f"unknown family {family!r} (allowed: {list(FAMILIES)})")
+
+
+def read_features(split: str) -> pd.DataFrame:
+    """A split's feature table (data/features/{split}.csv)."""
+    return pd.read_csv(feature_table(split))
+
+
+def sham_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The unirradiated images, whose particle label no image can show."""
+    return table[is_sham(table)].reset_index(drop=True)
+
+
+def fit(family: str, params: Params, table: pd.DataFrame, target: Target) -> ClassifierMixin:
+    """Train the family's model on ``table`` for ``target``; every class of the target must be present."""
+    labels = target.encode(table)
+    present = set(labels.tolist())
+    missing = [name for index, name in enumerate(target.classes) if index not in present]
+    if missing:
+        raise PipelineError(f"train-{family}: no training images of class(es) {missing} for task.target {target.name}")
+    return make_model(family, params).fit(table[family_columns(table, family)].to_numpy(), labels)
+
+
+def class_probabilities(model: ClassifierMixin, family: str, table: pd.DataFrame, target: Target) -> np.ndarray:
+    """N × classes probabilities, columns in ``target.classes`` order."""
+    proba = np.zeros((len(table), len(target.classes)))
+    if len(table):
+        proba[:, model.classes_] = model.predict_proba(table[family_columns(table, family)].to_numpy())
+    return proba
+
+
+def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, control: bool) -> None:
+    """The fitted model in skops format and its model card (kind ``classical``, architecture = family)."""
+    card = ModelCard(
+        kind="classical", architecture=family, target=target.name, classes=list(target.classes),
+        preprocess=params.preprocess, control=control,
+        training={"features": params.features.model_dump(mode="json"),
+                  family: getattr(params, family).model_dump(mode="json")},
+    )
+    sklearn_io.save(folder, model, card)
+
+
+def _load(folder: Path) -> tuple[ClassifierMixin, ModelCard]:
+    card = read_card(folder)  # refuses a folder whose training did not finish
+    if card.kind != "classical":
+        raise PipelineError(f"{folder}: holds a {card.kind} model, not a classical feature model")
+    return sklearn_io.load(folder), card
+
+
+def probabilities_for(model_dir: Path | str, rows: pd.DataFrame, split: str = "test") -> np.ndarray:
+    """Class probabilities of a family's model for ``rows`` (any table with the split's file names),
+    row for row, columns in ``model.json``'s ``classes`` order: how evaluate scores it beside the CNN."""
+    model, card = _load(Path(model_dir))
+    features = read_features(split).set_index("filename").loc[rows["filename"]].reset_index()
+    return class_probabilities(model, card.architecture, features, get_target(card.target))
+
+
+def predict_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Class probabilities of a family's model for every image of a split, and the split's feature table."""
+    table = read_features(split)
+    return probabilities_for(model_dir, table, split), table
+
+
+def control_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """The negative control's (Fe, X-ray) probabilities for the sham images of a split, and those rows."""
+    model_dir = Path(model_dir)
+    table = sham_rows(read_features(split))
+    return probabilities_for(model_dir.parent / control_name(model_dir.name), table, split), table
+
+
+def dose_response(table: pd.DataFrame, column: str = "foci_count") -> dict[tuple[str, int], pd.DataFrame]:
+    """Mean foci per nucleus (with its standard error and count) against dose, per (particle, hour)."""
+    curves = {}
+    for (particle, hours), rows in table.groupby(["particle_type", "hr_post_exposure"], sort=True):
+        stats = rows.groupby("dose_Gy", sort=True)[column].agg(["mean", "sem", "count"]).reset_index()
+        stats.columns = ["dose_Gy", "foci_per_nucleus", "sem", "nuclei"]
+        curves[(str(particle), int(hours))] = stats.fillna({"sem": 0.0})
+    return curves

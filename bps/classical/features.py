@@ -1,0 +1,110 @@
+"""Per-image features for the classical baselines, from the raw TIFFs, on every core.
+
+Two families, in columns with their family's prefix:
+
+* ``appearance_*``: what differs between plates whatever the radiation did (background level
+  and noise, nucleus brightness, texture and area fraction, crop size). A classifier on these
+  alone measures how far plate recognition gets; no focus is counted.
+* ``foci_*``: classical spot detection on the nucleus (:mod:`bps.foci`): counts at two
+  thresholds, per nucleus and per 1000 nuclear pixels, spot brightness and size. Thresholds
+  and brightness are relative to the nucleus's contrast over its background, so a brighter
+  plate does not have more foci.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from bps.classical import foci
+from bps.classical.foci import nucleus_mask
+from bps.core.params import FeatureParams
+from bps.data.arrays import map_images
+from bps.data.images import read_tiff
+
+FAMILIES = ("appearance", "foci")
+# Why a layout (data.source: layout) has no classical features or models: what NOT_APPLICABLE.md says.
+CLASSICAL_NEEDS_FOCI = (
+    "The classical baselines (appearance and foci) classify per-nucleus foci and appearance features "
+    "(bps/features.py, bps/foci.py) measured on the BPS dataset's single-channel images of irradiated nuclei "
+    "and scored against particle and dose. A multi-channel layout (data.source: layout) has neither nuclei "
+    "nor radiation-induced foci to count, so these features and models are not computed here."
+)
+
+
+def family_columns(table: pd.DataFrame, family: str) -> list[str]:
+    """The feature columns of one family, in table order."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown feature family {family!r} (allowed: {list(FAMILIES)})")
+    return [column for column in table.columns if column.startswith(f"{family}_")]
+
+
+def image_features(image: np.ndarray, params: FeatureParams) -> dict[str, float]:
+    """Both families' features of one decoded nucleus crop.
+
+    Robust statistics (medians, quartiles) come from every other pixel of every other row, a
+    quarter of the work for the same values to within noise; spots are searched at full resolution.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    smoothed = ndimage.gaussian_filter(image, params.spot_sigma)
+    mask = nucleus_mask(smoothed)
+    sample, sample_mask = image[::2, ::2], mask[::2, ::2]
+    nucleus, outside = sample[sample_mask], sample[~sample_mask]
+    if nucleus.size == 0:  # a nucleus thinner than the sampling grid
+        nucleus = image[mask]
+    if outside.size == 0:  # the nucleus fills the crop: take the border as background
+        outside = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    background = float(np.median(outside))
+    low, median, high = np.percentile(nucleus, [25, 50, 75])
+    contrast = max(float(median) - background, 1.0)
+    residual = (sample - smoothed[::2, ::2])[~sample_mask]
+    features = {
+        "appearance_background": background,
+        "appearance_noise": 1.4826 * float(np.median(np.abs(residual))) if residual.size else 0.0,
+        "appearance_nucleus_mean": float(nucleus.mean()),
+        "appearance_nucleus_median": float(median),
+        "appearance_texture_iqr": float(high - low) / contrast,
+        "appearance_area_fraction": float(mask.mean()),
+        "appearance_height": float(image.shape[0]),
+        "appearance_width": float(image.shape[1]),
+    }
+    response = smoothed - foci.background(image)
+    area_kpx = max(float(mask.sum()), 1.0) / 1000.0
+    dim, bright = foci.spots_at(response, [t * contrast for t in params.thresholds], mask)
+    relative = dim.responses / contrast
+    features |= {
+        "foci_count": float(len(dim)),
+        "foci_per_kpx": len(dim) / area_kpx,
+        "foci_count_bright": float(len(bright)),
+        "foci_bright_per_kpx": len(bright) / area_kpx,
+        "foci_mean_intensity": float(relative.mean()) if len(dim) else 0.0,
+        "foci_max_intensity": float(relative.max()) if len(dim) else 0.0,
+        "foci_mean_area": float(dim.areas.mean()) if len(dim) else 0.0,
+        "foci_max_area": float(dim.areas.max()) if len(dim) else 0.0,
+    }
+    return features
+
+
+def file_features(path: Path, params: FeatureParams) -> dict[str, float]:
+    """The features of one TIFF file."""
+    return image_features(read_tiff(path), params)
+
+
+def compute_features(
+    paths: list[Path], params: FeatureParams, on_error: str = "fail", desc: str = "features"
+) -> tuple[pd.DataFrame, list[int]]:
+    """Features of every image (one row each) and the indices of the images kept.
+
+    A bad image stops the run naming it (``on_error: fail``) or is left out (``skip``), as in
+    preprocess, so both stages keep the same images.
+    """
+    rows: list[dict[str, float]] = []
+    kept: list[int] = []
+    for index, row in map_images(partial(file_features, params=params), paths, params.workers, on_error, desc):
+        rows.append(row)
+        kept.append(index)
+    return pd.DataFrame(rows), kept

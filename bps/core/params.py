@@ -1,0 +1,388 @@
+"""A typed, validated view of ``params.yaml``: the one place that knows the keys.
+
+Every stage calls :func:`load_params` first, so a typo or an out-of-range value fails with
+one line naming the key and what is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from bps.core import options
+from bps.core.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+# Files the download writes into data/raw itself (bps/layout.py, bps/s3.py), which a metadata path may not be.
+RESERVED_RAW_NAMES = ("meta.csv", ".manifest.json")
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# Integers and booleans are strict ("10" or "yes" is a typo to report, not to guess at). Floats
+# stay lax: PyYAML reads `3e-4` (no dot, as `dvc exp run -S` writes it) as a string.
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+Seed = Annotated[StrictInt, Field(ge=0)]
+
+
+class ParamsError(PipelineError, ValueError):
+    """A parameter is missing, unknown, of the wrong type or out of range."""
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3Params(_Block):
+    bucket: str = "nasa-bps-training-data"
+    prefix: str = "Microscopy/train"
+    region: str = "us-west-2"
+    anonymous: StrictBool = True
+    endpoint_url: str | None = None
+    workers: Annotated[StrictInt, Field(ge=1, le=256)] = 32
+    retries: Annotated[StrictInt, Field(ge=0, le=20)] = 4
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+
+
+class SyntheticParams(_Block):
+    """The offline simulator (bps/simulate.py): size, seed and the strength of each confound.
+
+    A strength is the relative standard deviation of its effect (bps/sim_confounds.py): 0 switches
+    it off; above 0.5 nuclei would be unrecognisable.
+    """
+
+    images_per_condition: PositiveInt = 200
+    seed: Seed = 0
+    # Mild, real-like defaults, plate drift first: a plate-disjoint split removes most of the
+    # sham-vs-sham signal (the README's probe numbers), the batch keeps a little by design.
+    batch_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.02
+    well_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.05
+    plate_effect: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
+
+
+class LayoutParams(_Block):
+    """A multi-channel dataset on disk or S3 (``data.source: layout``), e.g. HPA or RxRx1.
+
+    One metadata CSV row names one or more images (``id_columns``); ``file_template`` turns a
+    row and a channel name into the channel's file. Checks that need the metadata's columns
+    (every placeholder, id, label, group and control column exists) run in bps/layout_meta.py,
+    at check-params and again at download. See the presets/ folder and the README.
+    """
+
+    root: str = "fixtures/hpa"
+    metadata: str = "train.csv"
+    id_columns: list[str] = Field(default=["Id"], min_length=1)
+    label_column: str = "Target"
+    label_separator: Literal[options.LABEL_SEPARATORS] | None = " "
+    classes: list[str] | None = None
+    file_template: str = "train/{Id}_{channel}.png"
+    channels: list[str] = Field(default=["red", "green", "blue", "yellow"], min_length=1)
+    bit_depth: Literal[8, 16] = 8
+    group_columns: list[str] = []
+    control_column: str | None = None
+    control_values: list[str] = []
+    controls: Literal[options.CONTROLS] = "exclude"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LayoutParams:
+        placeholders = template_fields(self.file_template)
+        if "channel" not in placeholders:
+            raise ValueError(f"file_template {self.file_template!r} must contain {{channel}}")
+        for key in ("id_columns", "channels", "group_columns", "control_values"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists a value twice ({values})")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes lists a class twice ({self.classes})")
+        if bool(self.control_column) != bool(self.control_values):
+            raise ValueError("control_column and control_values go together: set both or neither")
+        if Path(self.metadata).is_absolute() or ".." in Path(self.metadata).parts:
+            raise ValueError(f"metadata {self.metadata!r} must be a path inside root")
+        if self.metadata in RESERVED_RAW_NAMES:
+            raise ValueError(f"metadata may not be {self.metadata!r}: the download writes that file itself")
+        return self
+
+
+def template_fields(template: str) -> list[str]:
+    """The placeholders of a file template (``{Id}_{channel}.png`` → ``["Id", "channel"]``), or a
+    ValueError naming what is malformed (``{}``, ``{0}``, ``{a.b}``, ``{a:03d}`` are refused)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ValueError(f"file_template {template!r} is malformed ({error})") from None
+    fields = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(
+                f"file_template {template!r}: placeholder {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} must be a plain column name such as {{plate}}"
+            )
+        fields.append(name)
+    return fields
+
+
+class DataParams(_Block):
+    source: Literal[options.SOURCES] = "synthetic"
+    hours: list[Literal[options.HOURS]] = Field(default=list(options.HOURS), min_length=1)
+    max_per_condition: PositiveInt | None = None
+    sample_seed: Seed = 0
+    synthetic: SyntheticParams = SyntheticParams()
+    s3: S3Params = S3Params()
+    layout: LayoutParams = LayoutParams()  # read only with source: layout
+
+
+class SplitParams(_Block):
+    """How images are dealt to train/val/test; see bps/split.py for what each protocol can claim."""
+
+    protocol: Literal["grouped", "leave_hour_out", "leave_wells_out"] = "grouped"
+    # BPS: well | field | none; data.source layout: one of data.layout.group_columns or none
+    # (checked in Params, which sees both blocks).
+    group_by: str = "well"
+    test_hour: Literal[4, 24, 48] = 24
+    train: Fraction = 0.7
+    val: Fraction = 0.15
+    test: Fraction = 0.15
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1 (got {total:g})")
+        if min(self.train, self.val, self.test) <= 0:
+            raise ValueError("train, val and test must each be > 0")
+        return self
+
+
+class PreprocessParams(_Block):
+    size: Annotated[StrictInt, Field(ge=16, le=512)] = 64
+    normalize: Literal["fixed", "percentile", "minmax"] = "fixed"
+    fixed_range: tuple[Annotated[StrictInt, Field(ge=0, le=65535)], Annotated[StrictInt, Field(ge=0, le=65535)]] = (
+        200,
+        3000,
+    )
+    percentiles: tuple[Annotated[float, Field(ge=0, le=100)], Annotated[float, Field(ge=0, le=100)]] = (
+        0.5,
+        99.9,
+    )
+    on_error: Literal["fail", "skip"] = "fail"
+    workers: Annotated[StrictInt, Field(ge=0, le=64)] = 0
+
+    @model_validator(mode="after")
+    def _ranges_increase(self) -> PreprocessParams:
+        if self.fixed_range[0] >= self.fixed_range[1]:
+            raise ValueError("fixed_range must be [low, high] with low < high")
+        if self.percentiles[0] >= self.percentiles[1]:
+            raise ValueError("percentiles must be [low, high] with low < high")
+        return self
+
+
+class FeatureParams(_Block):
+    """Classical features for the appearance and foci baselines (bps/features.py)."""
+
+    spot_sigma: Annotated[float, Field(ge=0.5, le=3.0)] = 1.5
+    # Spot thresholds as fractions of the nucleus's contrast over its background: dim and bright foci.
+    thresholds: tuple[Annotated[float, Field(gt=0, le=5)], Annotated[float, Field(gt=0, le=5)]] = (0.25, 0.5)
+    workers: Annotated[StrictInt, Field(ge=0, le=64)] = 0
+
+    @model_validator(mode="after")
+    def _thresholds_increase(self) -> FeatureParams:
+        if self.thresholds[0] >= self.thresholds[1]:
+            raise ValueError("thresholds must be [dim, bright] with dim < bright")
+        return self
+
+
+class AppearanceParams(_Block):
+    """Gradient boosting on plate-appearance features."""
+
+    max_iter: PositiveInt = 200
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
+    max_leaf_nodes: Annotated[StrictInt, Field(ge=2, le=1024)] = 31
+    l2_regularization: Annotated[float, Field(ge=0)] = 0.0
+    seed: Seed = 0
+
+
+class FociParams(_Block):
+    """Standardised foci features, then logistic regression."""
+
+    C: Annotated[float, Field(gt=0)] = 1.0
+    max_iter: PositiveInt = 1000
+
+
+class TaskParams(_Block):
+    # BPS sources: one of options.BPS_TARGETS; data.source layout: labels (checked in Params).
+    target: Literal[options.TARGETS] = "particle"
+    # Multi-label targets: one threshold for all labels, or each label's own, chosen on the val split.
+    threshold: Literal[options.THRESHOLDS] = "per_label"
+
+
+class BaselineParams(_Block):
+    hidden_layers: list[PositiveInt] = Field(default=[25, 25], min_length=1)
+    lr: Annotated[float, Field(gt=0, le=1)] = 3e-4
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 10
+    seed: Seed = 0
+
+
+class TrainParams(_Block):
+    lr: Annotated[float, Field(gt=0, le=1)] = 3e-4
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 10
+    seed: Seed = 0
+    optimizer: Literal[options.OPTIMIZERS] = "adam"
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    augment: StrictBool = True
+    crop_pad: Annotated[StrictInt, Field(ge=0, le=32)] = 4
+    select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: Literal[options.ARCHITECTURES] = "lenet"
+    pretrained: str | None = None
+    scheduler: Literal[options.SCHEDULERS] = "none"
+    lr_step_epochs: PositiveInt = 5
+    lr_gamma: Annotated[float, Field(gt=0, le=1)] = 0.5
+    early_stopping_patience: Annotated[StrictInt, Field(ge=0)] = 0
+    class_weight: Literal["none", "balanced"] = "none"
+    sampler: Literal["shuffle", "weighted"] = "shuffle"
+    amp: StrictBool = False
+    channels_last: StrictBool = False
+    processes: Annotated[StrictInt, Field(ge=1, le=64)] = 1
+
+    @model_validator(mode="after")
+    def _pretrained_needs_resnet(self) -> TrainParams:
+        if self.pretrained is not None and not self.model.startswith("resnet"):
+            raise ValueError(f"pretrained weights apply to resnet18/resnet50, not {self.model}")
+        return self
+
+
+class LrFindParams(_Block):
+    """The learning-rate range test of the CNN (stage lr-find, bps/lr_find.py)."""
+
+    min_lr: Annotated[float, Field(gt=0, le=10)] = 1e-6
+    max_lr: Annotated[float, Field(gt=0, le=10)] = 1.0
+    steps: Annotated[StrictInt, Field(ge=2, le=10_000)] = 100
+    smoothing: Annotated[float, Field(gt=0, le=1)] = 0.05  # weight of the newest loss in the moving average
+    diverge_factor: Annotated[float, Field(gt=1)] = 4.0
+
+    @field_validator("max_lr")
+    @classmethod
+    def _above_min_lr(cls, max_lr: float, info: ValidationInfo) -> float:
+        min_lr = info.data.get("min_lr")  # absent when min_lr itself was invalid (reported on its own)
+        if min_lr is not None and max_lr <= min_lr:
+            raise ValueError(f"must be greater than lr_find.min_lr ({min_lr:g}), got {max_lr:g}")
+        return max_lr
+
+
+class EvaluateParams(_Block):
+    bootstrap_unit: Literal["well", "plate"] = "well"
+    resamples: Annotated[StrictInt, Field(ge=100, le=100_000)] = 2000
+    seed: Seed = 0
+    calibration_bins: Annotated[StrictInt, Field(ge=2, le=100)] = 10
+    saliency_per_class: Annotated[StrictInt, Field(ge=0, le=64)] = 4
+
+
+class Params(_Block):
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    preprocess: PreprocessParams = PreprocessParams()
+    task: TaskParams = TaskParams()
+    baseline: BaselineParams = BaselineParams()
+    train: TrainParams = TrainParams()
+    features: FeatureParams = FeatureParams()
+    appearance: AppearanceParams = AppearanceParams()
+    foci: FociParams = FociParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    lr_find: LrFindParams = LrFindParams()
+
+    @model_validator(mode="after")
+    def _crop_fits_image(self) -> Params:
+        if self.train.crop_pad >= self.preprocess.size:
+            raise ValueError(f"train.crop_pad ({self.train.crop_pad}) must be smaller than preprocess.size")
+        return self
+
+    @model_validator(mode="after")
+    def _split_fits_the_source(self) -> Params:
+        layout = self.data.source == "layout"
+        allowed = [*self.data.layout.group_columns, "none"] if layout else list(options.BPS_GROUPS)
+        if self.split.group_by not in allowed:
+            where = "data.layout.group_columns, or none" if layout else f"data.source {self.data.source}"
+            raise ValueError(f"split.group_by {self.split.group_by!r} is not one of {allowed} ({where})")
+        if layout and self.split.protocol != "grouped":
+            raise ValueError(
+                f"split.protocol {self.split.protocol} needs BPS metadata; data.source layout allows: grouped"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _target_fits_the_source(self) -> Params:
+        layout = self.data.source == "layout"
+        allowed = [options.LAYOUT_TARGET] if layout else list(options.BPS_TARGETS)
+        if self.task.target not in allowed:
+            raise ValueError(f"task.target {self.task.target!r} is not allowed with data.source {self.data.source} "
+                             f"(allowed: {', '.join(allowed)})")
+        return self
+
+    @model_validator(mode="after")
+    def _held_out_hour_is_selected(self) -> Params:
+        if self.split.protocol != "leave_hour_out":
+            return self
+        hours = sorted(set(self.data.hours))
+        if self.split.test_hour not in hours:
+            raise ValueError(f"split.test_hour ({self.split.test_hour}) must be one of data.hours {hours}")
+        if len(hours) < 2:
+            raise ValueError(f"split.protocol leave_hour_out needs another of data.hours to train on (got {hours})")
+        return self
+
+
+def _format_error(error: ValidationError, source: Path) -> str:
+    """One line per problem: the dotted key, what was wrong, and what is allowed."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            parent = problem["loc"][:-1]
+            model = Params
+            for part in parent:
+                model = model.model_fields[str(part)].annotation
+            allowed = ", ".join(model.model_fields)
+            message = f"unknown key (allowed: {allowed})"
+        elif problem["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        elif "input" in problem and problem["type"] != "missing":
+            message = f"{message} (got {problem['input']!r})"
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict | None, source: Path = PARAMS_FILE) -> Params:
+    """Validate an already-loaded params mapping."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as error:
+        raise ParamsError(_format_error(error, source)) from None
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``; raise :class:`ParamsError` naming each bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run the stage from the project root)") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    return parse_params(raw, path)

@@ -1,0 +1,169 @@
+"""How a stage script starts and fails: validated params first, one clear line on bad input.
+
+Also what keeps a stage from outliving its ``dvc``: it gets SIGTERM when its parent dies, and
+an exclusive lock beside its output folder keeps a second run from writing the same files.
+Killing only ``dvc`` used to leave its trainer running: the next ``dvc repro`` started a second
+one, both wrote the same outputs. The kernel drops a lock when its process dies, so a crash
+never leaves a stale one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bps.core.errors import PipelineError
+from bps.core.files import write_text
+from bps.core.params import Params, load_params
+
+NOT_APPLICABLE_FILE = "NOT_APPLICABLE.md"
+
+
+
+class LayoutNotSupportedError(PipelineError):
+    """The stage has no multi-channel (``data.source: layout``) path yet."""
+
+
+def stage_name(argv: list[str]) -> str:
+    """The running stage as dvc.yaml names it: ``python -m stages.train_lenet --control`` is train-lenet-control."""
+    return "-".join([Path(argv[0]).stem, *argv[1:]]).replace("_", "-").replace("--", "")
+
+
+@dataclass(frozen=True)
+class BpsOnly:
+    """A stage with nothing to do on a layout: why, and the outs (dvc.yaml) it still writes, so
+    that ``dvc repro`` runs every stage on any source."""
+
+    why: str
+    outs: Sequence[Path]
+
+    def write(self, stage: str) -> None:
+        """One NOT_APPLICABLE.md per out folder, saying why it holds nothing else."""
+        for folder in self.outs:
+            write_text(Path(folder) / NOT_APPLICABLE_FILE,
+                       f"# {stage}: not applicable to data.source layout\n\n{self.why}\n")
+        print(f"{stage}: not applicable to data.source layout (see {NOT_APPLICABLE_FILE} in "
+              f"{', '.join(str(folder) for folder in self.outs)})")
+
+
+def run_stage(main: Callable[[Params], None], layouts: bool = False, bps_only: BpsOnly | None = None) -> None:
+    """Validate params.yaml, run ``main``, and turn input errors into a message and exit 1.
+
+    A stage that does not say it handles ``data.source: layout`` (``layouts``) stops on one with
+    one line, instead of failing somewhere inside on columns that BPS tables have; one that is
+    ``bps_only`` writes its reason into its outs instead, and succeeds.
+    """
+    try:
+        params = load_params()
+        if params.data.source == "layout" and bps_only is not None:
+            bps_only.write(stage_name(sys.argv))
+            return
+        if params.data.source == "layout" and not layouts:
+            raise LayoutNotSupportedError(f"data.source layout: {stage_name(sys.argv)} supports BPS only so far")
+        main(params)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+WATCHDOG_INTERVAL_S = 1.0
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "busybox", "fish"}
+
+
+class TrainingLockedError(PipelineError, RuntimeError):
+    """Another process is training into the same model folder."""
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock of a model folder: a hidden sibling (git-ignored), since DVC deletes the folder itself."""
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextmanager
+def training_lock(folder: Path) -> Iterator[IO]:
+    """Hold an exclusive lock on ``folder``'s lock file, which names this pid, while training."""
+    path = lock_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as stream:
+        try:
+            fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stream.seek(0)
+            holder = stream.read().strip() or "unknown"
+            raise TrainingLockedError(
+                f"{folder} is being trained by pid {holder} (lock {path}); wait for it to finish or stop it"
+            ) from None
+        stream.seek(0)
+        stream.truncate()
+        stream.write(f"{os.getpid()}\n")
+        stream.flush()
+        try:
+            yield stream
+        finally:
+            stream.seek(0)
+            stream.truncate()  # the file stays (removing a lock file races with the next locker)
+
+
+def die_with_parent() -> None:
+    """Get SIGTERM when the parent process exits, so an orphaned trainer never keeps writing.
+
+    DVC runs a stage through ``$SHELL -c`` (``/bin/sh`` when unset); bash execs a lone command but
+    dash does not, so the parent may be a shell that outlives a killed ``dvc``. Then the shell's
+    own parent is watched too.
+    """
+    parent = os.getppid()
+    launcher = _launcher_of_wrapping_shell(parent)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+            if launcher is not None:
+                _watch(lambda: _parent_of(parent) == launcher)
+            return
+    _watch(lambda: os.getppid() == parent)
+
+
+def _watch(still_attached: Callable[[], bool]) -> None:
+    """SIGTERM this process from a daemon thread once ``still_attached`` turns false."""
+
+    def watch() -> None:
+        while still_attached():
+            time.sleep(WATCHDOG_INTERVAL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _parent_of(pid: int) -> int | None:
+    """``pid``'s parent from ``/proc`` (Linux), or None once it is gone or unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # fields after "(comm)": state, ppid, ...
+
+
+def _launcher_of_wrapping_shell(pid: int) -> int | None:
+    """The parent of ``pid`` when ``pid`` is a ``<shell> -c <command>`` wrapper, else None."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return None
+    is_wrapper = len(argv) >= 3 and argv[-2] == b"-c" and Path(os.fsdecode(argv[0])).name in SHELLS
+    return _parent_of(pid) if is_wrapper else None
+
+
+# Set by a parent that holds the lock and re-launches the stage under torchrun (bps/distributed.py).
+LOCK_HELD_BY_PARENT = "BPS_TRAINING_LOCK_HELD_BY_PARENT"

@@ -1,0 +1,107 @@
+"""A split's prepared array: one memory-mappable N×C×H×W uint8 array (BPS: C = 1), written and read here.
+
+Written on every core: workers decode and shrink images in chunks and send back only the small result, so memory
+holds the output array and a few images in flight, never the decoded dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from bps.core.files import atomic_open
+from bps.core.paths import prepared_images, prepared_table
+from bps.data.images import ImageError, prepare
+from bps.data.layouts.meta import LABEL
+from bps.core.params import PreprocessParams
+
+T = TypeVar("T")
+P = TypeVar("P")  # one work item: a file, or a sample's tuple of channel files
+
+
+@dataclass
+class PreparedArray:
+    images: np.ndarray
+    kept: list[int]
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def worker_count(requested: int) -> int:
+    """``0`` means one worker per core."""
+    return requested or os.cpu_count() or 1
+
+
+def _or_report(work: Callable[[P], T], path: P) -> T | str:
+    try:
+        return work(path)
+    except ImageError as error:
+        return str(error)
+
+
+def map_images(work: Callable[[P], T], paths: list[P], workers: int, on_error: str, desc: str,
+               failures: dict[str, str] | None = None, names: list[str] | None = None) -> Iterator[tuple[int, T]]:
+    """``work`` (picklable) applied to every image on ``workers`` processes (0: one per core): yields
+    (index, result) in order for the images kept, with a progress bar.
+
+    A bad image stops the run naming it (``on_error: fail``) or is left out (``skip``) and, with
+    ``failures``, recorded there under its path (or its entry in ``names``): preprocess and
+    features keep the same images.
+    """
+    workers = worker_count(workers)
+    chunksize = max(1, min(64, len(paths) // (workers * 4)))
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        results = pool.map(partial(_or_report, work), paths, chunksize=chunksize)
+        for index, result in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img")):
+            if isinstance(result, str):
+                if on_error == "fail":
+                    raise ImageError(f"{result}\n(set preprocess.on_error: skip to leave such files out)")
+                if failures is not None:
+                    failures[names[index] if names else str(paths[index])] = result
+                continue
+            yield index, result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def collect_images(work: Callable[[P], np.ndarray], items: list[P], channels: int, params: PreprocessParams, desc: str,
+             names: list[str] | None = None) -> PreparedArray:
+    """Run ``work`` (one item to a channels×size×size or size×size uint8 image) over every item
+    into one N×channels×size×size array; on a bad file stop (``on_error: fail``) or skip and report it."""
+    images = np.empty((len(items), channels, params.size, params.size), dtype=np.uint8)
+    kept: list[int] = []
+    failures: dict[str, str] = {}
+    for index, image in map_images(work, items, params.workers, params.on_error, desc, failures, names):
+        images[len(kept)] = image
+        kept.append(index)
+    return PreparedArray(images[: len(kept)], kept, failures)
+
+
+def prepare_images(paths: list[Path], params: PreprocessParams, desc: str = "preprocess") -> PreparedArray:
+    """Prepare every single-channel TIFF (BPS) into N×1×size×size."""
+    return collect_images(partial(prepare, params=params), paths, 1, params, desc)
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Save a .npy atomically; readers load it with ``np.load(path, mmap_mode="r")``."""
+    with atomic_open(path) as stream:
+        np.save(stream, array)
+
+
+def load_split(split: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """A split's N×C×H×W uint8 images (memory-mapped, not read into RAM) and its label table.
+
+    A layout's ``label`` column stays text: HPA's ``"5"`` is a label name, not the number 5.
+    Imports no torch: the baseline stage never needs it.
+    """
+    table = pd.read_csv(prepared_table(split), dtype={LABEL: str})
+    return np.load(prepared_images(split), mmap_mode="r"), table

@@ -1,0 +1,180 @@
+"""TIFF decode, intensity normalisation and resizing: one nucleus crop to one model input.
+
+Normalisation methods (``preprocess.normalize``):
+
+* ``fixed`` (default): map a fixed intensity window ``preprocess.fixed_range`` (default
+  200-3000, from below background to above the brightest foci) to 0-1 and clip. Every image
+  gets the same scale, so absolute brightness, which is where foci and dose show, survives.
+* ``percentile``: map each image's own ``preprocess.percentiles`` to 0-1. Robust to plate
+  brightness, but hides absolute intensity.
+* ``minmax``: each image's own min and max, as the original study did. Kept for comparison;
+  one bright focus rescales the whole nucleus.
+
+Crops are padded to a square with their border's median (aspect ratio kept) and shrunk by area
+averaging (PIL's box filter), which integrates over pixels instead of skipping them; the window
+is then applied to the small image (see :func:`prepare_image`).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from bps.core.errors import PipelineError
+from bps.core.params import PreprocessParams
+
+
+class ImageError(PipelineError, ValueError):
+    """An image file cannot be used: the message names the file."""
+
+
+class NotATiffError(ImageError):
+    """The bytes are not a readable TIFF."""
+
+
+class PixelTypeError(ImageError):
+    """The pixels are not integer camera counts."""
+
+
+class ImageShapeError(ImageError):
+    """Not exactly one 2-D single-channel page."""
+
+
+class ImageTooLargeError(ImageError):
+    """Far larger than a nucleus crop."""
+
+
+class CompressionError(ImageError):
+    """Pixel data in a codec that is not accepted (image codecs carry their own, unchecked, size)."""
+
+
+# Crops are ~90-260 px a side; a whole field of view (or a forged header) is a mistake.
+MAX_SIDE = 4096
+
+# TIFF Compression tag values (tifffile.COMPRESSION) that microscopy crops use. tifffile decodes
+# these into a buffer of the size the header declares, so a stream that inflates further fails
+# instead of filling memory. Image codecs (PNG, JPEG, WebP, JPEG 2000...) decode to the size in
+# their own stream, which the TIFF header does not bound (a 64×64 header over a 24000×24000 PNG),
+# so they are refused before any pixel is decoded.
+CODECS = {
+    "none": (tifffile.COMPRESSION.NONE,),
+    "LZW": (tifffile.COMPRESSION.LZW,),
+    "Deflate": (tifffile.COMPRESSION.ADOBE_DEFLATE, tifffile.COMPRESSION.DEFLATE),
+    "PackBits": (tifffile.COMPRESSION.PACKBITS,),
+    "Zstd": (tifffile.COMPRESSION.ZSTD,),
+}
+ALLOWED_COMPRESSIONS = frozenset(int(code) for codes in CODECS.values() for code in codes)
+
+
+def read_tiff(source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Decode a single-channel integer TIFF (a path or an open binary file) to a 2-D array.
+
+    Pages, pixel type, size and compression are checked from the header before any pixel is
+    decoded (a few kB of compressed zeros can claim a gigapixel image), and the accepted codecs
+    decode into the declared size only. Every refusal is an :class:`ImageError` subclass naming
+    the file (``name``, else the path).
+    """
+    label = name or (str(source) if isinstance(source, str | Path) else str(getattr(source, "name", "upload")))
+    with ExitStack() as cleanup:
+        try:
+            stream_name = None if isinstance(source, str | Path) else Path(label).name  # a spooled upload has none
+            tiff = cleanup.enter_context(tifffile.TiffFile(source, name=stream_name))
+            pages, page = len(tiff.pages), tiff.pages.first
+        except Exception as error:  # tifffile raises many types for non-TIFF input
+            raise NotATiffError(f"{label}: not a TIFF file ({type(error).__name__}: {error})") from None
+        if pages != 1:
+            raise ImageShapeError(f"{label}: expected one image, found {pages} pages")
+        _check_header(label, page.shape, page.dtype, max_side)
+        _check_compression(label, page.compression)
+        try:
+            image = page.asarray(maxworkers=1)  # one thread: files are small, workers are many
+        except Exception as error:  # a valid header over corrupt or truncated pixel data
+            raise ImageError(f"{label}: cannot decode TIFF pixel data ({type(error).__name__}: {error})") from None
+    return np.squeeze(image)
+
+
+def _check_header(label: str, shape: tuple[int, ...], dtype: np.dtype | None, max_side: int) -> None:
+    if dtype is None or np.dtype(dtype).kind not in "iu":
+        raise PixelTypeError(f"{label}: pixel type {dtype} is not supported; expected integer counts (e.g. uint16)")
+    sides = [side for side in shape if side != 1]
+    if len(sides) != 2 or min(sides) < 2:
+        raise ImageShapeError(f"{label}: expected one 2-D single-channel image, got shape {tuple(shape)}")
+    if max(sides) > max_side:
+        raise ImageTooLargeError(f"{label}: image is {sides[0]}×{sides[1]} px; at most {max_side} px a side")
+
+
+def _check_compression(label: str, compression: int) -> None:
+    if compression in ALLOWED_COMPRESSIONS:
+        return
+    try:
+        codec = f"{tifffile.COMPRESSION(compression).name} ({int(compression)})"
+    except ValueError:
+        codec = str(int(compression))
+    allowed = ", ".join(f"{name} ({' or '.join(str(int(code)) for code in codes)})" for name, codes in CODECS.items())
+    raise CompressionError(f"{label}: TIFF compression {codec} is not accepted; allowed: {allowed}")
+
+
+def intensity_window(image: np.ndarray, params: PreprocessParams) -> tuple[float, float]:
+    """The raw intensities that map to 0 and 1 under the chosen method."""
+    if params.normalize == "fixed":
+        low, high = params.fixed_range
+    elif params.normalize == "percentile":
+        low, high = np.percentile(image, params.percentiles)
+    else:
+        low, high = image.min(), image.max()
+    return float(low), float(high)
+
+
+def apply_window(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map ``low``..``high`` to 0..1 (float32), clipping outside."""
+    scale = max(high - low, 1e-6)
+    return np.clip((image.astype(np.float32) - low) / scale, 0.0, 1.0)
+
+
+def normalize(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """Map intensities to 0-1 (float32) by the chosen method; see the module docstring."""
+    return apply_window(image, *intensity_window(image, params))
+
+
+def pad_to_square(image: np.ndarray) -> np.ndarray:
+    """Centre the crop on a square canvas filled with its border's median (its background)."""
+    height, width = image.shape
+    side = max(height, width)
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    canvas = np.full((side, side), np.median(border), dtype=image.dtype)
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[top : top + height, left : left + width] = image
+    return canvas
+
+
+def resize_area(image: np.ndarray, size: int) -> np.ndarray:
+    """Area-averaged resize of an image to ``size``×``size`` (float32)."""
+    # Mode "F" reads the buffer as float32: any other dtype would be silently reinterpreted.
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    return np.asarray(Image.fromarray(image, mode="F").resize((size, size), Image.Resampling.BOX))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Quantise 0-1 to 0-255: a quarter of float32's size, and memory-mappable as is."""
+    return np.round(image * 255.0).astype(np.uint8)
+
+
+def prepare_image(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """One decoded crop to one ``size``×``size`` uint8 model input.
+
+    The window is measured on the raw crop but applied after shrinking, which is the same
+    affine map on 20× fewer pixels; clipping after area averaging also keeps the integrated
+    brightness of a small focus that saturates the window.
+    """
+    low, high = intensity_window(image, params)
+    return to_uint8(apply_window(resize_area(pad_to_square(image), params.size), low, high))
+
+
+def prepare(path: Path | str, params: PreprocessParams) -> np.ndarray:
+    """One TIFF file to one ``size``×``size`` uint8 model input."""
+    return prepare_image(read_tiff(path), params)

@@ -1,0 +1,73 @@
+"""One multi-channel sample (one grayscale file per channel) to one C×size×size model input.
+
+Each channel file is a PNG (read by Pillow) or a TIFF (read by bps/images.py's checked reader),
+of the dataset's ``bit_depth`` (8: uint8, 16: uint16; anything else is refused, naming the
+file). Every channel goes through :func:`bps.images.prepare_image` on its own: padded to a
+square, area-resized, and normalised by ``preprocess.normalize`` measured on that channel of
+that image alone (``percentile``: its own percentiles; ``minmax``: its own range; ``fixed``:
+``preprocess.fixed_range`` for every channel), so a dim stain is not drowned by a bright one.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bps.data.images import MAX_SIDE, ImageError, ImageShapeError, ImageTooLargeError, PixelTypeError, prepare_image, read_tiff
+from bps.core.params import PreprocessParams
+from bps.data.arrays import PreparedArray, collect_images
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+DTYPES = {8: np.uint8, 16: np.uint16}
+# Pillow's single-channel modes and the pixel type they hold.
+PNG_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16}
+
+
+def read_png(source: Path | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
+    """A single-channel PNG (a path or an open binary file), its size checked from the header
+    before any pixel is decoded."""
+    path = name or source
+    try:
+        with Image.open(source) as image:
+            if image.format != "PNG":
+                raise ImageError(f"{path}: not a PNG file ({image.format})")
+            if max(image.size) > max_side:
+                width, height = image.size
+                raise ImageTooLargeError(f"{path}: image is {height}×{width} px; at most {max_side} px a side")
+            if image.mode not in PNG_MODES:
+                raise ImageShapeError(f"{path}: PNG mode {image.mode} is not one grayscale channel (L or I;16)")
+            return np.asarray(image, dtype=PNG_MODES[image.mode])
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, ImageError):
+            raise
+        raise ImageError(f"{path}: cannot read the PNG ({type(error).__name__}: {error})") from None
+
+
+def read_channel(source: Path | BinaryIO, bit_depth: int, name: str | None = None,
+                 max_side: int = MAX_SIDE) -> np.ndarray:
+    """One channel file (a path, or an upload named ``name``) as a 2-D array of the expected pixel type."""
+    if isinstance(source, Path) and not source.is_file():
+        raise ImageError(f"{source}: file not found")
+    label = name or str(source)
+    is_tiff = Path(label).suffix.lower() in TIFF_SUFFIXES
+    image = read_tiff(source, name, max_side) if is_tiff else read_png(source, name, max_side)
+    if image.dtype != DTYPES[bit_depth]:
+        raise PixelTypeError(f"{label}: {image.dtype} pixels, but data.layout.bit_depth is {bit_depth}")
+    return image
+
+
+def prepare_sample(paths: tuple[Path, ...], params: PreprocessParams, bit_depth: int) -> np.ndarray:
+    """A sample's channel files to one C×size×size uint8 array, each channel normalised on its own."""
+    return np.stack([prepare_image(read_channel(path, bit_depth), params) for path in paths])
+
+
+def prepare_samples(files: list[tuple[Path, ...]], names: list[str], channels: int, bit_depth: int,
+                    params: PreprocessParams, desc: str = "preprocess") -> PreparedArray:
+    """Prepare every sample (its ``channels`` files) into N×channels×size×size on every core; a
+    bad file stops the run or, with ``on_error: skip``, leaves its sample out, reported under its name."""
+    work = partial(prepare_sample, params=params, bit_depth=bit_depth)
+    return collect_images(work, files, channels, params, desc, names)

@@ -1,0 +1,65 @@
+"""Running a trained network: the device, uint8 arrays to tensors, probabilities per head or label.
+
+Shared by training (validation after every epoch), evaluation, saliency and the prediction
+service, so a model is read the same way wherever it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from bps.core.errors import PipelineError
+
+EVAL_BATCH_SIZE = 512
+
+
+def pick_device(requested: str) -> torch.device:
+    """``auto`` takes the GPU when there is one; ``cuda`` without one is an error, not a fallback."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("train.device is cuda but no CUDA device is available (use auto or cpu)")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch on ``device``: on a GPU through pinned memory with an asynchronous copy (the
+    host goes on to the next batch while the copy runs); on CPU the tensor itself, untouched."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 0-255 → float32 0-1."""
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+
+
+def head_softmax(logits: torch.Tensor, head_sizes: Sequence[int] = ()) -> torch.Tensor:
+    """Probabilities: a softmax over all the logits, or over each head's slice for several heads."""
+    if len(head_sizes) <= 1:
+        return torch.softmax(logits, dim=1)
+    return torch.cat([torch.softmax(block, dim=1) for block in logits.split(list(head_sizes), dim=1)], dim=1)
+
+
+def probabilities(logits: torch.Tensor, head_sizes: Sequence[int] = (), multilabel: bool = False) -> torch.Tensor:
+    """What the outputs mean: each label's sigmoid for a multi-label target, else :func:`head_softmax`."""
+    return torch.sigmoid(logits) if multilabel else head_softmax(logits, head_sizes)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, images: np.ndarray, device: torch.device, head_sizes: Sequence[int] = (), multilabel: bool = False
+) -> np.ndarray:
+    """Class probabilities for every image of a split, in order, never augmented (see :func:`probabilities`)."""
+    model.eval()
+    chunks = [
+        probabilities(model(to_device(to_float(np.array(images[start : start + EVAL_BATCH_SIZE])), device)), head_sizes,
+                      multilabel).cpu().numpy()
+        for start in range(0, len(images), EVAL_BATCH_SIZE)
+    ]
+    return np.concatenate(chunks) if chunks else np.empty((0, 0), dtype=np.float32)

@@ -1,0 +1,84 @@
+"""scikit-learn models on disk in skops format: the same bytes for the same model, and no code run on load.
+
+skops's loader only rebuilds an allow-list of types, instead of a pickle that would run whatever
+code a shared file contains. Used for the MLP baseline and the classical feature models.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from sklearn.pipeline import Pipeline
+
+from bps.core.files import atomic_open
+from bps.models.card import ModelCard, write_card
+
+MODEL_FILE = "model.skops"
+SCHEMA_FILE = "schema.json"  # skops's description of the objects; arrays are files beside it
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every zip entry's time stamp (see _reproducible)
+
+
+def _reproducible(archive: bytes) -> bytes:
+    """A skops archive whose bytes depend on the model alone.
+
+    skops names every object by its ``id()`` (a memory address, new in every process), in its
+    schema and in the names of its array files, and stamps each zip entry with the time of
+    saving: the same model saved twice would be other bytes, and a re-run would record a new model
+    in dvc.lock. Here ids are renumbered in the order they appear (objects that shared one still
+    do) and every entry is stamped ZIP_TIME.
+    """
+    numbers: dict[int, int] = {}
+
+    def renumber(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                renumber(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key == "__id__":
+                    node[key] = numbers.setdefault(value, len(numbers))
+                elif key == "file":
+                    node[key] = _renamed(value, numbers)
+                else:
+                    renumber(value)
+
+    packed = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as source, zipfile.ZipFile(packed, "w") as target:
+        schema = json.loads(source.read(SCHEMA_FILE))
+        renumber(schema)
+        for entry in source.infolist():
+            is_schema = entry.filename == SCHEMA_FILE
+            fixed = zipfile.ZipInfo(entry.filename if is_schema else _renamed(entry.filename, numbers), ZIP_TIME)
+            fixed.compress_type, fixed.external_attr = entry.compress_type, entry.external_attr
+            target.writestr(fixed, json.dumps(schema, indent=2).encode() if is_schema else source.read(entry))
+    return packed.getvalue()
+
+
+def _renamed(filename: str, numbers: dict[int, int]) -> str:
+    """``<id>.npy`` → ``<its number>.npy`` (an id with no number yet gets the next one)."""
+    stem, dot, suffix = filename.partition(".")
+    return f"{numbers.setdefault(int(stem), len(numbers))}{dot}{suffix}"
+
+
+def save(folder: Path, pipeline: Pipeline, card: ModelCard) -> None:
+    """Write the scaler + MLP pipeline atomically in skops format, then its model card."""
+    import skops.io as sio  # here, not at the top: it imports torch (~500 MB) through its trusted types
+
+    with atomic_open(folder / MODEL_FILE) as stream:
+        stream.write(_reproducible(sio.dumps(pipeline)))
+    write_card(folder, card)
+
+
+def load(folder: Path) -> Pipeline:
+    """Load a saved baseline, refusing any type outside scikit-learn's and numpy's."""
+    import skops.io as sio
+
+    path = folder / MODEL_FILE
+    unknown = [name for name in sio.get_untrusted_types(file=path) if not name.startswith(("sklearn.", "numpy."))]
+    if unknown:
+        raise ValueError(f"{path}: refusing to load unexpected types {unknown}")
+    return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+

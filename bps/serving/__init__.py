@@ -1,0 +1,1 @@
+"""Predictions for new images: the predictor, and the HTTP service with its admission limits."""

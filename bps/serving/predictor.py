@@ -1,0 +1,142 @@
+"""Predictions for new images from a trained model folder, with the model's own preprocessing.
+
+A model folder (``models/lenet``, ``models/baseline``) carries its model card (``model.json``,
+:mod:`bps.model_card`) with its kind and the preprocessing settings it was trained with, so
+predictions never depend on today's ``params.yaml``.
+
+A model trained on a layout (``data.source: layout``) takes one file per channel for each
+sample, in the card's channel order (``channels``), each normalised on its own as in training
+(bps/channels.py). A multi-label model predicts every label whose probability reaches its
+threshold (the card's ``thresholds``, chosen on the validation split); ``predicted`` lists them
+separated by spaces (empty when none does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from bps.core import options
+from bps.core.errors import PipelineError
+from bps.data.images import MAX_SIDE, prepare_image, read_tiff
+from bps.data.layouts.channels import read_channel
+from bps.models import pixel_mlp, sklearn_io
+from bps.models.card import read_card
+from bps.targets.labels import get_target, layout_target
+from bps.targets.multilabel import predict as over_thresholds
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+class Predictor:
+    """A trained model and the exact preprocessing it expects."""
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        self.card = read_card(self.folder)  # refuses a folder whose training did not finish
+        if self.card.kind == "classical":
+            raise PipelineError(f"{self.folder}: a classical feature model (evaluate scores it); predict takes "
+                                "models/lenet or models/baseline")
+        card = self.card
+        self.layout = card.target == options.LAYOUT_TARGET
+        self.target = layout_target(card.classes, None, card.multilabel) if self.layout else get_target(card.target)
+        self.classes = list(self.target.outputs)  # the probability columns: per head for particle+dose
+        self.preprocess = card.preprocess
+        self.architecture = card.architecture
+        self.channels = card.channels or ["image"]  # the files one sample takes, in order
+        if not self.layout and card.in_channels != 1:
+            raise PipelineError(f"{self.folder}: this model takes {card.in_channels} channels; BPS TIFFs have one")
+        try:
+            self._proba = self._load_model()
+        except PipelineError:
+            raise
+        except Exception as error:  # missing or corrupt weights, torch errors...
+            raise PipelineError(f"{self.folder}: cannot load the model ({type(error).__name__}: {error})") from None
+
+    def _load_model(self):
+        """A function from N×1×size×size uint8 inputs to class probabilities."""
+        if self.card.kind == "mlp":
+            pipeline = sklearn_io.load(self.folder)
+            return lambda images: self.target.marginals(pipeline.predict_proba(pixel_mlp.flatten(images)))
+        from bps.models.inference import pick_device, predict_proba
+        from bps.models.networks import load_checkpoint  # torch only for the CNN models
+
+        device = pick_device("auto")
+        model, _ = load_checkpoint(self.folder, device)
+        return lambda images: predict_proba(model, images, device, self.target.head_sizes, self.target.multilabel)
+
+    def prepare_channel(self, source: Path | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
+        """One file (path or open binary file) → one size×size uint8 input channel: a BPS TIFF, or
+        one channel file of a layout sample (PNG or TIFF of the card's bit depth)."""
+        if self.layout:
+            return prepare_image(read_channel(source, self.card.bit_depth, name, max_side), self.preprocess)
+        return prepare_image(read_tiff(source, name, max_side), self.preprocess)
+
+    def prepare(self, source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
+        """One TIFF (path or open binary file) → the model's 1×size×size uint8 input."""
+        return self.prepare_channel(source, name, max_side)[None]
+
+    def samples(self, names: list[str]) -> list[list[int]]:
+        """The files (by index) of each sample: one each for BPS, else consecutive groups of as many
+        as the model has channels. A count that does not divide is refused, naming the files."""
+        size = len(self.channels)
+        if len(names) % size:
+            raise PipelineError(
+                f"{self.folder} takes {size} files per sample, one per channel in this order: "
+                f"{', '.join(self.channels)}; got {len(names)} ({', '.join(names)})"
+            )
+        return [list(range(start, start + size)) for start in range(0, len(names), size)]
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for N×1×size×size uint8 inputs."""
+        return np.asarray(self._proba(images))
+
+    def predicted(self, proba: np.ndarray) -> list[str]:
+        """The predicted class of every row; for several heads the joint class (``Fe 0.3 Gy``); for a
+        multi-label model its labels over their thresholds, space-separated."""
+        if self.target.multilabel:
+            chosen = over_thresholds(proba, np.asarray(self.card.thresholds))
+            return [" ".join(np.array(self.classes)[row.astype(bool)]) for row in chosen]
+        if len(self.target.heads) == 1:
+            return [self.classes[index] for index in proba.argmax(axis=1)]
+        return [self.target.classes[index] for index in self.target.predict(proba)]
+
+    def table(self, names: list[str], proba: np.ndarray) -> pd.DataFrame:
+        """One row per image: its name, predicted class (and each head's) and every output's probability."""
+        result = pd.DataFrame({"file": names, "predicted": self.predicted(proba)})
+        if len(self.target.heads) > 1:
+            for head, block in zip(self.target.heads, self.target.split(proba)):
+                result[f"predicted_{head.name}"] = np.array(head.classes)[block.argmax(axis=1)]
+        for index, name in enumerate(self.classes):
+            result[f"p_{name}"] = proba[:, index]
+        return result
+
+    def predict_files(self, paths: list[Path]) -> pd.DataFrame:
+        """Predict every file (a layout model: every group of channel files), with a progress bar;
+        a bad file stops with its name."""
+        groups = self.samples([str(path) for path in paths])
+        with tqdm(paths, desc="prepare", unit="img") as progress:  # closed on a bad file too
+            channels = [self.prepare_channel(path) for path in progress]
+        inputs = np.stack([np.stack([channels[index] for index in group]) for group in groups])
+        names = [" ".join(str(paths[index]) for index in group) for group in groups]
+        return self.table(names, self.predict_proba(inputs))
+
+
+def find_tiffs(sources: Iterable[Path | str]) -> list[Path]:
+    """Files as given, and every TIFF under each folder, sorted."""
+    found: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found += sorted(p for p in source.rglob("*") if p.suffix.lower() in TIFF_SUFFIXES)
+        elif source.is_file():
+            found.append(source)
+        else:
+            raise PipelineError(f"{source}: no such file or folder")
+    if not found:
+        raise PipelineError("no TIFF files found in the given paths")
+    return found

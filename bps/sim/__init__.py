@@ -1,0 +1,1 @@
+"""The offline BPS simulator: rendering, foci physics, plate confounds, and how it is checked against the real crop."""

@@ -1,0 +1,1 @@
+"""Training: batches and augmentation, the CNN loop, data-parallel processes, lr range test, negative controls."""

@@ -1,0 +1,133 @@
+"""Feeding prepared arrays to a model: memory-mapped reads and batched tensor augmentation.
+
+The study decoded and augmented one TIFF per ``__getitem__``; here a batch is one slice of a
+memory-mapped uint8 array and every augmentation is a handful of tensor operations on the
+whole batch. Augmentation is a training-only step: evaluation batches come from
+:func:`iterate_batches` with ``augment=None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bps.models.inference import to_float
+from bps.targets.multilabel import oversampling_weights, positive_weights
+
+Augment = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One of ``size`` processes training together: it takes rows ``rank``, ``rank + size``, …
+    of every batch, so that the processes' parts make up exactly the one-process batch."""
+
+    rank: int
+    size: int
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.rank, None, self.size)
+
+
+def balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class weights ``n / (k · count)``: every class carries the same total weight."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
+def training_weights(labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """What ``train.class_weight: balanced`` weights the loss with and ``train.sampler: weighted``
+    draws images by: per class and per image :func:`balanced_weights`, or for N×L multi-label
+    indicators each label's ``pos_weight`` and each image's rare-label oversampling weight."""
+    if labels.ndim == 2:
+        return positive_weights(labels), oversampling_weights(labels)
+    per_class = balanced_weights(labels, n_classes)
+    return per_class, per_class[labels]
+
+
+def iterate_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    augment: Augment | None = None,
+    sample_weights: np.ndarray | None = None,
+    shard: Shard | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images, labels) batches for one epoch.
+
+    In order without a generator; shuffled with one; with ``sample_weights`` too, an epoch of
+    the same length drawn with replacement in proportion to the weights (a weighted sampler).
+    Shuffled epochs never end on a batch of one image (it joins the one before).
+
+    With a ``shard``, every process draws the same order from the same seeded generator and
+    yields only its rows of each batch, augmented with the draws the whole batch would get:
+    the processes' parts are the one-process batches, split. A last batch too small to give
+    every process an image joins the one before.
+    """
+    count = len(images)
+    if generator is None:
+        order = np.arange(count)
+    elif sample_weights is not None:
+        weights = torch.as_tensor(sample_weights, dtype=torch.float64)
+        order = torch.multinomial(weights, count, replacement=True, generator=generator).numpy()
+    else:
+        order = torch.randperm(count, generator=generator).numpy()
+    starts = list(range(0, count, batch_size))
+    smallest_last = max(2, shard.size if shard else 1)
+    if generator is not None and len(starts) > 1 and count - starts[-1] < smallest_last:
+        starts.pop()  # a lone last training image joins the batch before it: BatchNorm cannot train on one
+    for start, stop in zip(starts, [*starts[1:], count]):
+        # Sorted indices read the memory map front to back; the batch's order does not matter.
+        index = np.sort(order[start:stop])
+        rows = shard.rows if shard else slice(None)
+        batch = to_float(images[index[rows]])
+        if augment is not None:
+            batch = augment(batch, rows, len(index)) if shard else augment(batch)
+        yield batch, torch.from_numpy(labels[index[rows]])
+
+
+class RandomAugment:
+    """Random flips, 90° rotations and shifted crops, drawn per image, applied per batch.
+
+    Nuclei have no preferred orientation, so the dihedral group and small shifts give new,
+    equally plausible images. Crops take a ``size``×``size`` window from the reflection-padded
+    image at a random offset of up to ``pad`` pixels.
+    """
+
+    def __init__(self, generator: torch.Generator, pad: int = 4) -> None:
+        self.generator = generator
+        self.pad = pad
+
+    def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
+        """Augment ``batch``; with ``part`` and ``drawn_for``, it is those rows of a batch of
+        ``drawn_for`` images, and gets the draws those rows would get in the whole batch."""
+        count, _, height, width = batch.shape
+        total = count if drawn_for is None else drawn_for
+
+        def draw(high: int) -> torch.Tensor:
+            return torch.randint(0, high, (total,), generator=self.generator)[part]
+
+        flip = draw(2).bool().view(-1, 1, 1, 1)
+        batch = torch.where(flip, batch.flip(-1), batch)
+        if height == width:
+            turns = draw(4)
+            rotated = torch.empty_like(batch)
+            for k in range(4):
+                chosen = turns == k
+                rotated[chosen] = torch.rot90(batch[chosen], k, dims=(-2, -1))
+            batch = rotated
+        if self.pad:
+            padded = torch.nn.functional.pad(batch, (self.pad,) * 4, mode="reflect")
+            top = draw(2 * self.pad + 1)
+            left = draw(2 * self.pad + 1)
+            rows = (top[:, None] + torch.arange(height)).view(count, 1, height, 1)
+            cols = (left[:, None] + torch.arange(width)).view(count, 1, 1, width)
+            samples = torch.arange(count).view(count, 1, 1, 1)
+            channels = torch.arange(batch.shape[1]).view(1, -1, 1, 1)
+            batch = padded[samples, channels, rows, cols]
+        return batch

@@ -1,0 +1,158 @@
+"""The CNN training loop's parts: determinism, optimiser, schedule, early stopping, the loss, one epoch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bps.core import options
+from bps.core.errors import PipelineError
+from bps.core.params import TrainParams
+from bps.models.inference import to_device
+from bps.training.batches import Augment, Shard, iterate_batches
+
+
+def make_deterministic(seed: int, device_type: str = "cpu") -> torch.Generator:
+    """Seed torch and insist on deterministic kernels: same params and seed, same numbers on CPU.
+
+    On CUDA some kernels have no deterministic version: there it warns instead of failing.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=device_type != "cpu")
+    return torch.Generator().manual_seed(seed)
+
+
+# Keyed by the names in bps.options, which params validation lists without importing torch.
+OPTIMIZERS = options.registry(
+    options.OPTIMIZERS,
+    adam=torch.optim.Adam,
+    adamw=torch.optim.AdamW,
+    sgd=partial(torch.optim.SGD, momentum=0.9),
+)
+SCHEDULERS = options.registry(
+    options.SCHEDULERS,
+    none=lambda optimizer, params: None,
+    step=lambda optimizer, params: torch.optim.lr_scheduler.StepLR(optimizer, params.lr_step_epochs, params.lr_gamma),
+    cosine=lambda optimizer, params: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params.epochs),
+    exponential=lambda optimizer, params: torch.optim.lr_scheduler.ExponentialLR(optimizer, params.lr_gamma),
+)
+
+
+def _choose(table: dict, key: str, name: str):
+    """``table[name]``, or one line naming the key and the allowed values (never a silent default)."""
+    if name not in table:
+        raise PipelineError(f"{key}: unknown {name!r} (allowed: {', '.join(table)})")
+    return table[name]
+
+
+def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    optimizer = _choose(OPTIMIZERS, "train.optimizer", params.optimizer)
+    return optimizer(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams):
+    """The learning-rate schedule, stepped once per epoch (None for a constant rate)."""
+    return _choose(SCHEDULERS, "train.scheduler", params.scheduler)(optimizer, params)
+
+
+class EarlyStopping:
+    """Tracks the best value of a validation metric; says stop after ``patience`` epochs without
+    improvement (``patience`` 0 never stops)."""
+
+    def __init__(self, patience: int, lower_is_better: bool) -> None:
+        self.patience, self.sign = patience, 1.0 if lower_is_better else -1.0
+        self.best, self.stale = float("inf"), 0
+
+    def improved(self, value: float) -> bool:
+        """Record this epoch's value; True when it is the best so far."""
+        if self.sign * value < self.best:
+            self.best, self.stale = self.sign * value, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.stale >= self.patience
+
+
+def head_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    head_sizes: Sequence[int] = (),
+    class_weights: torch.Tensor | None = None,
+    multilabel: bool = False,
+) -> torch.Tensor:
+    """Summed cross-entropy of a batch: the one place that knows how a target's heads are trained.
+
+    One head (``head_sizes`` of length 0 or 1): cross-entropy over all the logits. Several: each
+    head's slice of the logits against its part of the joint label, added per image (the joint
+    negative log-likelihood of heads that predict independently). ``class_weights`` (one per joint
+    class) weight each image by its label, as ``CrossEntropyLoss(weight=...)`` does.
+
+    ``multilabel``: ``labels`` are N×L 0/1 indicators and each logit is one label's own yes/no,
+    so the loss is binary cross-entropy summed over labels and images, ``class_weights`` being
+    ``BCEWithLogitsLoss``'s ``pos_weight`` (bps.multilabel.positive_weights).
+    """
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=class_weights, reduction="sum")
+    if len(head_sizes) <= 1:
+        return F.cross_entropy(logits, labels, weight=class_weights, reduction="sum")
+    per_image = torch.zeros(len(labels), device=logits.device)
+    remaining = labels
+    for block, size in reversed(list(zip(logits.split(list(head_sizes), dim=1), head_sizes))):
+        per_image = per_image + F.cross_entropy(block, remaining % size, reduction="none")
+        remaining = remaining // size
+    if class_weights is not None:
+        per_image = per_image * class_weights[labels]
+    return per_image.sum()
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Augment | None,
+    device: torch.device,
+    *,
+    class_weights: np.ndarray | None = None,
+    sample_weights: np.ndarray | None = None,
+    autocast: bool = False,
+    channels_last: bool = False,
+    shard: Shard | None = None,
+    head_sizes: Sequence[int] = (),
+    multilabel: bool = False,
+) -> float:
+    """One pass over the training split; returns the mean loss over all its images.
+
+    ``class_weights`` weight the loss, ``sample_weights`` the sampling (see iterate_batches);
+    ``autocast`` runs the forward pass in bfloat16 on a GPU; ``channels_last`` feeds NHWC
+    tensors, which convolutions on CPU often run faster; ``head_sizes`` (``Target.head_sizes``)
+    splits the logits into separately trained heads, and ``multilabel`` trains N×L indicator
+    ``labels`` label by label (see :func:`head_loss`). With a ``shard`` this process trains on its
+    rows of every batch and returns its part of the mean (the parts sum to the mean). The loss is
+    summed on the device and read once, so the host never waits for a GPU after each batch.
+    """
+    model.train()
+    weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for batch, target in iterate_batches(images, labels, batch_size, generator, augment, sample_weights, shard):
+        batch = to_device(batch, device).contiguous(memory_format=memory_format)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = head_loss(model(batch), to_device(target, device), head_sizes, weight, multilabel)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+    return total.item() / len(images)
