@@ -4,8 +4,6 @@
 NASA bucket (or ``data.s3.endpoint_url``). Either way data/raw/ ends up holding exactly the
 selected images plus a meta.csv describing them (and, from S3, the .manifest.json that records
 each object's ETag). A selection of no images is refused before anything is removed.
-``layout`` copies a multi-channel dataset (``data.layout``: a folder or S3) keeping its relative
-paths, its metadata file included, and writes meta.csv in the normalised form of bps/layout_meta.py.
 """
 
 import os
@@ -13,9 +11,7 @@ import os
 from bps.core.files import prune, remove_partials, write_text
 from bps.core.params import Params
 from bps.core.paths import META, RAW
-from bps.core.stage import run_stage
-from bps.data.layouts.meta import files_of
-from bps.data.layouts.source import download_layout
+from bps.core.stage import BPS_SOURCES, run_stage
 from bps.data.meta import select_rows
 from bps.data.s3 import MANIFEST, download_dataset
 from bps.sim.render import plan_dataset, write_images
@@ -25,13 +21,6 @@ def main(params: Params) -> None:
     data = params.data
     RAW.mkdir(parents=True, exist_ok=True)
     remove_partials(RAW)
-    if data.source == "layout":
-        table = download_layout(RAW, data)
-        write_text(META, table.to_csv(index=False))
-        removed = prune(RAW, [*files_of(table), data.layout.metadata, META.name, MANIFEST])
-        print(f"download: {len(table)} samples of {len(data.layout.channels)} channels in {RAW}/ "
-              f"({removed} stale files removed)")
-        return
     if data.source == "synthetic":
         synthetic = data.synthetic
         planned = plan_dataset(synthetic.images_per_condition, data.hours, synthetic.seed)
@@ -45,4 +34,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, layouts=True)
+    run_stage(main, BPS_SOURCES)

@@ -6,11 +6,11 @@ and the appearance_* and foci_* features of bps/features.py, row for row.
 
 import pandas as pd
 
-from bps.classical.features import CLASSICAL_NEEDS_FOCI, compute_features
+from bps.classical.features import compute_features
 from bps.core.files import write_text
 from bps.core.params import Params
-from bps.core.paths import FEATURES, RAW, feature_table, split_table
-from bps.core.stage import BpsOnly, run_stage
+from bps.core.paths import RAW, feature_table, split_table
+from bps.core.stage import BPS_SOURCES, run_stage
 from bps.data.split import SPLITS
 
 
@@ -27,4 +27,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, bps_only=BpsOnly(CLASSICAL_NEEDS_FOCI, [FEATURES]))
+    run_stage(main, BPS_SOURCES)

@@ -59,4 +59,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, layouts=True)
+    run_stage(main)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from bps.core.params import Params
 from bps.core.paths import METRICS, MODELS
+from bps.core.stage import ALL_SOURCES, BPS_SOURCES
 from bps.models import pixel_mlp, sklearn_io
 from bps.models.card import ModelCard, layout_fields, mark_complete
 from bps.targets.metrics import validation_scores
@@ -27,7 +28,6 @@ from bps.training.negative_control import (
     TrainingData,
     control_requested,
     held_out_predictions,
-    not_applicable,
     output_name,
     training_runs,
     write_held_out,
@@ -81,5 +81,5 @@ def train(params: Params, data: TrainingData) -> pd.DataFrame | None:
 
 if __name__ == "__main__":
     control = control_requested()
-    run_training_stage(partial(main, control=control), MODELS / output_name("baseline", control), layouts=True,
-                       bps_only=not_applicable("baseline") if control else None)
+    run_training_stage(partial(main, control=control), MODELS / output_name("baseline", control),
+                       sources=BPS_SOURCES if control else ALL_SOURCES)

@@ -19,11 +19,11 @@ from dvclive import Live
 from sklearn.base import ClassifierMixin
 
 from bps.classical import families
-from bps.classical.features import CLASSICAL_NEEDS_FOCI, FAMILIES
+from bps.classical.features import FAMILIES
 from bps.core.files import write_text
 from bps.core.params import Params
 from bps.core.paths import METRICS, MODELS
-from bps.core.stage import BpsOnly
+from bps.core.stage import BPS_SOURCES
 from bps.data.split import SPLITS
 from bps.models.card import mark_complete
 from bps.targets.labels import get_target
@@ -83,4 +83,4 @@ if __name__ == "__main__":
     family = sys.argv[1]
     folders = families.model_folder(family), families.model_folder(family, control=True)
     run_training_stage(partial(main, family=family), *folders,
-                       bps_only=BpsOnly(CLASSICAL_NEEDS_FOCI, [*folders, METRICS / family]))
+                       sources=BPS_SOURCES)

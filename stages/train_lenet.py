@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from bps.core.params import Params
 from bps.core.paths import METRICS, MODELS
+from bps.core.stage import ALL_SOURCES, BPS_SOURCES
 from bps.models.card import ModelCard, layout_fields, mark_complete, store_thresholds
 from bps.models.inference import pick_device, predict_proba
 from bps.models.networks import build_model, save_checkpoint
@@ -40,7 +41,6 @@ from bps.training.negative_control import (
     TrainingData,
     control_requested,
     held_out_predictions,
-    not_applicable,
     output_name,
     training_runs,
     write_held_out,
@@ -135,5 +135,5 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
 
 if __name__ == "__main__":
     control = control_requested()
-    run_training_stage(partial(main, control=control), MODELS / output_name("lenet", control), layouts=True,
-                       bps_only=not_applicable("lenet") if control else None)
+    run_training_stage(partial(main, control=control), MODELS / output_name("lenet", control),
+                       sources=BPS_SOURCES if control else ALL_SOURCES)

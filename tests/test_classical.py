@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 
 from bps.classical import families
-from bps.classical.features import FAMILIES, image_features
+from bps.classical.features import FAMILIES, family_columns, image_features
 from bps.core.params import FeatureParams, parse_params
 from bps.data.meta import with_groups
 from bps.data.split import SPLITS, assign_splits
+from bps.models import sklearn_io
 from bps.models.card import mark_complete
+from bps.models.loader import load_model
 from bps.sim.render import plan_dataset, simulate_image
 from bps.targets.labels import get_target
 from stages import train_classical
@@ -52,26 +54,30 @@ def trained(features_project, monkeypatch) -> Path:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_predict_proba_covers_a_whole_split_in_class_order(trained, family):
-    proba, table = families.predict_proba(Path("models") / family, "test")
+    model = load_model(Path("models") / family)
+    table = pd.read_csv("data/features/test.csv")
+    proba = model.probabilities(table[family_columns(table, family)].to_numpy())
     target = get_target("particle_dose")
     assert proba.shape == (len(table), len(target.classes))
     assert table["filename"].tolist() == pd.read_csv("data/features/test.csv")["filename"].tolist()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert (proba.argmax(axis=1) != 0).any() or (target.encode(table) == 0).all()
-    card = families._load(Path("models") / family)[1]
+    card = model.card
     assert card.classes == list(target.classes) and (card.kind, card.architecture) == ("classical", family)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_negative_control_is_trained_and_scored_on_sham_images_only(trained, family):
-    model, card = families._load(families.model_folder(family, control=True))
+    folder = families.model_folder(family, control=True)
+    model, card = sklearn_io.load(folder), load_model(folder).card
     train = pd.read_csv("data/features/train.csv")
     n_sham = int((train["dose_Gy"] == 0).sum())
     assert 0 < n_sham < len(train)
     if family == "foci":
         assert model.steps[0][1].n_samples_seen_ == n_sham  # the scaler saw exactly the training sham images
     assert card.target == "particle" and card.classes == ["Fe", "X-ray"] and card.control
-    proba, rows = families.control_proba(Path("models") / family, "test")
+    rows = families.sham_rows(pd.read_csv("data/features/test.csv"))
+    proba = load_model(folder).probabilities(rows[family_columns(rows, family)].to_numpy())
     assert len(rows) == int((pd.read_csv("data/features/test.csv")["dose_Gy"] == 0).sum())
     assert (rows["dose_Gy"] == 0).all()
     assert proba.shape == (len(rows), 2)

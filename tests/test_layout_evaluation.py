@@ -12,7 +12,7 @@ import yaml
 from sklearn import metrics as skm
 
 from bps.core.params import PreprocessParams, parse_params
-from bps.core.stage import BpsOnly, run_stage
+from bps.core.stage import BPS_SOURCES, LAYOUT_SOURCES, run_stage
 from bps.evaluation.intervals import GroupedBootstrap
 from bps.evaluation.layout_scores import multilabel_scores, single_label_scores
 from bps.models.card import ModelCard
@@ -129,26 +129,16 @@ def test_a_card_holds_one_threshold_per_class():
         ModelCard(**card, thresholds=[0.3])
 
 
-def test_a_bps_only_stage_writes_why_into_each_out(tmp_path):
-    outs = [tmp_path / "models" / "foci", tmp_path / "metrics" / "foci"]
-    BpsOnly("no foci here", outs).write("train-foci")
-    for folder in outs:
-        assert (folder / "NOT_APPLICABLE.md").read_text() == (
-            "# train-foci: not applicable to data.source layout\n\nno foci here\n")
-
-
-def test_run_stage_on_a_layout_runs_declared_stages_skips_bps_only_ones_and_stops_the_rest(tmp_path, monkeypatch,
-                                                                                          capsys):
+def test_a_stage_runs_only_on_the_sources_of_its_pipeline(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stages/features.py"])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(
         {"data": {"source": "layout"}, "split": {"group_by": "none"}, "task": {"target": "labels"}}))
     ran = []
-    run_stage(ran.append, layouts=True)
+    run_stage(ran.append, LAYOUT_SOURCES)
     assert len(ran) == 1 and ran[0].task.target == "labels"
-    run_stage(ran.append, bps_only=BpsOnly("no foci", [tmp_path / "data" / "features"]))
-    assert len(ran) == 1 and (tmp_path / "data" / "features" / "NOT_APPLICABLE.md").is_file()
     with pytest.raises(SystemExit) as stopped:
-        run_stage(ran.append)
+        run_stage(ran.append, BPS_SOURCES)
     assert stopped.value.code == 1 and len(ran) == 1
-    assert capsys.readouterr().err == "error: data.source layout: features supports BPS only so far\n"
+    assert capsys.readouterr().err == (
+        "error: data.source layout: features is a stage of dvc.yaml, not of datasets/dvc.yaml\n")

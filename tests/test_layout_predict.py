@@ -15,21 +15,23 @@ import pandas as pd
 import pytest
 import yaml
 
+from bps.core.params import merged
 from bps.data.layouts.toy import write_hpa, write_rxrx1
 from bps.serving.app import create_app
 from bps.serving.predictor import Predictor
 from tests.test_service import post, running
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["check_params", "download", "split", "preprocess", "train_lenet"]
+STAGES = ["check_params", "layouts.download", "layouts.split", "layouts.preprocess", "train_lenet"]
 
 
 @pytest.fixture(scope="module", params=["hpa", "rxrx1"])
 def trained(request, tmp_path_factory) -> Path:
-    """A project folder where the stages trained a ResNet-18 (one epoch, 32 px) on the preset's fixture."""
-    preset, root = request.param, tmp_path_factory.mktemp(request.param)
-    {"hpa": write_hpa, "rxrx1": write_rxrx1}[preset](root / "fixture")
-    params = yaml.safe_load((ROOT / "presets" / f"{preset}.yaml").read_text())
+    """A project folder where the stages trained a ResNet-18 (one epoch, 32 px) on the dataset's toy copy."""
+    dataset, root = request.param, tmp_path_factory.mktemp(request.param)
+    {"hpa": write_hpa, "rxrx1": write_rxrx1}[dataset](root / "fixture")
+    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                    yaml.safe_load((ROOT / "datasets" / dataset / "params.yaml").read_text()))
     params["data"]["layout"]["root"] = str(root / "fixture")
     params["preprocess"]["size"] = 32
     params["train"] |= {"model": "resnet18", "epochs": 1, "device": "cpu"}

@@ -18,7 +18,16 @@ import yaml
 from PIL import Image
 from s3_server import s3_client
 
-from bps.core.params import DataParams, LayoutParams, ParamsError, PreprocessParams, S3Params, parse_params
+from bps.core.params import (
+    DataParams,
+    LayoutParams,
+    ParamsError,
+    PreprocessParams,
+    S3Params,
+    load_params,
+    merged,
+    parse_params,
+)
 from bps.core.stage import stage_name
 from bps.data.images import ImageError
 from bps.data.layouts import split as layout_split
@@ -40,7 +49,10 @@ from bps.data.layouts.toy import HPA_CLASSES, RXRX1_COLUMNS, write_hpa, write_pn
 from bps.training.batches import RandomAugment
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = {name: yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text()) for name in ("hpa", "rxrx1")}
+DATASETS = ("hpa", "rxrx1")
+OWN = {name: yaml.safe_load((ROOT / "datasets" / name / "params.yaml").read_text()) for name in DATASETS}
+# What a stage in datasets/<name>/ reads: the project's params.yaml with the folder's laid over it.
+PRESETS = {name: merged(yaml.safe_load((ROOT / "params.yaml").read_text()), OWN[name]) for name in DATASETS}
 
 
 def layout_of(preset: str, root: Path | str, **changes) -> LayoutParams:
@@ -74,18 +86,27 @@ def _error(raw: dict) -> str:
     return str(caught.value)
 
 
-def test_the_presets_are_params_yaml_with_only_the_layout_keys_changed():
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for preset in PRESETS.values():
-        parse_params(preset)
-        assert {key: value for key, value in preset.items() if key not in ("data", "split", "preprocess", "task")} == {
-            key: value for key, value in base.items() if key not in ("data", "split", "preprocess", "task")
-        }
-        assert preset["task"] == {**base["task"], "target": "labels"}
-        assert preset["data"]["source"] == "layout"
-        assert {k: v for k, v in preset["data"].items() if k not in ("source", "layout")} == {
-            k: v for k, v in base["data"].items() if k not in ("source", "layout")
-        }
+def test_a_dataset_folder_holds_only_what_differs_and_validates_over_the_project_params():
+    for name in DATASETS:
+        assert {block: sorted(keys) for block, keys in OWN[name].items()} == {
+            "data": ["layout", "source"], "split": ["group_by"], "preprocess": ["normalize"], "task": ["target"]}
+        params = parse_params(PRESETS[name])
+        assert params.data.source == "layout" and params.task.target == "labels"
+        assert params.train == parse_params(yaml.safe_load((ROOT / "params.yaml").read_text())).train
+
+
+def test_a_pipeline_folder_inherits_the_project_params(tmp_path, monkeypatch):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "params.yaml").write_text("train: {epochs: 3, lr: 0.01}\ndata: {hours: [4, 24]}\n")
+    folder = tmp_path / "datasets" / "hpa"
+    folder.mkdir(parents=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(OWN["hpa"]) + "train: {epochs: 5}\n")
+    monkeypatch.chdir(folder)
+    params = load_params()
+    assert (params.train.epochs, params.train.lr) == (5, 0.01)  # the folder's key wins, the rest is inherited
+    assert params.data.hours == [4, 24] and params.data.source == "layout"
+    monkeypatch.chdir(tmp_path)
+    assert load_params().data.source == "synthetic"  # the project root reads its own file only
 
 
 @pytest.mark.parametrize(
@@ -390,13 +411,6 @@ def test_png_bytes_round_trip(tmp_path):
 # ------------------------------------------------------------------------------ dvc, end to end
 
 
-BPS_ONLY = {  # stage → the outs that say why they hold nothing on a layout
-    "train-baseline-control": ["models/baseline-control", "metrics/baseline-control"],
-    "train-lenet-control": ["models/lenet-control", "metrics/lenet-control"],
-    "features": ["data/features"],
-    "train-appearance": ["models/appearance", "models/appearance-control", "metrics/appearance"],
-    "train-foci": ["models/foci", "models/foci-control", "metrics/foci"],
-}
 LAYOUT_KEYS = {
     "hpa": ["sample_f1", "macro_f1", "micro_f1", "hamming_loss", "jaccard", "subset_accuracy", "micro_ap", "macro_ap"],
     "rxrx1": ["accuracy", "macro_f1", "top_5_accuracy"],
@@ -404,41 +418,41 @@ LAYOUT_KEYS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("preset", "shape"), [("hpa", (84, 4, 64, 64)), ("rxrx1", (48, 6, 64, 64))])
-def test_dvc_repro_runs_every_stage_on_each_preset(tmp_path, preset, shape):
-    """The README's commands in a fresh git repo: the fixture, `cp presets/<x>.yaml params.yaml`,
-    `dvc repro`: every stage runs, the BPS-only ones say why they have nothing to do, and evaluate
-    scores both image models with intervals over the split's groups."""
+@pytest.mark.parametrize(("dataset", "shape"), [("hpa", (84, 4, 32, 32)), ("rxrx1", (48, 6, 32, 32))])
+def test_dvc_repro_runs_a_dataset_pipeline_beside_the_bps_one(tmp_path, dataset, shape):
+    """The documented commands in a fresh git repo: the toy copy, then `dvc repro
+    datasets/dvc.yaml:evaluate@<name>`: its stages run in its folder and nowhere else, the project's
+    params.yaml is untouched, and evaluate scores both image models with intervals over the groups."""
     from test_pipeline_dvc import dvc, isolated_env, make_project, run, stages_run
 
     env = isolated_env(tmp_path / "sandbox")
     root = make_project(tmp_path / "project", env)
-    run([sys.executable, "-m", "bps", "toy-data", preset, f"fixtures/{preset}"], root, env)
-    params = {**PRESETS[preset], "baseline": {**PRESETS[preset]["baseline"], "epochs": 2},
-              "train": {**PRESETS[preset]["train"], "epochs": 2, "device": "cpu"},
-              "evaluate": {**PRESETS[preset]["evaluate"], "resamples": 200}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = dvc(root, env, "repro")
-    assert sorted(stages_run(result)) == sorted(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
-    images = np.load(root / "data" / "prepared" / "train_images.npy", mmap_mode="r")
+    folder = root / "datasets" / dataset
+    own_params = (root / "params.yaml").read_text()
+    run([sys.executable, "-m", "bps", "toy-data", dataset, f"datasets/{dataset}/fixture"], root, env)
+    result = dvc(root, env, "repro", f"datasets/dvc.yaml:evaluate@{dataset}")
+    pipeline = yaml.safe_load((ROOT / "datasets" / "dvc.yaml").read_text())["stages"]
+    assert sorted(stages_run(result)) == sorted(f"datasets/dvc.yaml:{stage}@{dataset}" for stage in pipeline)
+    assert (root / "params.yaml").read_text() == own_params
+    assert not (root / "data" / "raw").exists() and not (root / "models" / "lenet").exists()
+    assert not list(root.rglob("NOT_APPLICABLE.md"))
+    images = np.load(folder / "data" / "prepared" / "train_images.npy", mmap_mode="r")
     assert images.shape == shape
-    for stage, folders in BPS_ONLY.items():
-        for folder in folders:
-            assert "not applicable to data.source layout" in (root / folder / "NOT_APPLICABLE.md").read_text(), stage
-    classes = json.loads((root / "data" / "split" / "summary.json").read_text())["classes"]
-    results = json.loads((root / "metrics" / "evaluate.json").read_text())
+    classes = json.loads((folder / "data" / "split" / "summary.json").read_text())["classes"]
+    results = json.loads((folder / "metrics" / "evaluate.json").read_text())
     assert sorted(results) == ["baseline", "lenet"]
+    assert sorted(path.name for path in (folder / "models").iterdir() if path.is_dir()) == ["baseline", "lenet"]
     for name, scores in results.items():
-        card = json.loads((root / "models" / name / "model.json").read_text())
+        card = json.loads((folder / "models" / name / "model.json").read_text())
         assert card["in_channels"] == shape[1] and card["classes"] == classes
-        assert card["multilabel"] is (preset == "hpa")
-        assert (card["thresholds"] is not None) is (preset == "hpa")
-        assert scores["protocol"] == f"grouped by {params['split']['group_by']}"
-        for key in LAYOUT_KEYS[preset]:
+        assert card["multilabel"] is (dataset == "hpa")
+        assert (card["thresholds"] is not None) is (dataset == "hpa")
+        assert scores["protocol"] == f"grouped by {OWN[dataset]['split']['group_by']}"
+        for key in LAYOUT_KEYS[dataset]:
             assert scores[key] is not None, (name, key)
         assert "macro_f1_ci95_low" in scores and scores["macro_f1_ci95_low"] <= scores["macro_f1"]
-        per_class = pd.read_csv(root / "metrics" / "per_class" / f"{name}.csv", dtype={"class": str})
+        per_class = pd.read_csv(folder / "metrics" / "per_class" / f"{name}.csv", dtype={"class": str})
         assert per_class["class"].tolist() == classes
-    comparison = (root / "metrics" / "comparison.md").read_text()
-    assert "BPS-only" in comparison and "bootstrap replicates" in comparison
-    assert dvc(root, env, "status").stdout.strip().endswith("up to date.")
+    comparison = (folder / "metrics" / "comparison.md").read_text()
+    assert "datasets/dvc.yaml" in comparison and "bootstrap replicates" in comparison
+    assert dvc(root, env, "status", f"datasets/dvc.yaml:evaluate@{dataset}").stdout.strip().endswith("up to date.")

@@ -28,8 +28,8 @@ from bps.core.errors import PipelineError
 from bps.core.params import Params
 from bps.core.paths import MODELS, control_name, feature_table
 from bps.models import sklearn_io
-from bps.models.card import ModelCard, read_card
-from bps.targets.labels import Target, get_target
+from bps.models.card import ModelCard
+from bps.targets.labels import Target
 from bps.targets.metrics import is_sham
 
 CONTROL_TARGET = "particle"  # Fe-sham vs X-ray-sham
@@ -79,10 +79,7 @@ def fit(family: str, params: Params, table: pd.DataFrame, target: Target) -> Cla
 
 def class_probabilities(model: ClassifierMixin, family: str, table: pd.DataFrame, target: Target) -> np.ndarray:
     """N × classes probabilities, columns in ``target.classes`` order."""
-    proba = np.zeros((len(table), len(target.classes)))
-    if len(table):
-        proba[:, model.classes_] = model.predict_proba(table[family_columns(table, family)].to_numpy())
-    return proba
+    return sklearn_io.class_probabilities(model, table[family_columns(table, family)].to_numpy(), len(target.classes))
 
 
 def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, control: bool) -> None:
@@ -94,34 +91,6 @@ def save(folder: Path, model: ClassifierMixin, family: str, target: Target, para
                   family: getattr(params, family).model_dump(mode="json")},
     )
     sklearn_io.save(folder, model, card)
-
-
-def _load(folder: Path) -> tuple[ClassifierMixin, ModelCard]:
-    card = read_card(folder)  # refuses a folder whose training did not finish
-    if card.kind != "classical":
-        raise PipelineError(f"{folder}: holds a {card.kind} model, not a classical feature model")
-    return sklearn_io.load(folder), card
-
-
-def probabilities_for(model_dir: Path | str, rows: pd.DataFrame, split: str = "test") -> np.ndarray:
-    """Class probabilities of a family's model for ``rows`` (any table with the split's file names),
-    row for row, columns in ``model.json``'s ``classes`` order: how evaluate scores it beside the CNN."""
-    model, card = _load(Path(model_dir))
-    features = read_features(split).set_index("filename").loc[rows["filename"]].reset_index()
-    return class_probabilities(model, card.architecture, features, get_target(card.target))
-
-
-def predict_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """Class probabilities of a family's model for every image of a split, and the split's feature table."""
-    table = read_features(split)
-    return probabilities_for(model_dir, table, split), table
-
-
-def control_proba(model_dir: Path | str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """The negative control's (Fe, X-ray) probabilities for the sham images of a split, and those rows."""
-    model_dir = Path(model_dir)
-    table = sham_rows(read_features(split))
-    return probabilities_for(model_dir.parent / control_name(model_dir.name), table, split), table
 
 
 def dose_response(table: pd.DataFrame, column: str = "foci_count") -> dict[tuple[str, int], pd.DataFrame]:

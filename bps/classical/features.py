@@ -27,13 +27,6 @@ from bps.data.arrays import map_images
 from bps.data.images import read_tiff
 
 FAMILIES = ("appearance", "foci")
-# Why a layout (data.source: layout) has no classical features or models: what NOT_APPLICABLE.md says.
-CLASSICAL_NEEDS_FOCI = (
-    "The classical baselines (appearance and foci) classify per-nucleus foci and appearance features "
-    "(bps/features.py, bps/foci.py) measured on the BPS dataset's single-channel images of irradiated nuclei "
-    "and scored against particle and dose. A multi-channel layout (data.source: layout) has neither nuclei "
-    "nor radiation-induced foci to count, so these features and models are not computed here."
-)
 
 
 def family_columns(table: pd.DataFrame, family: str) -> list[str]:

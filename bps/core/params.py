@@ -376,13 +376,42 @@ def parse_params(raw: dict | None, source: Path = PARAMS_FILE) -> Params:
         raise ParamsError(_format_error(error, source)) from None
 
 
+def inherited_files(path: Path) -> list[Path]:
+    """The params files behind ``path``, outermost first: in a pipeline folder below the project root
+    (``datasets/hpa/params.yaml``, which holds only what differs) the project's own params.yaml and
+    any between, then ``path``; anywhere else ``path`` alone. The project root is the folder that
+    holds ``.dvc/``."""
+    folder = path.resolve().parent
+    chain = [folder, *folder.parents]
+    root = next((index for index, candidate in enumerate(chain) if (candidate / ".dvc").is_dir()), None)
+    if root is None:
+        return [path]
+    outer = [candidate / path.name for candidate in reversed(chain[1 : root + 1])]
+    return [file for file in outer if file.is_file()] + [path]
+
+
+def merged(base: dict, override: dict) -> dict:
+    """``override`` laid over ``base``, block by block (lists and values replace, mappings merge)."""
+    result = dict(base)
+    for key, value in override.items():
+        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) \
+            else value
+    return result
+
+
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    """Read and validate ``params.yaml``; raise :class:`ParamsError` naming each bad key."""
+    """Read and validate ``params.yaml`` (over the files it inherits: :func:`inherited_files`); raise
+    :class:`ParamsError` naming each bad key."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (run the stage from the project root)") from None
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    raw: dict = {}
+    for file in inherited_files(path):
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except FileNotFoundError:
+            raise ParamsError(f"{file}: not found (run the stage from the project root)") from None
+        except yaml.YAMLError as error:
+            raise ParamsError(f"{file}: not valid YAML: {error}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ParamsError(f"{file}: not a mapping of parameter blocks (got {type(loaded).__name__})")
+        raw = merged(raw, loaded or {})
     return parse_params(raw, path)

@@ -18,20 +18,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from bps.core.errors import PipelineError
-from bps.core.files import write_text
 from bps.core.params import Params, load_params
 
-NOT_APPLICABLE_FILE = "NOT_APPLICABLE.md"
+BPS_SOURCES = ("synthetic", "s3")  # the BPS pipeline: dvc.yaml
+LAYOUT_SOURCES = ("layout",)  # a multi-channel dataset: datasets/dvc.yaml
+ALL_SOURCES = BPS_SOURCES + LAYOUT_SOURCES
+PIPELINE_OF = {"synthetic": "dvc.yaml", "s3": "dvc.yaml", "layout": "datasets/dvc.yaml"}
 
 
-
-class LayoutNotSupportedError(PipelineError):
-    """The stage has no multi-channel (``data.source: layout``) path yet."""
+class WrongPipelineError(PipelineError):
+    """The stage belongs to the other pipeline than ``data.source`` says."""
 
 
 def stage_name(argv: list[str]) -> str:
@@ -39,37 +39,20 @@ def stage_name(argv: list[str]) -> str:
     return "-".join([Path(argv[0]).stem, *argv[1:]]).replace("_", "-").replace("--", "")
 
 
-@dataclass(frozen=True)
-class BpsOnly:
-    """A stage with nothing to do on a layout: why, and the outs (dvc.yaml) it still writes, so
-    that ``dvc repro`` runs every stage on any source."""
-
-    why: str
-    outs: Sequence[Path]
-
-    def write(self, stage: str) -> None:
-        """One NOT_APPLICABLE.md per out folder, saying why it holds nothing else."""
-        for folder in self.outs:
-            write_text(Path(folder) / NOT_APPLICABLE_FILE,
-                       f"# {stage}: not applicable to data.source layout\n\n{self.why}\n")
-        print(f"{stage}: not applicable to data.source layout (see {NOT_APPLICABLE_FILE} in "
-              f"{', '.join(str(folder) for folder in self.outs)})")
-
-
-def run_stage(main: Callable[[Params], None], layouts: bool = False, bps_only: BpsOnly | None = None) -> None:
+def run_stage(main: Callable[[Params], None], sources: Sequence[str] = ALL_SOURCES) -> None:
     """Validate params.yaml, run ``main``, and turn input errors into a message and exit 1.
 
-    A stage that does not say it handles ``data.source: layout`` (``layouts``) stops on one with
-    one line, instead of failing somewhere inside on columns that BPS tables have; one that is
-    ``bps_only`` writes its reason into its outs instead, and succeeds.
+    A stage runs on the ``data.source`` values of its pipeline: one started with another (a
+    layout's params under a BPS-only stage) stops with one line instead of failing somewhere
+    inside on columns that the other kind of table lacks.
     """
     try:
         params = load_params()
-        if params.data.source == "layout" and bps_only is not None:
-            bps_only.write(stage_name(sys.argv))
-            return
-        if params.data.source == "layout" and not layouts:
-            raise LayoutNotSupportedError(f"data.source layout: {stage_name(sys.argv)} supports BPS only so far")
+        if params.data.source not in sources:
+            raise WrongPipelineError(
+                f"data.source {params.data.source}: {stage_name(sys.argv)} is a stage of "
+                f"{PIPELINE_OF[sources[0]]}, not of {PIPELINE_OF[params.data.source]}"
+            )
         main(params)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)

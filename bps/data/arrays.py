@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from bps.core.files import atomic_open
-from bps.core.paths import prepared_images, prepared_table
+from bps.core.paths import PREPARED, SPLITS, prepared_images, prepared_table
+from bps.core.files import atomic_open, write_json, write_text
 from bps.data.images import ImageError, prepare
 from bps.data.layouts.meta import LABEL
 from bps.core.params import PreprocessParams
@@ -105,3 +105,22 @@ def load_split(split: str) -> tuple[np.ndarray, pd.DataFrame]:
     """
     table = pd.read_csv(prepared_table(split), dtype={LABEL: str})
     return np.load(prepared_images(split), mmap_mode="r"), table
+
+
+def write_prepared(prepare_split: Callable[[str], tuple[pd.DataFrame, PreparedArray]], params: PreprocessParams,
+                   **extra: object) -> dict:
+    """Prepare every split with ``prepare_split`` (its table and array) and write the arrays, their label
+    tables and report.json (the settings that shape the arrays, ``extra``, counts, skipped files).
+
+    ``workers`` is left out of the report: it only sets the speed, and recording it would make a
+    new worker count look like new data to every stage after this one.
+    """
+    report = {"settings": params.model_dump(mode="json", exclude={"workers"}), **extra, "splits": {}, "skipped": {}}
+    for split in SPLITS:
+        table, prepared = prepare_split(split)
+        save_array(prepared_images(split), prepared.images)
+        write_text(prepared_table(split), table.iloc[prepared.kept].to_csv(index=False))
+        report["splits"][split] = {"images": len(prepared.kept), "skipped": len(prepared.failures)}
+        report["skipped"].update(prepared.failures)
+    write_json(PREPARED / "report.json", report)
+    return report

@@ -1,4 +1,4 @@
-"""metrics/comparison.md: evaluate's results as tables for people, every number with its interval."""
+"""metrics/comparison.md: evaluate's results as a page for people, every number with its interval."""
 
 from __future__ import annotations
 
@@ -19,11 +19,6 @@ MORE = {
     "jaccard": "Jaccard",
     "calibration_error": "calibration error (ECE)",
 }
-
-# A layout's multi-label headline (bps/layout_evaluation.py): evaluate.json holds more.
-LAYOUT_MULTILABEL_HEADLINE = ("sample_f1", "macro_f1", "micro_f1", "subset_accuracy", "hamming_loss", "jaccard",
-                              "micro_ap", "macro_ap")
-
 
 def cell(scores: dict | None, name: str) -> str:
     """``0.695 [0.612, 0.771]``, or n/a."""
@@ -94,3 +89,55 @@ def frame_table(frame: pd.DataFrame, labels: dict[str, str]) -> str:
         rows.append([f"{record[k]:g}" if isinstance(record[k], float) else str(record[k]) for k in keys]
                     + [cell(record, name) for name in labels if name in frame.columns])
     return markdown(header, rows)
+
+
+def bps_page(results: dict[str, dict], pairs: dict[str, dict], by_hour: pd.DataFrame, by_condition: pd.DataFrame,
+             labels: dict[str, str], header: str, resamples: int, unit: str, control_text: str,
+             pictures: list[str]) -> str:
+    """The BPS comparison: headline and controls, more metrics, model pairs, per hour and condition, pictures."""
+    control_folds = control_fold_table(results, labels)
+    return "\n".join([
+        header + "\n",
+        f"Every interval is a 95 % percentile interval of {resamples} bootstrap replicates that redraw "
+        f"whole test {unit}s, with replacement, within (true class × sham/irradiated) strata "
+        "(bps/evaluation/intervals.py). The negative control is the same model family trained on sham images to "
+        f"tell Fe from X-ray, labels no nucleus shows: {control_text}.\n",
+        headline_table(results, labels),
+        *(["## Negative controls, fold by fold (balanced accuracy)\n", control_folds] if control_folds else []),
+        "## More metrics\n", more_table(results, labels),
+        "## Model pairs (same test images)\n",
+        "A pair is a tie when the paired bootstrap interval of the difference includes 0 or McNemar's p ≥ 0.05.\n",
+        paired_table(pairs, labels) if pairs else "(one model)\n",
+        f"## Accuracy per hour post exposure (intervals over test {unit}s)\n", frame_table(by_hour, labels),
+        "## Accuracy per condition (one plate each; no interval: see the wells column)\n",
+        frame_table(by_condition, labels),
+        "## Pictures (`dvc plots show`)\n",
+        markdown(["what", "files"], [["reliability (binned confidence vs accuracy)", "metrics/calibration/*.csv"],
+                                     ["CNN saliency per true class", ", ".join(pictures) or "none"]]),
+    ])
+
+
+def layout_page(results: dict[str, dict], labels: dict[str, str], keys: list[str], header: str, resamples: int,
+                unit: str, n_groups: int, threshold_mode: str | None) -> str:
+    """A layout's comparison: what the intervals are, caveats, and the headline table."""
+    notes = [f"Labels are predicted at each model's thresholds (task.threshold: {threshold_mode}), chosen on "
+             "the validation split after training and stored in its model card. Average precisions carry no "
+             "interval (a replicate would re-rank every label's scores)."] if threshold_mode else []
+    if n_groups == 1:
+        notes.append(f"The test split is one {unit}: every replicate redraws it, so the intervals are single points "
+                     f"and say nothing about {unit}-to-{unit} variation.")
+    return "\n".join([
+        header + "\n",
+        f"Every interval is a 95 % percentile interval of {resamples} bootstrap replicates that redraw "
+        f"whole test {unit}s with replacement (grouped by {unit}, unstratified; bps/evaluation/layout_scores.py). "
+        + " ".join(notes) + "\n",
+        layout_headline(results, labels, keys),
+        "The negative controls and the classical appearance and foci baselines need sham plates and nucleus foci, "
+        "so the layout pipeline (datasets/dvc.yaml) has no stages for them.\n",
+    ])
+
+
+def layout_headline(results: dict[str, dict], labels: dict[str, str], keys: list[str]) -> str:
+    """One row per model: the layout's headline scores with their intervals."""
+    return markdown(["model", *keys], [[labels[name], *(cell(scores, key) for key in keys)]
+                                       for name, scores in results.items()])

@@ -13,11 +13,14 @@ curves), too slow for the real test splits, so :data:`NO_INTERVAL` names them in
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn import metrics as skm
 
 from bps.evaluation.intervals import GroupedBootstrap
-from bps.evaluation.scores import with_intervals
+from bps.evaluation.scores import reliability_table, with_intervals
 from bps.targets import multilabel
+from bps.targets.labels import Target
+from bps.targets.metrics import confusion_rows, per_class
 
 TOP_K = 5  # single-label: top-k accuracy, reported when there are more than k classes
 NO_INTERVAL = ("micro_ap", "macro_ap")
@@ -79,3 +82,33 @@ def single_label_scores(y_true: np.ndarray, proba: np.ndarray, bootstrap: Groupe
         replicates[f"top_{TOP_K}_accuracy"] = bootstrap.mean(ranks < TOP_K)
     result = {key: (round(float(value), 6) if isinstance(value, float) else value) for key, value in result.items()}
     return with_intervals(result, replicates)
+
+
+def score_model(target: Target, y_true: np.ndarray, proba: np.ndarray, thresholds: list[float] | None,
+                bootstrap: GroupedBootstrap, calibration_bins: int) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """A model's scores on a layout's test split, and its plot tables (per_class, confusion, calibration).
+
+    Multi-label: at the model's own ``thresholds``, per label; single-label: per class, with a
+    reliability table.
+    """
+    if target.multilabel:
+        cuts = np.asarray(thresholds)
+        scores = {**multilabel_scores(y_true, proba, cuts, bootstrap),
+                  "thresholds": dict(zip(target.classes, cuts.tolist()))}
+        rows = pd.DataFrame(multilabel.per_label(y_true, proba, cuts, target.classes))
+        rows = rows.rename(columns={"label": "class"})
+        return scores, {"per_class": rows, "confusion": rows[["class", "tn", "fp", "fn", "tp"]]}
+    predicted = proba.argmax(axis=1)
+    return single_label_scores(y_true, proba, bootstrap), {
+        "per_class": pd.DataFrame(per_class(target, y_true, predicted)),
+        "confusion": confusion_rows(target, y_true, predicted),
+        "calibration": reliability_table(y_true, proba, calibration_bins),
+    }
+
+
+def headline_keys(target: Target) -> list[str]:
+    """The headline columns of a layout's comparison table."""
+    if target.multilabel:
+        return ["sample_f1", "macro_f1", "micro_f1", "subset_accuracy", "hamming_loss", "jaccard", "micro_ap",
+                "macro_ap"]
+    return ["accuracy", "macro_f1", *([f"top_{TOP_K}_accuracy"] if len(target.classes) > TOP_K else [])]

@@ -9,14 +9,18 @@ per nucleus, the input (contrast-stretched for the eye), the map, and the map ov
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
 from bps.models.inference import to_float
+from bps.models.loader import LoadedModel
 
 SCALE = 3  # pixels on screen per input pixel
 # Dark to bright, perceptually ordered (close to matplotlib's inferno), for the saliency maps.
@@ -89,3 +93,31 @@ def render(images: np.ndarray, saliency: np.ndarray, captions: list[str], title:
         canvas.paste(Image.fromarray(tile), (0, top + line))
         top += line + tile.shape[0]
     return canvas
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text)
+
+
+def write_saliency(model: LoadedModel, images: np.ndarray, table: pd.DataFrame, labels: np.ndarray, per_class: int,
+                   seed: int, folder: Path) -> list[str]:
+    """The CNN's input-gradient maps for a seeded sample of test nuclei, one PNG per true class in ``folder``."""
+    target, name = model.target, model.folder.name
+    chosen = np.array(sample_per_class(labels, per_class, seed), dtype=int)
+    folder.mkdir(parents=True, exist_ok=True)  # a DVC output even when it holds no picture
+    if not len(chosen):
+        return []
+    saliency, outputs = input_gradients(model.network, np.asarray(images[chosen]), model.device, target.head_sizes)
+    proba = target.joint(outputs)  # over the target's classes, each head's prediction joined
+    written = []
+    for label in np.unique(labels[chosen]):
+        rows = np.flatnonzero(labels[chosen] == label)
+        rows_of = table.iloc[chosen[rows]]
+        captions = [f"{p} {d:g} Gy {h} h, {well}: predicted {target.classes[pr.argmax()]} (p={pr.max():.2f})"
+                    for p, d, h, well, pr in zip(rows_of["particle_type"], rows_of["dose_Gy"],
+                                                 rows_of["hr_post_exposure"], rows_of["well"], proba[rows])]
+        title = f"{name}, true class {target.classes[label]}: input | |d log p / d pixel| | overlay"
+        path = folder / f"{name}_{slug(target.classes[label])}.png"
+        render(np.asarray(images[chosen[rows]]), saliency[rows], captions, title).save(path)
+        written.append(str(path))
+    return written

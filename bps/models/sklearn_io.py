@@ -11,7 +11,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from sklearn.pipeline import Pipeline
+import numpy as np
+from sklearn.base import ClassifierMixin
 
 from bps.core.files import atomic_open
 from bps.models.card import ModelCard, write_card
@@ -63,8 +64,8 @@ def _renamed(filename: str, numbers: dict[int, int]) -> str:
     return f"{numbers.setdefault(int(stem), len(numbers))}{dot}{suffix}"
 
 
-def save(folder: Path, pipeline: Pipeline, card: ModelCard) -> None:
-    """Write the scaler + MLP pipeline atomically in skops format, then its model card."""
+def save(folder: Path, pipeline: ClassifierMixin, card: ModelCard) -> None:
+    """Write a fitted scikit-learn model (the MLP pipeline, a classical model) atomically in skops format, then its card."""
     import skops.io as sio  # here, not at the top: it imports torch (~500 MB) through its trusted types
 
     with atomic_open(folder / MODEL_FILE) as stream:
@@ -72,8 +73,8 @@ def save(folder: Path, pipeline: Pipeline, card: ModelCard) -> None:
     write_card(folder, card)
 
 
-def load(folder: Path) -> Pipeline:
-    """Load a saved baseline, refusing any type outside scikit-learn's and numpy's."""
+def load(folder: Path) -> ClassifierMixin:
+    """Load a saved scikit-learn model, refusing any type outside scikit-learn's and numpy's."""
     import skops.io as sio
 
     path = folder / MODEL_FILE
@@ -82,3 +83,11 @@ def load(folder: Path) -> Pipeline:
         raise ValueError(f"{path}: refusing to load unexpected types {unknown}")
     return sio.load(path, trusted=sio.get_untrusted_types(file=path))
 
+
+def class_probabilities(estimator: ClassifierMixin, features: np.ndarray, n_classes: int) -> np.ndarray:
+    """N × ``n_classes`` probabilities, column k for class index k: a class the estimator never saw
+    in training (a split too small to hold it) gets probability 0 instead of shifting the columns."""
+    proba = np.zeros((len(features), n_classes))
+    if len(features):
+        proba[:, estimator.classes_] = estimator.predict_proba(features)
+    return proba

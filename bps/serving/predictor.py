@@ -25,9 +25,8 @@ from bps.core import options
 from bps.core.errors import PipelineError
 from bps.data.images import MAX_SIDE, prepare_image, read_tiff
 from bps.data.layouts.channels import read_channel
-from bps.models import pixel_mlp, sklearn_io
 from bps.models.card import read_card
-from bps.targets.labels import get_target, layout_target
+from bps.models.loader import card_target, load_model
 from bps.targets.multilabel import predict as over_thresholds
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -38,13 +37,12 @@ class Predictor:
 
     def __init__(self, folder: Path | str) -> None:
         self.folder = Path(folder)
-        self.card = read_card(self.folder)  # refuses a folder whose training did not finish
-        if self.card.kind == "classical":
+        card = read_card(self.folder)  # refuses a folder whose training did not finish
+        if card.kind == "classical":
             raise PipelineError(f"{self.folder}: a classical feature model (evaluate scores it); predict takes "
                                 "models/lenet or models/baseline")
-        card = self.card
+        self.card, self.target = card, card_target(card)
         self.layout = card.target == options.LAYOUT_TARGET
-        self.target = layout_target(card.classes, None, card.multilabel) if self.layout else get_target(card.target)
         self.classes = list(self.target.outputs)  # the probability columns: per head for particle+dose
         self.preprocess = card.preprocess
         self.architecture = card.architecture
@@ -52,23 +50,11 @@ class Predictor:
         if not self.layout and card.in_channels != 1:
             raise PipelineError(f"{self.folder}: this model takes {card.in_channels} channels; BPS TIFFs have one")
         try:
-            self._proba = self._load_model()
+            self.model = load_model(self.folder)
         except PipelineError:
             raise
         except Exception as error:  # missing or corrupt weights, torch errors...
             raise PipelineError(f"{self.folder}: cannot load the model ({type(error).__name__}: {error})") from None
-
-    def _load_model(self):
-        """A function from N×1×size×size uint8 inputs to class probabilities."""
-        if self.card.kind == "mlp":
-            pipeline = sklearn_io.load(self.folder)
-            return lambda images: self.target.marginals(pipeline.predict_proba(pixel_mlp.flatten(images)))
-        from bps.models.inference import pick_device, predict_proba
-        from bps.models.networks import load_checkpoint  # torch only for the CNN models
-
-        device = pick_device("auto")
-        model, _ = load_checkpoint(self.folder, device)
-        return lambda images: predict_proba(model, images, device, self.target.head_sizes, self.target.multilabel)
 
     def prepare_channel(self, source: Path | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
         """One file (path or open binary file) → one size×size uint8 input channel: a BPS TIFF, or
@@ -93,8 +79,8 @@ class Predictor:
         return [list(range(start, start + size)) for start in range(0, len(names), size)]
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for N×1×size×size uint8 inputs."""
-        return np.asarray(self._proba(images))
+        """Class probabilities for N×C×size×size uint8 inputs."""
+        return self.model.probabilities(images)
 
     def predicted(self, proba: np.ndarray) -> list[str]:
         """The predicted class of every row; for several heads the joint class (``Fe 0.3 Gy``); for a

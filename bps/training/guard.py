@@ -17,17 +17,17 @@ The locking and the tie to the parent live in :mod:`bps.core.stage`; this module
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
 from bps.core.params import Params
-from bps.core.stage import LOCK_HELD_BY_PARENT, BpsOnly, die_with_parent, run_stage, training_lock
+from bps.core.stage import ALL_SOURCES, LOCK_HELD_BY_PARENT, die_with_parent, run_stage, training_lock
 from bps.models.card import mark_complete
 
 
-def run_training_stage(main: Callable[[Params], None], *folders: Path, layouts: bool = False,
-                       bps_only: BpsOnly | None = None) -> None:
+def run_training_stage(main: Callable[[Params], None], *folders: Path,
+                       sources: Sequence[str] = ALL_SOURCES) -> None:
     """:func:`bps.core.stage.run_stage` for a trainer of ``folders``: locked, tied to its parent, finished last.
 
     Under torchrun only rank 0 (the one that writes) locks and marks complete, and not even it
@@ -35,7 +35,7 @@ def run_training_stage(main: Callable[[Params], None], *folders: Path, layouts: 
     """
     die_with_parent()
     if os.environ.get("RANK", "0") != "0" or os.environ.get(LOCK_HELD_BY_PARENT):
-        run_stage(main, layouts, bps_only)
+        run_stage(main, sources)
         return
 
     def guarded(params: Params) -> None:
@@ -46,4 +46,4 @@ def run_training_stage(main: Callable[[Params], None], *folders: Path, layouts: 
             for folder in folders:
                 mark_complete(folder)
 
-    run_stage(guarded, layouts, bps_only)
+    run_stage(guarded, sources)

@@ -31,8 +31,7 @@ import pandas as pd
 from bps.core.errors import PipelineError
 from bps.core.files import write_csv
 from bps.core.params import Params, SplitParams
-from bps.core.paths import METRICS, MODELS, SPLITS, control_name
-from bps.core.stage import BpsOnly
+from bps.core.paths import MODELS, SPLITS, control_name
 from bps.data.arrays import load_split
 from bps.targets.labels import Target, get_target, task_target
 from bps.targets.metrics import is_sham
@@ -41,19 +40,7 @@ CONTROL_TARGET = "particle"
 HELD_OUT_FILE = "held_out.csv"  # every fold's predictions for the shams it held out
 # What a role is played by in the split's own fold.
 ROLE_SPLITS = {"train": "train", "val": "val", "held_out": "test"}
-# Why a layout (data.source: layout) has no negative control: what NOT_APPLICABLE.md says.
-CONTROLS_NEED_SHAMS = (
-    "The negative control trains the model family to tell Fe-sham from X-ray-sham nuclei of the BPS "
-    "dataset (bps/controls.py): a label no nucleus shows, so that beating chance measures the plate signal. "
-    "A multi-channel layout (data.source: layout) has no sham plates of two particles, so there is no control "
-    "to train here."
-)
 HELD_OUT_COLUMNS = ["filename", "plate", "well", "particle_type", "dose_Gy", "hr_post_exposure"]
-
-
-def not_applicable(model: str) -> BpsOnly:
-    """What a control's training stage writes on a layout instead: its outs, each saying why it is empty."""
-    return BpsOnly(CONTROLS_NEED_SHAMS, [MODELS / control_name(model), METRICS / control_name(model)])
 
 
 def output_name(model: str, control: bool) -> str:

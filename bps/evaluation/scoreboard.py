@@ -1,0 +1,101 @@
+"""Which models evaluate scores, what each is fed, and how a negative control is scored.
+
+A model is read through :func:`bps.models.loader.load_model`, so evaluate treats the MLP, the
+CNN and the classical feature models alike; only their inputs differ (prepared images, or the
+test split's rows of data/features/test.csv).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bps.classical.families import read_features
+from bps.classical.features import family_columns
+from bps.core.errors import PipelineError
+from bps.core.params import EvaluateParams, Params
+from bps.evaluation.intervals import GroupedBootstrap
+from bps.evaluation.scores import control_scores, cross_validated_control_scores
+from bps.models.loader import LoadedModel
+from bps.targets.labels import get_target
+from bps.training.negative_control import CONTROL_TARGET, read_held_out
+
+
+@dataclass(frozen=True)
+class ScoredModel:
+    """A model that evaluate scores: ``name`` is its key in evaluate.json and its folder under
+    models/; with ``control``, models/<name>-control holds its negative control and the
+    predictions it made for the sham images it held out (bps/training/negative_control.py)."""
+
+    name: str
+    label: str
+    control: bool = True
+
+
+def scored_models(params: Params) -> list[ScoredModel]:
+    """Every model evaluate scores, in table order. Adding one is one line here (and its stages in dvc.yaml).
+
+    On a layout only the image models: the controls and the classical baselines are BPS-only.
+    """
+    if params.data.source == "layout":
+        return [ScoredModel("baseline", "MLP baseline", control=False), ScoredModel("lenet", cnn_label(params), False)]
+    return [
+        ScoredModel("baseline", "MLP baseline"),
+        ScoredModel("lenet", cnn_label(params)),
+        ScoredModel("appearance", "appearance only (no foci)"),
+        ScoredModel("foci", "foci count"),
+    ]
+
+
+def cnn_label(params: Params) -> str:
+    return "LeNet-5" if params.train.model == "lenet" else params.train.model
+
+
+def check_target(model: LoadedModel, target: str) -> None:
+    """Refuse to score a model trained for another target (e.g. after editing params by hand)."""
+    if model.card.target != target:
+        raise PipelineError(f"{model.folder} was trained for {model.card.target!r} but evaluate expects {target!r}")
+
+
+def model_inputs(model: LoadedModel, images: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """What ``model`` reads for the test rows ``table``: the prepared images, or its family's features."""
+    if model.card.kind != "classical":
+        return images
+    features = read_features("test").set_index("filename").loc[table["filename"]]
+    return features[family_columns(features, model.card.architecture)].to_numpy()
+
+
+def score_control(folder: Path, settings: EvaluateParams) -> tuple[dict | None, str]:
+    """A negative control from its pooled held-out predictions, and how it was scored, for people.
+
+    Cross-validated over hours (leave_hour_out), its models change with the folds, so its
+    intervals come from the spread of the fold scores; otherwise it is scored on the test split
+    with the usual grouped bootstrap.
+    """
+    table, proba = read_held_out(folder)
+    particles = sorted(set(table["particle_type"]))
+    if particles != ["Fe", "X-ray"]:
+        return None, (f"**not scored here**: its held-out images include shams of {particles or 'no particle'}; "
+                      "scoring needs Fe and X-ray sham images")
+    folds = list(table["fold"].unique())
+    labels = get_target(CONTROL_TARGET).encode(table)
+    if len(folds) > 1:
+        scores = {**cross_validated_control_scores(labels, proba, table["fold"].to_numpy()),
+                  "scored_on": "every sham plate, by hour folds",
+                  "interval": f"corrected t over {len(folds)} hour folds (Nadeau & Bengio 2003)"}
+        how = (f"cross-validated over hours: each hour's sham plates held out in turn ({', '.join(folds)}), "
+               f"trained on the other hours' shams, and scored on all {len(labels)} sham images of "
+               f"{table['plate'].nunique()} plates (a test split of one sham plate per particle could not measure "
+               "it); its intervals come from the spread of the fold scores, because the trained models change with "
+               "the folds, and are as wide as so few plates allow")
+    else:
+        unit = settings.bootstrap_unit
+        bootstrap = GroupedBootstrap.draw(table[unit], labels, settings.resamples, settings.seed)
+        scores = {**control_scores(labels, proba, bootstrap), "scored_on": "test split shams",
+                  "interval": f"grouped bootstrap over test {unit}s"}
+        how = (f"trained on training-split shams and scored on the {len(labels)} test sham images "
+               f"({bootstrap.n_groups} {unit}s)")
+    return scores, how + "; leakage = its balanced accuracy − 0.5, the plate signal"
