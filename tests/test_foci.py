@@ -5,11 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+from scipy import ndimage
 
+from bps.classical import foci
 from bps.classical.features import FAMILIES, family_columns, image_features
 from bps.classical.foci import find_spots, nucleus_mask, otsu_threshold
 from bps.core.params import FeatureParams
 from bps.data.images import read_tiff
+from bps.sim import crop_stats
 from bps.sim.render import simulate_image
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "bps-real"
@@ -118,3 +122,24 @@ def test_features_of_the_real_crop_are_plausible():
     assert features["appearance_nucleus_median"] > features["appearance_background"]
     assert 0.1 < features["appearance_area_fraction"] < 0.9
     assert 0 <= features["foci_count"] < 60
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (REAL / "P242_73665006707-A6_003_013_proj.tif").is_file(), reason="real BPS crop not available")
+def test_the_baseline_detector_and_the_realism_detector_agree_on_the_real_crop():
+    """Two detectors on purpose (see bps/classical/foci.py): on the real Fe crop they find the same
+    nucleus and the same focus, the realism check's one focus being the baseline's one bright spot."""
+    image = tifffile.imread(REAL / "P242_73665006707-A6_003_013_proj.tif").astype(np.float32)
+    params = FeatureParams()
+    smoothed = ndimage.gaussian_filter(image, params.spot_sigma)
+    baseline_nucleus = foci.nucleus_mask(smoothed)
+    realism_nucleus = crop_stats.nucleus_masks(image.astype(float))[0]
+    overlap = (baseline_nucleus & realism_nucleus).sum() / (baseline_nucleus | realism_nucleus).sum()
+    assert overlap > 0.95
+    contrast = float(np.median(image[baseline_nucleus])) - float(np.median(image[~baseline_nucleus]))
+    _, bright = foci.spots_at(smoothed - foci.background(image), [t * contrast for t in params.thresholds],
+                              baseline_nucleus)
+    realism = crop_stats.focus_centres(image.astype(float), realism_nucleus)
+    assert len(bright) == len(realism) == 1
+    assert np.hypot(bright.rows[0] - realism[0][0], bright.cols[0] - realism[0][1]) <= 2
+    assert image_features(image, params)["foci_count_bright"] == 1.0

@@ -1,21 +1,29 @@
-"""The CNN training loop's parts: determinism, optimiser, schedule, early stopping, the loss, one epoch."""
+"""The CNN training loop: :func:`fit` runs the epochs; its parts (determinism, optimiser, schedule,
+early stopping, the loss, one epoch) are here too, and what happens to a better epoch is the caller's
+``on_better`` hook (bps/training/kept_epoch.py keeps its weights)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from bps.core import options
 from bps.core.errors import PipelineError
 from bps.core.params import TrainParams
 from bps.models.inference import to_device
-from bps.training.batches import Augment, Shard, iterate_batches
+from bps.targets.labels import Target
+from bps.targets.metrics import validation_scores
+from bps.training.batches import Augment, RandomAugment, Shard, iterate_batches, training_weights
+from bps.training.distributed import World, predict_whole_split, sum_over_ranks
 
 
 def make_deterministic(seed: int, device_type: str = "cpu") -> torch.Generator:
@@ -156,3 +164,65 @@ def train_epoch(
         optimizer.step()
         total += loss.detach()
     return total.item() / len(images)
+
+
+@dataclass(frozen=True)
+class Split:
+    """The images and labels of one split a run trains or validates on."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+class Logger(Protocol):
+    """What :func:`fit` logs through: dvclive's ``Live`` (rank 0) or a silent stand-in (other ranks)."""
+
+    summary: dict
+
+    def log_metric(self, name: str, value: float) -> None: ...
+
+    def next_step(self) -> None: ...
+
+
+def fit(model: nn.Module, config: TrainParams, target: Target, train: Split, val: Split,
+        generator: torch.Generator, device: torch.device, world: World, live: Logger,
+        on_better: Callable[[int, dict[str, float]], None]) -> None:
+    """Train ``model`` for ``config.epochs`` (or until early stopping), validating on the whole ``val``
+    split after every epoch; ``on_better(epoch, metrics)`` runs on every rank when ``config.select_metric``
+    improves. ``model`` may be DDP-wrapped: every rank trains its shard of each batch (``world``).
+    """
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
+    augment = RandomAugment(generator, config.crop_pad) if config.augment else None
+    class_weights, sample_weights = training_weights(train.labels, len(target.classes))
+    options = {
+        "class_weights": class_weights if config.class_weight == "balanced" else None,
+        "sample_weights": sample_weights if config.sampler == "weighted" else None,
+        "autocast": config.amp and device.type == "cuda",
+        "channels_last": config.channels_last,
+        "shard": world.shard,
+        "head_sizes": target.head_sizes,
+        "multilabel": target.multilabel,
+    }
+    stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
+    quiet = {} if world.is_main else {"disable": True}  # one progress bar, rank 0's
+    for epoch in tqdm(range(config.epochs), desc=f"train-{config.model}", unit="epoch", **quiet):
+        live.log_metric("lr", optimizer.param_groups[0]["lr"])
+        train_loss = train_epoch(model, optimizer, train.images, train.labels, config.batch_size, generator, augment,
+                                 device, **options)
+        if scheduler is not None:
+            scheduler.step()
+        proba = predict_whole_split(model, val.images, device, world, target.head_sizes, target.multilabel)
+        metrics = {"train_loss": sum_over_ranks(train_loss, world, device),
+                   **validation_scores(target, val.labels, proba)}
+        for name, value in metrics.items():
+            live.log_metric(name, value)
+        if stopping.improved(metrics[config.select_metric]):
+            on_better(epoch, metrics)
+            live.summary["best_epoch"] = epoch
+        live.next_step()
+        if stopping.should_stop:  # every rank saw the same metrics: all stop together
+            if world.is_main:
+                print(f"early stop after epoch {epoch}: no better {config.select_metric} "
+                      f"for {config.early_stopping_patience} epochs")
+            break
