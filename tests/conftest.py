@@ -1,4 +1,9 @@
-"""Shared fixtures: an isolated AWS environment and a real S3 server (moto) on loopback."""
+"""Shared fixtures: an isolated AWS environment, a real S3 server (moto) on loopback, the reproduced
+tiny project; and the ``e2e`` marker on every test under tests/e2e/.
+
+The tests mirror the package (tests/<subpackage>/test_<module>.py); tests/e2e/ holds the ones
+that run whole pipelines, servers or commands; tests/support/ the helpers they share.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from s3_server import start_moto_server
-from test_pipeline_dvc import Reproduced, copy_project, reproduced_project
+
+from tests.support.dvc_project import Reproduced, copy_project, reproduced_project
+from tests.support.s3_server import start_moto_server
 
 FAKE_KEY_ID = "AKIATESTFAKEKEY00000"
 FAKE_SECRET = "fake-secret-for-tests-only"
@@ -79,3 +85,13 @@ def restore_torch_global_state():
     ):
         torch.use_deterministic_algorithms(mode, warn_only=warn_only)
     torch.set_rng_state(rng)
+
+
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e/ is end to end: ``-m "not slow and not e2e"`` is the fast tier."""
+    for item in items:
+        if Path(item.path).is_relative_to(E2E):
+            item.add_marker(pytest.mark.e2e)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from imports import ROOT, bps_imports
+
+from tests.support.imports import ROOT, bps_imports
 
 LAYERS = {
     "core": 0,

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from imports import ROOT, import_closure
+
+from tests.support.imports import ROOT, import_closure
 
 
 def pipeline(path: str, prefix: str = "") -> dict[str, dict]:

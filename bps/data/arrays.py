@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from bps.core.paths import PREPARED, SPLITS, prepared_images, prepared_table
 from bps.core.files import atomic_open, write_json, write_text
+from bps.core.params import PreprocessParams
+from bps.core.paths import PREPARED, SPLITS, prepared_images, prepared_table
 from bps.data.images import ImageError, prepare
 from bps.data.layouts.meta import LABEL
-from bps.core.params import PreprocessParams
 
 T = TypeVar("T")
 P = TypeVar("P")  # one work item: a file, or a sample's tuple of channel files

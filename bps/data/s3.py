@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from bps.core.errors import PipelineError
 from bps.core.files import atomic_open, write_json
-from bps.data.meta import read_meta, select_rows
 from bps.core.params import DataParams, S3Params
+from bps.data.meta import read_meta, select_rows
 
 CHUNK_BYTES = 1 << 20
 MANIFEST = ".manifest.json"  # in the download folder: the ETag and size of each file when fetched

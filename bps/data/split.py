@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from bps.core.errors import PipelineError
+from bps.core.params import SplitParams
 from bps.core.paths import SPLITS
 from bps.data.meta import CONDITION_COLUMNS
-from bps.core.params import SplitParams
 
 PROTOCOLS = ("grouped", "leave_hour_out", "leave_wells_out")
 # The experiment batch a plate belongs to: in BPS the Fe and X-ray plates were two experiments.

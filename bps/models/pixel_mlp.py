@@ -1,4 +1,4 @@
-"""The study's baseline: a scikit-learn MLP on standardised, flattened pixels (saved by :mod:`bps.models.sklearn_io`)."""
+"""The study's baseline: a scikit-learn MLP on standardised, flattened pixels (saved by bps/models/sklearn_io.py)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def _renamed(filename: str, numbers: dict[int, int]) -> str:
 
 
 def save(folder: Path, pipeline: ClassifierMixin, card: ModelCard) -> None:
-    """Write a fitted scikit-learn model (the MLP pipeline, a classical model) atomically in skops format, then its card."""
+    """Write a fitted scikit-learn model (the MLP, a classical model) atomically in skops format, then its card."""
     import skops.io as sio  # here, not at the top: it imports torch (~500 MB) through its trusted types
 
     with atomic_open(folder / MODEL_FILE) as stream:

@@ -17,9 +17,17 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bps.data.images import MAX_SIDE, ImageError, ImageShapeError, ImageTooLargeError, PixelTypeError, prepare_image, read_tiff
 from bps.core.params import PreprocessParams
 from bps.data.arrays import PreparedArray, collect_images
+from bps.data.images import (
+    MAX_SIDE,
+    ImageError,
+    ImageShapeError,
+    ImageTooLargeError,
+    PixelTypeError,
+    prepare_image,
+    read_tiff,
+)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 DTYPES = {8: np.uint8, 16: np.uint16}

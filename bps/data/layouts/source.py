@@ -17,8 +17,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from bps.core.files import atomic_open
-from bps.data.layouts.meta import SAMPLE, LayoutError, channel_columns, files_of, normalise, read_metadata
 from bps.core.params import DataParams, S3Params
+from bps.data.layouts.meta import SAMPLE, LayoutError, channel_columns, files_of, normalise, read_metadata
 from bps.data.s3 import download_objects, fetch_bytes, list_objects, make_client, object_key
 
 S3_SCHEME = "s3://"

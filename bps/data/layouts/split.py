@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bps.data.layouts.meta import CONTROL_CLASS, IS_CONTROL, LABEL, SAMPLE, split_labels
 from bps.core.params import SplitParams
+from bps.data.layouts.meta import CONTROL_CLASS, IS_CONTROL, LABEL, SAMPLE, split_labels
 from bps.data.split import SPLITS, SplitError, _deal, _group_counts
 
 

@@ -1,0 +1,187 @@
+"""bps.params: defaults, the repo's params.yaml, and one readable line per bad key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bps.core.params import Params, ParamsError, load_params, parse_params
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def _error(raw) -> str:
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    return str(caught.value)
+
+
+def test_defaults_validate():
+    params = parse_params({})
+    assert params == Params()
+    assert params.split.group_by == "well"
+    assert (params.split.train, params.split.val, params.split.test) == (0.7, 0.15, 0.15)
+    assert params.preprocess.fixed_range == (200, 3000)
+    assert params.task.target == "particle"
+    assert params.data.hours == [4, 24, 48]
+
+
+def test_none_is_the_defaults():
+    # An empty params.yaml loads as None.
+    assert parse_params(None) == Params()
+
+
+def test_repo_params_yaml_validates():
+    params = load_params(REPO_PARAMS)
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    # Spot-check that the file's values, not just the defaults, came through.
+    assert params.split.group_by == raw["split"]["group_by"]
+    assert params.preprocess.size == raw["preprocess"]["size"]
+    assert params.data.source == raw["data"]["source"]
+    assert params.train.optimizer == raw["train"]["optimizer"]
+
+
+def test_load_params_reads_a_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("preprocess:\n  size: 32\ntask:\n  target: condition\n")
+    params = load_params(path)
+    assert params.preprocess.size == 32
+    assert params.task.target == "condition"
+    assert params.split == Params().split
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("split: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_load_params_error_names_the_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("task:\n  target: dose\n")
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+    assert str(caught.value).startswith(f"{path}: task.target:")
+
+
+def test_unknown_top_level_key_lists_allowed_keys():
+    message = _error({"splt": {"train": 0.7}})
+    allowed = "data, split, preprocess, task, baseline, train, features, appearance, foci, evaluate, lr_find"
+    assert message == f"params.yaml: splt: unknown key (allowed: {allowed})"
+
+
+def test_unknown_nested_key_names_dotted_key_and_allowed_keys():
+    message = _error({"split": {"grop_by": "well"}})
+    allowed = "protocol, group_by, test_hour, train, val, test, seed"
+    assert message == f"params.yaml: split.grop_by: unknown key (allowed: {allowed})"
+
+
+def test_unknown_deeply_nested_key():
+    message = _error({"data": {"s3": {"bucket_name": "x"}}})
+    assert message.startswith("params.yaml: data.s3.bucket_name: unknown key (allowed: bucket, prefix, region,")
+    assert "endpoint_url" in message
+
+
+def test_wrong_type():
+    message = _error({"train": {"epochs": "ten"}})
+    assert message.startswith("params.yaml: train.epochs: ")
+    assert "integer" in message
+    assert "'ten'" in message
+
+
+def test_block_of_wrong_type():
+    message = _error({"split": 5})
+    assert message.startswith("params.yaml: split: ")
+    assert "(got 5)" in message
+
+
+def test_out_of_range_value():
+    message = _error({"preprocess": {"size": 8}})
+    assert message == "params.yaml: preprocess.size: Input should be greater than or equal to 16 (got 8)"
+
+
+def test_bad_literal_names_allowed_values():
+    message = _error({"task": {"target": "dose"}})
+    assert message.startswith("params.yaml: task.target: ")
+    for allowed in ("'particle'", "'particle_dose'", "'condition'"):
+        assert allowed in message
+    assert "(got 'dose')" in message
+
+
+def test_bad_list_item_names_its_index():
+    message = _error({"data": {"hours": [4, 12]}})
+    assert message.startswith("params.yaml: data.hours.1: ")
+    assert "(got 12)" in message
+
+
+@pytest.mark.parametrize(
+    "fractions",
+    [
+        {"train": 0.5, "val": 0.15, "test": 0.15},
+        {"train": 0.8, "val": 0.15, "test": 0.15},
+    ],
+)
+def test_split_fractions_must_sum_to_one(fractions):
+    message = _error({"split": fractions})
+    assert message.startswith("params.yaml: split: ")
+    assert "sum to 1" in message
+
+
+def test_split_fraction_must_be_positive():
+    assert "must each be > 0" in _error({"split": {"train": 0.85, "val": 0.15, "test": 0.0}})
+
+
+def test_fixed_range_must_increase():
+    assert "low < high" in _error({"preprocess": {"fixed_range": [3000, 200]}})
+
+
+def test_one_line_per_problem():
+    message = _error(
+        {
+            "preprocess": {"size": 8, "normalize": "zscore"},
+            "task": {"target": "dose"},
+            "split": {"grop_by": "well"},
+        }
+    )
+    lines = message.splitlines()
+    assert len(lines) == 4
+    keys = sorted(line.split(": ")[1] for line in lines)
+    assert keys == ["preprocess.normalize", "preprocess.size", "split.grop_by", "task.target"]
+    assert all(line.startswith("params.yaml: ") for line in lines)
+
+
+def test_params_are_frozen():
+    params = Params()
+    with pytest.raises(ValueError):
+        params.split.seed = 3
+
+
+def test_split_protocol_defaults_and_choices():
+    assert (Params().split.protocol, Params().split.test_hour) == ("grouped", 24)
+    message = _error({"split": {"protocol": "by_plate"}})
+    assert "split.protocol" in message and "'leave_hour_out'" in message and "'leave_wells_out'" in message
+    assert "split.test_hour" in _error({"split": {"test_hour": 12}})
+
+
+def test_held_out_hour_must_be_a_selected_hour():
+    message = _error({"split": {"protocol": "leave_hour_out", "test_hour": 48}, "data": {"hours": [4, 24]}})
+    assert message.count("\n") == 0
+    assert "split.test_hour (48) must be one of data.hours [4, 24]" in message
+    only = _error({"split": {"protocol": "leave_hour_out", "test_hour": 24}, "data": {"hours": [24]}})
+    assert "needs another of data.hours" in only
+    # Other protocols never read the hour.
+    assert parse_params({"split": {"test_hour": 48}, "data": {"hours": [4]}}).split.test_hour == 48
+
+
+def test_feature_and_classical_blocks():
+    params = parse_params({})
+    assert params.features.thresholds == (0.25, 0.5) and params.appearance.max_iter == 200 and params.foci.C == 1.0
+    assert "thresholds must be [dim, bright] with dim < bright" in _error({"features": {"thresholds": [0.5, 0.25]}})
+    assert "foci.C" in _error({"foci": {"C": 0}})
+    assert "appearance.max_leaf_nodes" in _error({"appearance": {"max_leaf_nodes": 1}})
+def test_bootstrap_unit_is_well_or_plate():
+    message = _error({"evaluate": {"bootstrap_unit": "image"}})
+    assert message == "params.yaml: evaluate.bootstrap_unit: Input should be 'well' or 'plate' (got 'image')"

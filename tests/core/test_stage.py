@@ -1,0 +1,25 @@
+"""bps.core.stage: a stage runs only on the data sources of its pipeline, and says so in one line."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+
+from bps.core.stage import BPS_SOURCES, LAYOUT_SOURCES, run_stage
+
+
+def test_a_stage_runs_only_on_the_sources_of_its_pipeline(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/features.py"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"data": {"source": "layout"}, "split": {"group_by": "none"}, "task": {"target": "labels"}}))
+    ran = []
+    run_stage(ran.append, LAYOUT_SOURCES)
+    assert len(ran) == 1 and ran[0].task.target == "labels"
+    with pytest.raises(SystemExit) as stopped:
+        run_stage(ran.append, BPS_SOURCES)
+    assert stopped.value.code == 1 and len(ran) == 1
+    assert capsys.readouterr().err == (
+        "error: data.source layout: features is a stage of dvc.yaml, not of datasets/dvc.yaml\n")

@@ -1,0 +1,93 @@
+"""A sample's channel files to one C×size×size input, each channel normalised on its own."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bps.core.params import (
+    PreprocessParams,
+)
+from bps.data.images import ImageError
+from bps.data.layouts.channels import prepare_samples, read_channel
+from bps.data.layouts.meta import (
+    SAMPLE,
+)
+from bps.data.layouts.source import download_layout
+from bps.data.layouts.toy import write_png
+from bps.training.batches import RandomAugment
+from tests.support.layouts import data_of
+
+
+@pytest.mark.parametrize(("preset", "channels"), [("hpa", 4), ("rxrx1", 6)])
+def test_preprocess_gives_n_by_c_arrays_normalised_per_channel(preset, channels, hpa, rxrx1, tmp_path):
+    root = {"hpa": hpa, "rxrx1": rxrx1}[preset]
+    table = download_layout(tmp_path, data_of(preset, root)).head(10)
+    files = [tuple(tmp_path / name for name in row) for row in table.filter(like="file_").itertuples(index=False)]
+    params = PreprocessParams(size=32, normalize="percentile", percentiles=(0.5, 99.9), workers=1)
+    prepared = prepare_samples(files, table[SAMPLE].tolist(), channels, 8, params)
+    assert prepared.images.shape == (10, channels, 32, 32) and prepared.images.dtype == np.uint8
+    # The stated method, computed independently: each channel's own 0.5 and 99.9 percentiles of
+    # the raw image map to 0 and 1, applied to the area-resized (box filter) channel.
+    for row in (0, 9):
+        for channel, path in enumerate(files[row]):
+            raw = np.asarray(Image.open(path), dtype=np.float32)
+            low, high = np.percentile(raw, (0.5, 99.9))
+            small = np.asarray(Image.fromarray(raw, mode="F").resize((32, 32), Image.Resampling.BOX))
+            expected = np.round(np.clip((small - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+            assert np.array_equal(prepared.images[row, channel], expected), (path, channel)
+    shared = np.percentile(np.asarray(Image.open(files[0][0]), dtype=np.float32), (0.5, 99.9))
+    own = np.percentile(np.asarray(Image.open(files[0][-1]), dtype=np.float32), (0.5, 99.9))
+    assert not np.allclose(shared, own)  # channels really do get windows of their own
+
+
+def test_a_corrupt_or_wrong_depth_channel_names_the_file(tmp_path):
+    good, corrupt, deep = tmp_path / "good.png", tmp_path / "corrupt.png", tmp_path / "deep.png"
+    write_png(good, np.full((16, 16), 7, np.uint8))
+    corrupt.write_bytes(good.read_bytes()[:40])
+    Image.fromarray(np.full((16, 16), 700, np.uint16)).save(deep)
+    assert read_channel(good, 8).dtype == np.uint8
+    with pytest.raises(ImageError, match=f"{corrupt}: cannot read the PNG"):
+        read_channel(corrupt, 8)
+    with pytest.raises(ImageError, match=f"{deep}: uint16 pixels, but data.layout.bit_depth is 8"):
+        read_channel(deep, 8)
+    assert read_channel(deep, 16).max() == 700
+    params = PreprocessParams(size=16, normalize="percentile", workers=1, on_error="skip")
+    prepared = prepare_samples([(good, good), (good, corrupt)], ["a", "b"], 2, 8, params)
+    assert prepared.kept == [0] and list(prepared.failures) == ["b"] and str(corrupt) in prepared.failures["b"]
+    with pytest.raises(ImageError, match=f"{corrupt}: cannot read the PNG"):
+        prepare_samples([(good, corrupt)], ["b"], 2, 8, params.model_copy(update={"on_error": "fail"}))
+
+
+def test_sixteen_bit_tiff_channels(tmp_path):
+    import tifffile
+
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"c{k}.tif")
+        tifffile.imwrite(paths[-1], np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * (k + 1))
+    prepared = prepare_samples([tuple(paths)], ["s"], 3, 16, PreprocessParams(size=20, normalize="minmax", workers=1))
+    assert prepared.images.shape == (1, 3, 20, 20)
+    assert (prepared.images[0, :, 0, 0] <= 3).all() and (prepared.images[0, :, -1, -1] >= 250).all()
+
+
+@pytest.mark.parametrize("channels", [4, 6])
+def test_augmentation_moves_every_channel_together(channels):
+    base = torch.rand(1, 1, 16, 16).repeat(8, channels, 1, 1) * torch.arange(1, channels + 1).view(1, -1, 1, 1)
+    out = RandomAugment(torch.Generator().manual_seed(0), pad=3)(base)
+    assert out.shape == (8, channels, 16, 16)
+    ratio = out / out[:, :1].clamp_min(1e-6)
+    assert torch.allclose(ratio[out[:, :1].expand_as(out) > 1e-3],
+                          torch.arange(1, channels + 1).float().view(1, -1, 1, 1).expand_as(out)[
+                              out[:, :1].expand_as(out) > 1e-3], rtol=1e-4)
+    assert not torch.equal(out, base)  # something moved
+
+
+def test_png_bytes_round_trip(tmp_path):
+    image = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    write_png(tmp_path / "x.png", image)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO((tmp_path / "x.png").read_bytes()))), image)

@@ -1,0 +1,285 @@
+"""bps.images and bps.prepare: TIFF decode, normalisation, padding, resizing and the split arrays."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from bps.core.params import PreprocessParams
+from bps.data.arrays import prepare_images, save_array
+from bps.data.images import ImageError, normalize, pad_to_square, prepare, read_tiff, resize_area, to_uint8
+from bps.sim.render import plan_dataset, simulate_image, write_tiff
+
+REAL_DIR = Path(__file__).resolve().parents[3] / "shared" / "bps-real"
+REAL_TIFF = REAL_DIR / "P242_73665006707-A6_003_013_proj.tif"
+
+
+def _params(**changes) -> PreprocessParams:
+    return PreprocessParams(**changes)
+
+
+@pytest.fixture
+def tiff_path(tmp_path) -> Path:
+    """A small valid uint16 Deflate TIFF with known pixels."""
+    image = (np.arange(30 * 40, dtype=np.uint16) + 200).reshape(30, 40)
+    path = tmp_path / "valid.tif"
+    tifffile.imwrite(path, image, compression="zlib")
+    return path
+
+
+@pytest.fixture
+def simulated_folder(tmp_path) -> list[Path]:
+    """Six simulated TIFFs (one per 4 h condition), written the way the download stage does."""
+    plan = plan_dataset(1, [4], seed=0)
+    paths = []
+    for name, dose, particle, hours in plan.itertuples(index=False):
+        path = tmp_path / "raw" / name
+        write_tiff(path, simulate_image(name, particle, dose, hours, seed=0))
+        paths.append(path)
+    return paths
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+def test_read_tiff_valid(tiff_path):
+    image = read_tiff(tiff_path)
+    assert image.shape == (30, 40)
+    assert image.dtype == np.uint16
+    assert image[0, 0] == 200 and image[-1, -1] == 200 + 30 * 40 - 1
+
+
+def test_read_tiff_accepts_str_paths(tiff_path):
+    assert read_tiff(str(tiff_path)).shape == (30, 40)
+
+
+def _corrupt_random(path: Path) -> None:
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+
+def _corrupt_truncated(path: Path) -> None:
+    image = np.random.default_rng(1).integers(200, 3000, (120, 130), dtype=np.uint16)
+    tifffile.imwrite(path, image, compression="zlib")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _corrupt_empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_random, _corrupt_truncated, _corrupt_empty])
+def test_corrupt_file_raises_image_error_naming_the_file(tmp_path, corrupt):
+    path = tmp_path / "P242_73665006707-A6_003_013_proj.tif"
+    corrupt(path)
+    with pytest.raises(ImageError) as caught:
+        read_tiff(path)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_file_raises_image_error(tmp_path):
+    path = tmp_path / "absent.tif"
+    with pytest.raises(ImageError, match="absent.tif"):
+        read_tiff(path)
+
+
+def test_multichannel_tiff_is_refused(tmp_path):
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, np.zeros((20, 20, 3), dtype=np.uint16), photometric="rgb")
+    with pytest.raises(ImageError, match=r"rgb.tif: expected one 2-D single-channel image, got shape \(20, 20, 3\)"):
+        read_tiff(path)
+
+
+def test_singleton_axes_are_squeezed(tmp_path):
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, np.ones((1, 20, 25), dtype=np.uint16))
+    assert read_tiff(path).shape == (20, 25)
+
+
+# --- normalisation ---------------------------------------------------------------------------
+
+RAMP = np.array([[0, 200, 900, 1600, 3000, 5000]], dtype=np.uint16)
+
+
+def test_normalize_fixed_maps_the_window_and_clips():
+    result = normalize(RAMP, _params(normalize="fixed", fixed_range=(200, 3000)))
+    assert result.dtype == np.float32
+    np.testing.assert_allclose(result, [[0.0, 0.0, 0.25, 0.5, 1.0, 1.0]])
+
+
+def test_normalize_minmax_spans_zero_to_one():
+    result = normalize(RAMP, _params(normalize="minmax"))
+    np.testing.assert_allclose(result, [[0.0, 0.04, 0.18, 0.32, 0.6, 1.0]], rtol=1e-6)
+
+
+def test_normalize_percentile():
+    image = np.arange(1001, dtype=np.uint16).reshape(7, 143)
+    result = normalize(image, _params(normalize="percentile", percentiles=(10.0, 90.0)))
+    # The 10th and 90th percentiles of 0..1000 are 100 and 900.
+    assert result.min() == 0.0 and result.max() == 1.0
+    assert result.flat[500] == pytest.approx(0.5)
+    assert result.flat[300] == pytest.approx(0.25)
+    assert np.mean(result == 0.0) == pytest.approx(101 / 1001)
+    # With 0 and 100 it is min-max.
+    full = normalize(image, _params(normalize="percentile", percentiles=(0.0, 100.0)))
+    np.testing.assert_allclose(full, normalize(image, _params(normalize="minmax")), atol=1e-6)
+
+
+def test_normalize_constant_image_does_not_divide_by_zero():
+    flat = np.full((8, 8), 700, dtype=np.uint16)
+    for method in ("minmax", "percentile"):
+        result = normalize(flat, _params(normalize=method))
+        assert np.isfinite(result).all()
+        assert (result == 0.0).all()
+
+
+def test_fixed_keeps_absolute_brightness_minmax_does_not():
+    rng = np.random.default_rng(0)
+    dim = rng.integers(300, 1000, (32, 32)).astype(np.uint16)
+    bright = (dim.astype(np.int64) * 2 + 100).astype(np.uint16)  # same picture, brighter
+    fixed = _params(normalize="fixed")
+    assert normalize(bright, fixed).mean() > normalize(dim, fixed).mean() + 0.15
+    minmax = _params(normalize="minmax")
+    np.testing.assert_allclose(normalize(bright, minmax), normalize(dim, minmax), atol=1e-6)
+    percentile = _params(normalize="percentile")
+    np.testing.assert_allclose(normalize(bright, percentile), normalize(dim, percentile), atol=1e-5)
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+
+def test_pad_to_square_wide_image_keeps_aspect():
+    image = np.full((20, 40), 7.0, dtype=np.float32)
+    image[5:15, 10:30] = 100.0
+    square = pad_to_square(image)
+    assert square.shape == (40, 40)
+    assert square.dtype == np.float32
+    np.testing.assert_array_equal(square[10:30, :], image)  # centred, not stretched
+    assert (square[:10] == 7.0).all() and (square[30:] == 7.0).all()  # filled with the border median
+
+
+def test_pad_to_square_tall_odd_image():
+    image = np.arange(9 * 4, dtype=np.float32).reshape(9, 4)
+    square = pad_to_square(image)
+    assert square.shape == (9, 9)
+    # 5 columns of padding: 2 on the left, 3 on the right.
+    np.testing.assert_array_equal(square[:, 2:6], image)
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    assert (square[:, :2] == np.median(border)).all()
+    assert (square[:, 6:] == np.median(border)).all()
+
+
+def test_pad_to_square_leaves_square_images_alone():
+    image = np.random.default_rng(0).random((12, 12)).astype(np.float32)
+    np.testing.assert_array_equal(pad_to_square(image), image)
+
+
+def test_resize_area_of_constant_stays_constant():
+    image = np.full((150, 150), 0.37, dtype=np.float32)
+    result = resize_area(image, 64)
+    assert result.shape == (64, 64)
+    np.testing.assert_allclose(result, 0.37, rtol=1e-6)
+
+
+def test_resize_area_of_checkerboard_gives_its_mean():
+    board = (np.indices((64, 64)).sum(axis=0) % 2).astype(np.float32)
+    for size in (32, 16, 8):
+        np.testing.assert_allclose(resize_area(board, size), 0.5, atol=1e-6)
+
+
+def test_resize_area_averages_blocks():
+    image = np.array([[0, 2, 4, 4], [2, 0, 4, 4], [1, 1, 8, 0], [1, 1, 0, 8]], dtype=np.float32)
+    np.testing.assert_allclose(resize_area(image, 2), [[1.0, 4.0], [1.0, 4.0]], atol=1e-6)
+
+
+def test_resize_area_float64_input_is_not_reinterpreted():
+    image = np.full((20, 30), 1.0)  # float64
+    np.testing.assert_allclose(resize_area(image, 8), 1.0, rtol=1e-6)
+
+
+def test_to_uint8():
+    np.testing.assert_array_equal(to_uint8(np.array([0.0, 0.5, 1.0, 0.2], dtype=np.float32)), [0, 128, 255, 51])
+
+
+def test_prepare_shape_dtype_and_values(tmp_path):
+    path = tmp_path / "flat.tif"
+    tifffile.imwrite(path, np.full((90, 120), 1600, dtype=np.uint16), compression="zlib")
+    result = prepare(path, _params(size=32, normalize="fixed", fixed_range=(200, 3000)))
+    assert result.shape == (32, 32)
+    assert result.dtype == np.uint8
+    assert (result == 128).all()  # (1600 - 200) / 2800 = 0.5 → round(127.5) = 128
+
+
+def test_prepare_simulated_image(simulated_folder):
+    result = prepare(simulated_folder[0], _params(size=64))
+    assert result.shape == (64, 64) and result.dtype == np.uint8
+    assert result.max() > result.min()
+
+
+# --- whole splits ----------------------------------------------------------------------------
+
+
+def test_prepare_images_on_simulated_folder(simulated_folder):
+    params = _params(size=32, workers=2)
+    prepared = prepare_images(simulated_folder, params, desc="test")
+    assert prepared.images.shape == (6, 1, 32, 32)
+    assert prepared.images.dtype == np.uint8
+    assert prepared.kept == list(range(6))
+    assert prepared.failures == {}
+    for index in (0, 5):  # row for row with the input paths
+        np.testing.assert_array_equal(prepared.images[index, 0], prepare(simulated_folder[index], params))
+
+
+def test_prepare_images_fail_on_corrupt_file(simulated_folder):
+    bad = simulated_folder[2]
+    _corrupt_truncated(bad)
+    with pytest.raises(ImageError) as caught:
+        prepare_images(simulated_folder, _params(size=32, workers=2, on_error="fail"), desc="test")
+    assert str(bad) in str(caught.value)
+    assert "on_error: skip" in str(caught.value)
+
+
+def test_prepare_images_skip_corrupt_file(simulated_folder):
+    bad = simulated_folder[2]
+    _corrupt_random(bad)
+    params = _params(size=32, workers=2, on_error="skip")
+    prepared = prepare_images(simulated_folder, params, desc="test")
+    assert prepared.kept == [0, 1, 3, 4, 5]
+    assert prepared.images.shape == (5, 1, 32, 32)
+    assert list(prepared.failures) == [str(bad)]
+    assert str(bad) in prepared.failures[str(bad)]
+    # The image after the skipped one sits in the next free slot.
+    np.testing.assert_array_equal(prepared.images[2, 0], prepare(simulated_folder[3], params))
+
+
+def test_prepare_images_of_nothing():
+    prepared = prepare_images([], _params(size=16, workers=1), desc="test")
+    assert prepared.images.shape == (0, 1, 16, 16)
+    assert prepared.kept == []
+
+
+def test_save_array_is_memory_mappable(tmp_path):
+    array = np.arange(2 * 1 * 16 * 16, dtype=np.uint8).reshape(2, 1, 16, 16)
+    path = tmp_path / "prepared" / "train_images.npy"
+    save_array(path, array)
+    loaded = np.load(path, mmap_mode="r")
+    assert isinstance(loaded, np.memmap)
+    assert loaded.dtype == np.uint8 and loaded.shape == (2, 1, 16, 16)
+    np.testing.assert_array_equal(loaded, array)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["train_images.npy"]  # no .part left
+
+
+# --- the real file ---------------------------------------------------------------------------
+
+
+def test_real_bps_file():
+    if not REAL_TIFF.exists():
+        pytest.skip(f"real BPS reference file not present ({REAL_TIFF})")
+    image = read_tiff(REAL_TIFF)
+    assert image.shape == (141, 149)
+    assert image.dtype == np.uint16
+    assert int(image.min()) == 257
+    assert int(image.max()) == 2470
+    prepared = prepare(REAL_TIFF, _params(size=64))
+    assert prepared.shape == (64, 64) and prepared.dtype == np.uint8

@@ -1,0 +1,70 @@
+"""Smoke test: ``python -m benchmarks --quick`` still runs end to end and reports every row.
+
+Timings are not asserted (machines are noisy); only that each benchmark produced its rows with
+finite, positive values in the documented JSON shape.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.dvc_project import STAGES
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED_ROWS = {
+    "simulate_images_per_s",
+    "download_vs_sequential",
+    "download_vs_sequential_rtt20ms",
+    "preprocess_vs_naive",
+    "preprocess_vs_decode_limit",
+    "train_input_vs_seed_loader",
+    "train_input_vs_compute_limit",
+    "dvc_noop_repro_s",
+    "dvc_status_s",
+    "e2e_dvc_repro_s",
+    "baseline_peak_rss_mb",
+    "baseline_rss_vs_one_matrix",
+    "ddp_2proc_vs_1proc",
+}
+
+
+def _benchmarks(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    out = tmp_path / "bench.json"
+    env_path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": env_path, "HOME": str(tmp_path), "GIT_CONFIG_GLOBAL": "/dev/null"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    for row in rows:
+        assert set(row) >= {"name", "value", "unit"}
+        assert math.isfinite(row["value"]) and row["value"] > 0, row
+    return result, rows
+
+
+@pytest.mark.slow
+def test_quick_benchmark_suite_reports_every_row(tmp_path):
+    result, rows = _benchmarks(tmp_path)
+    names = {row["name"] for row in rows}
+    assert names >= EXPECTED_ROWS, EXPECTED_ROWS - names
+    assert not any(name.startswith("full_") for name in names)  # the full-size run only on request
+    assert "preprocess_vs_naive" in result.stdout  # the printed table
+
+
+@pytest.mark.slow
+def test_full_size_run_reports_every_stage_at_a_tiny_size(tmp_path):
+    result, rows = _benchmarks(tmp_path, "--only", "full_size", "--images-per-condition", "12")
+    names = [row["name"] for row in rows]
+    assert names == [f"full_{stage}_s" for stage in STAGES] + ["full_dvc_repro_s"]
+    assert all("peak RSS" in row["note"] for row in rows[:-1])
+    assert "204 simulated images" in rows[-1]["note"]
+    assert "full_train-lenet_s" in result.stdout

@@ -1,0 +1,183 @@
+"""No mistake loses outputs: real `dvc` in a throwaway copy of the reproduced tiny project.
+
+A bad parameter anywhere in params.yaml fails in the first stage, before DVC deletes any other
+stage's outputs; a valid edit re-runs only the stages that read it; a trainer whose `dvc` is
+killed dies too, a second trainer of the same folder is refused naming the first, and the
+unfinished model folder is refused by predict. The README's one restore command fixes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.dvc_project import (
+    DVC,
+    dvc,
+    git,
+    output_of,
+    run,
+    stages_run,
+)
+
+pytestmark = pytest.mark.slow
+
+# The README's one command after a failed stage (section "Reliability").
+RESTORE = "git checkout -- params.yaml dvc.lock metrics && dvc checkout --force"
+
+
+def fingerprint(root: Path, *folders: str) -> dict[str, str]:
+    """Every file under ``folders`` with the hash of its bytes."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for folder in folders
+        for path in sorted((root / folder).rglob("*"))
+        if path.is_file()
+    }
+
+
+def edit_params(root: Path, **values) -> None:
+    """Set dotted keys (``train__epochs=5`` for train.epochs) in params.yaml."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for dotted, value in values.items():
+        block, key = dotted.split("__")
+        params[block][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def assert_restored(root: Path, env: dict[str, str]) -> None:
+    run(["sh", "-c", RESTORE], root, env)
+    assert "Data and pipelines are up to date" in output_of(dvc(root, env, "status"))
+    assert git(root, env, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("train.lr=-0.1", "train.lr: Input should be greater than 0"),
+        ("task.target=dose",
+         "task.target: Input should be 'particle', 'particle_dose', 'condition', 'particle+dose' or 'labels'"),
+        ("preprocess.size=0", "preprocess.size: Input should be greater than or equal to 16"),
+        ("split.train=0.9", "split: train + val + test must sum to 1"),
+    ],
+)
+def test_a_bad_parameter_fails_before_any_output_is_removed(built, workspace, setting, message):
+    env = built.env
+    before = fingerprint(workspace, "models", "metrics", "data/prepared")
+
+    result = dvc(workspace, env, "exp", "run", "-S", setting, check=False)
+
+    assert result.returncode != 0
+    output = output_of(result)
+    assert f"error: params.yaml: {message}" in output
+    assert "Traceback" not in output
+    assert stages_run(result) == ["check-params"]
+    assert fingerprint(workspace, "models", "metrics", "data/prepared") == before
+    assert git(workspace, env, "status", "--porcelain", "--", "metrics", "dvc.lock") == ""
+    assert_restored(workspace, env)
+
+
+def test_a_top_level_typo_is_reported(built, workspace):
+    env = built.env
+    before = fingerprint(workspace, "models", "metrics")
+    with open(workspace / "params.yaml", "a") as stream:
+        stream.write("trian:\n  lr: 0.001\n")
+
+    result = dvc(workspace, env, "repro", check=False)
+
+    assert result.returncode != 0
+    assert "error: params.yaml: trian: unknown key (allowed: data, split, preprocess, task, baseline, train, " in (
+        output_of(result)
+    )
+    assert stages_run(result) == ["check-params"]
+    assert fingerprint(workspace, "models", "metrics") == before
+    assert_restored(workspace, env)
+
+
+def test_a_valid_edit_reruns_only_the_stages_that_read_it(built, workspace):
+    env = built.env
+    with open(workspace / "params.yaml", "a") as stream:
+        stream.write("# a comment changes the file, not the parameters\n")
+
+    result = dvc(workspace, env, "repro")
+
+    # The check re-runs (it reads the whole file) and writes the same bytes: nothing else runs.
+    assert stages_run(result) == ["check-params"]
+    for stage in ("download", "split", "preprocess", "train-baseline", "train-lenet", "evaluate"):
+        assert f"Stage '{stage}' didn't change" in output_of(result)
+
+    # A speed setting re-runs its stage, whose outputs do not depend on it: training does not re-run.
+    models = fingerprint(workspace, "models")
+    result = dvc(workspace, env, "exp", "run", "-S", "preprocess.workers=1")
+    assert sorted(stages_run(result)) == ["check-params", "preprocess"]
+    assert fingerprint(workspace, "models") == models
+
+
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of ``pid`` (Z: a zombie), or None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+# DVC runs a command through $SHELL -c: bash execs it, /bin/sh (dash, when SHELL is unset as in
+# CI) stays between dvc and the trainer. One stage under each.
+@pytest.mark.parametrize(("stage", "block", "folder", "shell"), [
+    ("train-lenet", "train", "lenet", "/bin/sh"), ("train-baseline", "baseline", "baseline", "/bin/bash")])
+def test_a_trainer_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_path, stage, block, folder, shell):
+    env = {**built.env, "SHELL": shell}
+    edit_params(workspace, **{f"{block}__epochs": 1_000_000})
+    lock = workspace / "models" / f".{folder}.lock"
+    log = open(tmp_path / "dvc.log", "w")  # noqa: SIM115 - closed below
+    repro = subprocess.Popen([str(DVC), "repro", "-s", stage], cwd=workspace, env=env, stdout=log, stderr=log)
+    trainer = None
+    try:
+        trainer = int(wait_for(lambda: lock.is_file() and lock.read_text().strip(), 120, "the trainer's lock"))
+
+        second = run([sys.executable, "-m", f"stages.{stage.replace('-', '_')}"], workspace, env, check=False)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 1
+        assert lines == [f"error: models/{folder} is being trained by pid {trainer} "
+                         f"(lock models/.{folder}.lock); wait for it to finish or stop it"]
+
+        repro.send_signal(signal.SIGKILL)  # only dvc: its trainer must not outlive it
+        repro.wait(10)
+        wait_for(lambda: process_state(trainer) in (None, "Z"), 20, f"trainer pid {trainer} to exit")
+
+        image = next((workspace / "data/raw").glob("*.tif"))
+        predicted = run([sys.executable, "-m", "bps", "predict", f"models/{folder}", str(image),
+                         "--out", str(tmp_path / "p.csv")], workspace, env, check=False)
+        assert predicted.returncode == 1
+        assert len(predicted.stderr.strip().splitlines()) == 1, predicted.stderr
+        assert f"models/{folder}" in predicted.stderr
+        assert "did not finish" in predicted.stderr or "not a model folder" in predicted.stderr
+        assert not (tmp_path / "p.csv").exists()
+    finally:
+        log.close()
+        if repro.poll() is None:
+            repro.kill()
+        if trainer and process_state(trainer) not in (None, "Z"):
+            os.kill(trainer, signal.SIGKILL)
+    assert_restored(workspace, env)
+    run([sys.executable, "-m", "bps", "predict", f"models/{folder}", str(image), "--out", str(tmp_path / "p.csv")],
+        workspace, env)
