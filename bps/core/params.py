@@ -27,6 +27,10 @@ from bps.core import options
 from bps.core.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
+RUNTIME_FILE = "runtime.yaml"  # beside a params file: what changes speed, not results (no stage depends on it)
+# The keys of runtime.yaml: where they sit in the params, and the only ones it may hold.
+RUNTIME_KEYS = (("data", "s3", "workers"), ("data", "s3", "retries"), ("data", "s3", "connect_timeout_s"),
+                ("preprocess", "workers"), ("features", "workers"))
 # Files the download writes into data/raw itself (bps/layout.py, bps/s3.py), which a metadata path may not be.
 RESERVED_RAW_NAMES = ("meta.csv", ".manifest.json")
 
@@ -399,19 +403,50 @@ def merged(base: dict, override: dict) -> dict:
     return result
 
 
+def _leaf_keys(raw: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every key path of a nested mapping, down to its values."""
+    keys = []
+    for key, value in raw.items():
+        path = (*prefix, str(key))
+        keys += _leaf_keys(value, path) if isinstance(value, dict) else [path]
+    return keys
+
+
+def _read(file: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{file}: not found (run the stage from the project root)") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{file}: not valid YAML: {error}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ParamsError(f"{file}: not a mapping of parameter blocks (got {type(loaded).__name__})")
+    return loaded or {}
+
+
+def _check_runtime_split(raw: dict, file: Path, runtime: bool) -> None:
+    """runtime.yaml holds only :data:`RUNTIME_KEYS`, a params file none of them (one line naming the key)."""
+    for key in _leaf_keys(raw):
+        is_runtime = any(key[: len(known)] == known for known in RUNTIME_KEYS)
+        if runtime and not is_runtime:
+            raise ParamsError(f"{file}: {'.'.join(key)} changes results, not speed: set it in params.yaml")
+        if not runtime and is_runtime:
+            raise ParamsError(f"{file}: {'.'.join(key)} changes speed, not results: set it in {RUNTIME_FILE}, "
+                              "which no stage depends on")
+
+
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    """Read and validate ``params.yaml`` (over the files it inherits: :func:`inherited_files`); raise
-    :class:`ParamsError` naming each bad key."""
+    """Read and validate ``params.yaml`` (over the files it inherits: :func:`inherited_files`) and the
+    ``runtime.yaml`` beside each; raise :class:`ParamsError` naming each bad key."""
     path = Path(path)
     raw: dict = {}
     for file in inherited_files(path):
-        try:
-            loaded = yaml.safe_load(file.read_text())
-        except FileNotFoundError:
-            raise ParamsError(f"{file}: not found (run the stage from the project root)") from None
-        except yaml.YAMLError as error:
-            raise ParamsError(f"{file}: not valid YAML: {error}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ParamsError(f"{file}: not a mapping of parameter blocks (got {type(loaded).__name__})")
-        raw = merged(raw, loaded or {})
+        loaded = _read(file)
+        _check_runtime_split(loaded, file, runtime=False)
+        raw = merged(raw, loaded)
+        runtime = file.with_name(RUNTIME_FILE)
+        if runtime.is_file():
+            settings = _read(runtime)
+            _check_runtime_split(settings, runtime, runtime=True)
+            raw = merged(raw, settings)
     return parse_params(raw, path)

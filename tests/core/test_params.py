@@ -1,4 +1,4 @@
-"""bps.params: defaults, the repo's params.yaml, and one readable line per bad key."""
+"""bps.core.params: defaults, the repo's params.yaml and runtime.yaml, and one readable line per bad key."""
 
 from pathlib import Path
 
@@ -39,6 +39,27 @@ def test_repo_params_yaml_validates():
     assert params.preprocess.size == raw["preprocess"]["size"]
     assert params.data.source == raw["data"]["source"]
     assert params.train.optimizer == raw["train"]["optimizer"]
+
+
+def test_the_committed_files_hold_the_code_defaults():
+    """One source of defaults: params.yaml and runtime.yaml say what bps/core/params.py says (the
+    layout block, read only by the datasets pipeline, lives in each dataset's folder)."""
+    assert load_params(REPO_PARAMS) == Params()
+
+
+def test_runtime_settings_live_in_runtime_yaml_and_nowhere_else(tmp_path):
+    (tmp_path / "params.yaml").write_text("preprocess: {size: 32}\n")
+    (tmp_path / "runtime.yaml").write_text("preprocess: {workers: 2}\ndata: {s3: {retries: 1}}\n")
+    params = load_params(tmp_path / "params.yaml")
+    assert (params.preprocess.size, params.preprocess.workers, params.data.s3.retries) == (32, 2, 1)
+    (tmp_path / "params.yaml").write_text("preprocess: {workers: 2}\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: preprocess.workers changes speed, not results: set it in "
+                                          r"runtime.yaml"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "runtime.yaml").write_text("split: {seed: 3}\n")
+    with pytest.raises(ParamsError, match=r"runtime.yaml: split.seed changes results, not speed: set it in params"):
+        load_params(tmp_path / "params.yaml")
 
 
 def test_load_params_reads_a_file(tmp_path):

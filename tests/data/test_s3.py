@@ -517,8 +517,9 @@ def test_an_object_replaced_at_the_same_size_is_fetched_again(bucket, proxy, tmp
 def run_download_stage(project: Path, bucket: Bucket, endpoint: str, hours: list[int]) -> subprocess.CompletedProcess:
     """`python -m stages.download` as DVC runs it: its own process, in a project folder."""
     params = {"data": {"source": "s3", "hours": hours,
-                       "s3": {"bucket": bucket.name, "endpoint_url": endpoint, "region": REGION, "workers": 4}}}
+                       "s3": {"bucket": bucket.name, "endpoint_url": endpoint, "region": REGION}}}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / "runtime.yaml").write_text(yaml.safe_dump({"data": {"s3": {"workers": 4}}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     return subprocess.run([sys.executable, "-m", "stages.download"], cwd=project, env=env,
                           capture_output=True, text=True, timeout=120)

@@ -103,6 +103,21 @@ def test_repro_builds_every_output_then_has_nothing_to_do(built):
     assert json.loads(dvc(root, built.env, "status", "--json").stdout) == {}
 
 
+def test_runtime_settings_rerun_nothing(built, workspace):
+    """Workers, retries and timeouts live in runtime.yaml, which no stage depends on: the pipeline
+    stays up to date when they change, and params.yaml refuses them with one line."""
+    (workspace / "runtime.yaml").write_text(yaml.safe_dump(
+        {"data": {"s3": {"workers": 4, "retries": 1, "connect_timeout_s": 2}}, "preprocess": {"workers": 1},
+         "features": {"workers": 1}}))
+    assert dvc(workspace, built.env, "status", "dvc.yaml").stdout.strip() == "Data and pipelines are up to date."
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["preprocess"]["workers"] = 1
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc(workspace, built.env, "repro", check=False)
+    assert result.returncode != 0
+    assert "params.yaml: preprocess.workers changes speed, not results: set it in runtime.yaml" in output_of(result)
+
+
 def test_exp_run_with_new_lr_reruns_only_training_and_evaluation(built, workspace):
     env = built.env
     before = read_json(workspace / "metrics/evaluate.json")
