@@ -1,8 +1,9 @@
 """evaluate: score every model, and its negative control, on the whole test split, with intervals.
 
-Writes metrics/evaluate.json (per model: headline metrics with 95 % grouped-bootstrap intervals,
+Writes metrics/evaluate.json (per model: every metric with its 95 % grouped-bootstrap interval,
 the protocol, the bootstrap unit, the negative control; per pair of models: a paired test),
-metrics/comparison.md (the same for people, plus accuracy per hour and per condition),
+metrics/headline.json (what dvc exp show and dvc metrics diff compare: a few figures per model),
+metrics/comparison.md (for people: a verdict, then tables, accuracy per hour and per condition),
 metrics/accuracy_by_{condition,hour}.csv, and per model metrics/per_class/, metrics/confusion/
 and metrics/calibration/ CSVs (DVC plots), and the CNN's saliency pictures in metrics/saliency/.
 """
@@ -17,7 +18,7 @@ from bps.core.params import Params
 from bps.core.paths import METRICS, MODELS, control_name
 from bps.core.stage import BPS_SOURCES, run_stage
 from bps.data.arrays import load_split
-from bps.evaluation.comparison import bps_page, headline_table, paired_table
+from bps.evaluation.comparison import bps_page, headline, headline_table, paired_table
 from bps.evaluation.intervals import GroupedBootstrap, paired_comparison
 from bps.evaluation.saliency import write_saliency
 from bps.evaluation.scoreboard import check_target, model_inputs, score_control, scored_models
@@ -71,10 +72,12 @@ def main(params: Params) -> None:
     pictures = write_saliency(loaded["lenet"], images, table, labels, settings.saliency_per_class, settings.seed,
                               METRICS / "saliency")
     write_json(METRICS / "evaluate.json", {**results, "paired": pairs})
+    write_json(METRICS / "headline.json", headline(results))
     header = (f"# Test split: {len(labels)} images from {bootstrap.n_groups} {unit}s, target `{target.name}`, "
               f"protocol: {context['protocol']}")
     write_text(METRICS / "comparison.md", bps_page(results, pairs, by_hour, by_condition, labels_of, header,
-                                                   settings.resamples, unit, control_text, pictures))
+                                                   settings.resamples, unit, control_text, pictures,
+                                                   context["protocol"]))
     print(headline_table(results, labels_of))
     print(paired_table(pairs, labels_of) if pairs else "")
 

@@ -91,13 +91,48 @@ def frame_table(frame: pd.DataFrame, labels: dict[str, str]) -> str:
     return markdown(header, rows)
 
 
+def verdict(results: dict[str, dict], pairs: dict[str, dict], labels: dict[str, str], protocol: str) -> str:
+    """The page's first sentence: which model scores highest, which it ties with or beats (paired tests:
+    a difference inside the noise is a tie), and how much plate signal the negative controls measure."""
+    best = max(results, key=lambda name: results[name]["accuracy"])
+    ties, beaten = [], []
+    for key, pair in pairs.items():
+        first, second = key.split("_vs_")
+        if best in (first, second):
+            (ties if pair["tie"] else beaten).append(labels[second if first == best else first])
+    parts = [f"ties with {', '.join(ties)}"] * bool(ties) + [f"beats {', '.join(beaten)}"] * bool(beaten)
+    text = (f"**Verdict ({protocol})**: {labels[best]} scores the highest accuracy, {cell(results[best], 'accuracy')}"
+            + (f"; it {' and '.join(parts)} (paired tests on the same test images)." if parts else "."))
+    controls = {name: scores["control"] for name, scores in results.items() if scores.get("control")}
+    if not controls:
+        return text + " No negative control was scored, so how much plate signal could explain is not measured."
+    leaky = max(controls, key=lambda name: controls[name]["balanced_accuracy"])
+    control = controls[leaky]
+    text += (f" The negative controls reach a balanced accuracy of {cell(control, 'balanced_accuracy')} at most "
+             f"({labels[leaky]}): ")
+    if control.get("balanced_accuracy" + LOW, control["balanced_accuracy"]) > 0.5:
+        return text + (f"plate signal alone could explain up to {control['balanced_accuracy'] - 0.5:.3f} above "
+                       "chance under this protocol, so a margin of that size is not evidence of radiation damage.")
+    return text + "their intervals hold chance (0.5): no plate signal is measurable under this protocol."
+
+
+def headline(results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """metrics/headline.json, what ``dvc exp show`` and ``dvc metrics diff`` compare: per model its accuracy on
+    irradiated and on sham test nuclei, and its negative control's balanced accuracy (evaluate.json has the rest)."""
+    return {name: {"irradiated": scores["irradiated_accuracy"], "sham": scores["sham_accuracy"],
+                   **({"control": scores["control"]["balanced_accuracy"]} if scores.get("control") else {})}
+            for name, scores in results.items()}
+
+
 def bps_page(results: dict[str, dict], pairs: dict[str, dict], by_hour: pd.DataFrame, by_condition: pd.DataFrame,
              labels: dict[str, str], header: str, resamples: int, unit: str, control_text: str,
-             pictures: list[str]) -> str:
-    """The BPS comparison: headline and controls, more metrics, model pairs, per hour and condition, pictures."""
+             pictures: list[str], protocol: str) -> str:
+    """The BPS comparison: verdict, headline and controls, more metrics, model pairs, per hour and condition,
+    pictures."""
     control_folds = control_fold_table(results, labels)
     return "\n".join([
         header + "\n",
+        verdict(results, pairs, labels, protocol) + "\n",
         f"Every interval is a 95 % percentile interval of {resamples} bootstrap replicates that redraw "
         f"whole test {unit}s, with replacement, within (true class × sham/irradiated) strata "
         "(bps/evaluation/intervals.py). The negative control is the same model family trained on sham images to "

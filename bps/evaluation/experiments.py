@@ -2,7 +2,7 @@
 
     dvc exp run --queue -S 'train.seed=range(0, 5)' && dvc queue start -j 1   # then, when done:
     python -m bps exp-summary                          # every experiment in `dvc exp show`
-    python -m bps exp-summary --metrics 'lenet\\.(accuracy|macro_f1|control\\.leakage)$'
+    python -m bps exp-summary --metrics 'lenet\\.(irradiated|control)$'
     python -m bps exp-summary --json shown.json        # a saved `dvc exp show --json`
 
 One trained network is one draw: seeds 0-4 of LeNet-5 gave test accuracies 0.59-0.71 on the
@@ -73,9 +73,9 @@ def spread(found: list[dict], pattern: str = ".*") -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bps exp-summary", description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="a saved `dvc exp show --json` (default: run it now)")
-    parser.add_argument("--metrics", default=r"\.(accuracy|balanced_accuracy|macro_f1|sham_accuracy|leakage)$",
-                        help="regular expression picking metric keys (default: the headline ones)")
-    parser.add_argument("--file", default="metrics/evaluate.json", help="the metrics file to read")
+    parser.add_argument("--metrics", default=".",
+                        help="regular expression picking metric keys (default: every one)")
+    parser.add_argument("--file", default="metrics/headline.json", help="the metrics file to read (a DVC metric)")
     args = parser.parse_args(argv)
     if args.json:
         shown = json.loads(args.json.read_text())

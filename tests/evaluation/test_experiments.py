@@ -61,7 +61,8 @@ def test_every_queued_experiment_is_read_once_with_its_seed(shown):
 def test_the_script_prints_mean_and_sd(shown, tmp_path):
     saved = tmp_path / "shown.json"
     saved.write_text(json.dumps(shown))
-    result = subprocess.run([sys.executable, "-m", "bps", "exp-summary", "--json", str(saved)],
+    result = subprocess.run([sys.executable, "-m", "bps", "exp-summary", "--json", str(saved),
+                             "--file", "metrics/evaluate.json", "--metrics", "accuracy"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert "3 experiments" in result.stdout and "train.seed" in result.stdout
     assert "lenet.accuracy" in result.stdout and "0.6200 ± 0.0100" in result.stdout
