@@ -17,6 +17,7 @@ import torch
 import yaml
 from PIL import Image
 from s3_server import s3_client
+from tiff_bombs import header_only_png
 
 from bps.core.params import (
     DataParams,
@@ -29,9 +30,9 @@ from bps.core.params import (
     parse_params,
 )
 from bps.core.stage import stage_name
-from bps.data.images import ImageError
+from bps.data.images import ImageError, ImageTooLargeError
 from bps.data.layouts import split as layout_split
-from bps.data.layouts.channels import prepare_samples, read_channel
+from bps.data.layouts.channels import NotAPngError, prepare_samples, read_channel
 from bps.data.layouts.meta import (
     IS_CONTROL,
     LABEL,
@@ -376,6 +377,34 @@ def test_a_corrupt_or_wrong_depth_channel_names_the_file(tmp_path):
     assert prepared.kept == [0] and list(prepared.failures) == ["b"] and str(corrupt) in prepared.failures["b"]
     with pytest.raises(ImageError, match=f"{corrupt}: cannot read the PNG"):
         prepare_samples([(good, corrupt)], ["b"], 2, 8, params.model_copy(update={"on_error": "fail"}))
+
+
+def png_cut_short(path: Path) -> Path:
+    """A 64×64 PNG missing its last 20 bytes (IEND and the end of the pixel stream): Pillow alone decodes it."""
+    write_png(path, np.random.default_rng(0).integers(1, 255, (64, 64), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:-20])
+    return path
+
+
+def test_a_png_bomb_a_png_cut_short_and_a_disguised_jpeg_are_refused_naming_the_file(tmp_path):
+    good, bomb, cut, jpeg = (tmp_path / f"{name}.png" for name in ("good", "bomb", "cut", "jpeg"))
+    write_png(good, np.full((16, 16), 7, np.uint8))
+    bomb.write_bytes(header_only_png(20000, 20000))
+    assert len(bomb.read_bytes()) < 100
+    png_cut_short(cut)
+    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(jpeg, format="JPEG")
+    with pytest.raises(ImageTooLargeError, match=f"^{bomb}: image is 20000×20000 px; at most 4096 px a side$"):
+        read_channel(bomb, 8)
+    with pytest.raises(ImageTooLargeError, match=f"^{bomb}: .*decompression bomb"):  # Pillow's own check, converted
+        read_channel(bomb, 8, max_side=10**6)
+    with pytest.raises(ImageError, match=f"^{cut}: cannot read the PNG"):
+        read_channel(cut, 8)
+    with pytest.raises(NotAPngError, match=f"^{jpeg}: not a PNG file"):
+        read_channel(jpeg, 8)
+    params = PreprocessParams(size=16, workers=1, on_error="skip")
+    prepared = prepare_samples([(good,), (bomb,), (cut,), (jpeg,)], list("abcd"), 1, 8, params)
+    assert prepared.kept == [0] and list(prepared.failures) == list("bcd")
+    assert all(str(path) in prepared.failures[name] for name, path in zip("bcd", (bomb, cut, jpeg)))
 
 
 def test_sixteen_bit_tiff_channels(tmp_path):

@@ -21,9 +21,11 @@ import tifffile
 import torch
 import uvicorn
 from fastapi import FastAPI
+from PIL import Image
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bps.core import options
 from bps.core.errors import PipelineError
 from bps.core.params import BaselineParams, PreprocessParams
 from bps.models import pixel_mlp, sklearn_io
@@ -33,6 +35,7 @@ from bps.serving.app import MAX_IMAGE_SIDE, create_app
 from bps.serving.predictor import Predictor
 from bps.sim.render import DEFLATE, simulate_image
 from tests.model_cards import finished_card
+from tests.tiff_bombs import header_only_png
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["Fe", "X-ray"]
@@ -69,12 +72,12 @@ def running(app: FastAPI) -> Iterator[str]:
         thread.join(10)
 
 
-def lenet_folder(folder: Path, in_channels: int = 1) -> Path:
+def lenet_folder(folder: Path, in_channels: int = 1, **fields) -> Path:
     """A LeNet-5 checkpoint shaped like stages/train_lenet.py's, with seeded random weights."""
     torch.manual_seed(0)
     config = finished_card(
         "lenet", in_channels, 32, CLASSES, training={"lr": 0.001, "epochs": 3},
-        metrics={"epoch": 2, "val_accuracy": 0.75},
+        metrics={"epoch": 2, "val_accuracy": 0.75}, **fields,
     )
     save_checkpoint(folder, build_model(config), config)
     return folder
@@ -282,6 +285,50 @@ def test_bad_upload_is_refused_with_its_name(url, case):
     assert detail.startswith(f"{name}: ")
     assert words in detail
     assert_still_serving(url)
+
+
+LAYOUT_CHANNELS = ["dna", "actin"]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 40), 9, np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+GOOD_PNG = png_bytes(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def layout_url(tmp_path_factory) -> Iterator[str]:
+    """A two-channel layout model (8-bit PNG channel files) on a real server."""
+    folder = lenet_folder(tmp_path_factory.mktemp("models") / "layout", 2, target=options.LAYOUT_TARGET,
+                          channels=LAYOUT_CHANNELS, bit_depth=8)
+    with running(create_app(folder, max_request_bytes=MAX_BYTES)) as base:
+        yield base
+
+
+BAD_CHANNEL_FILES = {
+    "PNG bomb": ("bomb.png", header_only_png(20000, 20000), 413, "20000×20000 px"),
+    "PNG cut short": ("cut.png", GOOD_PNG[:-20], 422, "cannot read the PNG"),
+    "JPEG as .png": ("photo.png", jpeg_bytes(), 415, "not a PNG file"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CHANNEL_FILES, ids=list(BAD_CHANNEL_FILES))
+def test_a_bad_channel_file_is_a_4xx_naming_it_never_a_500(layout_url, case):
+    name, data, status, words = BAD_CHANNEL_FILES[case]
+    assert post(layout_url, [("dna.png", GOOD_PNG), ("actin.png", GOOD_PNG)]).status_code == 200
+    response = post(layout_url, [("dna.png", GOOD_PNG), (name, data)])
+    assert response.status_code == status, response.text
+    assert response.json()["detail"].startswith(f"{name}: ") and words in response.json()["detail"]
+    assert_still_serving(layout_url)
 
 
 def test_bad_file_among_good_ones_fails_the_request_naming_it(url, tiffs):

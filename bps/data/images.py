@@ -55,6 +55,9 @@ class CompressionError(ImageError):
 
 # Crops are ~90-260 px a side; a whole field of view (or a forged header) is a mistake.
 MAX_SIDE = 4096
+# Pillow's own decompression-bomb limit, set to ours: every reader checks the declared size first
+# (check_size), so Pillow's check is a second line, and read_png turns its error into ours.
+Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
 
 # TIFF Compression tag values (tifffile.COMPRESSION) that microscopy crops use. tifffile decodes
 # these into a buffer of the size the header declares, so a stream that inflates further fails
@@ -104,8 +107,13 @@ def _check_header(label: str, shape: tuple[int, ...], dtype: np.dtype | None, ma
     sides = [side for side in shape if side != 1]
     if len(sides) != 2 or min(sides) < 2:
         raise ImageShapeError(f"{label}: expected one 2-D single-channel image, got shape {tuple(shape)}")
-    if max(sides) > max_side:
-        raise ImageTooLargeError(f"{label}: image is {sides[0]}×{sides[1]} px; at most {max_side} px a side")
+    check_size(label, sides[0], sides[1], max_side)
+
+
+def check_size(label: str, height: int, width: int, max_side: int) -> None:
+    """Refuse a declared size over ``max_side`` a side (so over ``max_side``² pixels), before any decoding."""
+    if max(height, width) > max_side:
+        raise ImageTooLargeError(f"{label}: image is {height}×{width} px; at most {max_side} px a side")
 
 
 def _check_compression(label: str, compression: int) -> None:

@@ -16,10 +16,11 @@ whole request fails on the first bad file, as the CLI does:
 
 * 400: an empty file; 408: a body not received within ``body_timeout`` seconds; 413: a request
   body over ``max_request_bytes`` (refused before any multipart parsing) or an image side over
-  ``max_image_side``; 415: not a TIFF, pixels that are not integers, or a compression other than
+  ``max_image_side`` (read from the header, before any pixel is decoded); 415: not a TIFF (a
+  layout model's channel file: not a PNG or TIFF), pixels that are not integers, or a compression other than
   none/LZW/Deflate/PackBits/Zstd (image codecs such as PNG or JPEG carry their own, unbounded,
   size); 422: no files, not one 2-D single-channel page, undecodable pixel data (a stream that
-  decodes past its declared size included), or a file count that is not a whole number of samples;
+  decodes past its declared size, or a PNG cut short, included), or a file count that is not a whole number of samples;
   503: the server is full (``max_pending`` requests or
   ``max_inflight_bytes`` of bodies already in progress), with ``Retry-After``.
 
@@ -52,6 +53,7 @@ from bps.data.images import (
     NotATiffError,
     PixelTypeError,
 )
+from bps.data.layouts.channels import NotAPngError
 from bps.serving.predictor import Predictor
 
 MAX_REQUEST_BYTES = 32 * 2**20  # a nucleus crop is ~10-60 kB: hundreds of crops per request
@@ -117,6 +119,7 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
 # The HTTP status for each way an upload can be unusable (bps.images decides which it is).
 IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
     NotATiffError: 415,
+    NotAPngError: 415,
     PixelTypeError: 415,
     CompressionError: 415,
     ImageTooLargeError: 413,
@@ -147,7 +150,8 @@ class ModelService:
         try:
             return self.predictor.prepare_channel(stream, name, self.max_image_side)
         except ImageError as error:
-            raise HTTPException(IMAGE_ERROR_STATUS[type(error)], str(error)) from None
+            status = next(IMAGE_ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in IMAGE_ERROR_STATUS)
+            raise HTTPException(status, str(error)) from None
 
     def predict(self, uploads: list[tuple[str, BinaryIO]]) -> Predictions:
         """Named files (read where they lie, memory or disk spool) → one prediction per sample, in
