@@ -213,6 +213,31 @@ def test_duplicate_samples_and_unknown_classes_are_named(rxrx1, hpa):
         normalise(read_metadata((hpa / "train.csv").read_bytes(), layout), layout)
 
 
+def test_labels_joined_by_the_other_separator_are_refused(hpa):
+    layout = layout_of("hpa", hpa)
+    metadata = read_metadata((hpa / "train.csv").read_bytes(), layout)
+    piped = metadata.assign(Target=metadata["Target"].str.replace(" ", "|"))
+    first = piped.loc[piped["Target"].str.contains("|", regex=False)].iloc[0]
+    with pytest.raises(LayoutError, match=rf"^train.csv: sample '{first['Id']}' has label '{first['Target']}', which "
+                                          r"contains '\|' but data.layout.label_separator is ' '; set label_separator"):
+        normalise(piped, layout)
+    piped_layout = layout_of("hpa", hpa, label_separator="|")
+    assert class_names(normalise(piped, piped_layout), piped_layout) == list(HPA_CLASSES)
+
+
+def test_channels_of_different_sizes_in_one_sample_are_refused_naming_the_files(tmp_path):
+    square, wide = tmp_path / "dna.png", tmp_path / "actin.png"
+    write_png(square, np.full((64, 64), 7, np.uint8))
+    write_png(wide, np.full((512, 37), 7, np.uint8))
+    params = PreprocessParams(size=16, workers=1, on_error="fail")
+    with pytest.raises(ImageError, match=rf"^{wide}: channels of one sample differ in size: {square} \(64×64\), "
+                                         rf"{wide} \(512×37\)"):
+        prepare_samples([(square, wide)], ["s"], 2, 8, params)
+    prepared = prepare_samples([(square, square), (square, wide)], ["a", "b"], 2, 8,
+                               params.model_copy(update={"on_error": "skip"}))
+    assert prepared.kept == [0] and "differ in size" in prepared.failures["b"]
+
+
 def test_hpa_numeric_classes_sort_as_numbers(hpa):
     layout = layout_of("hpa", hpa)
     table = normalise(read_metadata((hpa / "train.csv").read_bytes(), layout), layout)

@@ -318,6 +318,8 @@ BAD_CHANNEL_FILES = {
     "PNG bomb": ("bomb.png", header_only_png(20000, 20000), 413, "20000×20000 px"),
     "PNG cut short": ("cut.png", GOOD_PNG[:-20], 422, "cannot read the PNG"),
     "JPEG as .png": ("photo.png", jpeg_bytes(), 415, "not a PNG file"),
+    "another size": ("wide.png", png_bytes(np.zeros((512, 37), np.uint8)), 422,
+                     "channels of one sample differ in size: dna.png (48×48), wide.png (512×37)"),
 }
 
 

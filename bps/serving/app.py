@@ -142,13 +142,15 @@ class ModelService:
         self._workers = threading.BoundedSemaphore(workers)
         self._lock = threading.Lock()
 
-    def prepare(self, stream: BinaryIO, name: str) -> np.ndarray:
-        """One uploaded file → one size×size uint8 input channel, exactly as the CLI prepares it."""
-        if stream.seek(0, 2) == 0:
-            raise HTTPException(400, f"{name}: empty file")
-        stream.seek(0)
+    def prepare(self, sample: list[tuple[str, BinaryIO]]) -> np.ndarray:
+        """One sample's uploaded files → one C×size×size uint8 input, exactly as the CLI prepares it."""
+        for name, stream in sample:
+            if stream.seek(0, 2) == 0:
+                raise HTTPException(400, f"{name}: empty file")
+            stream.seek(0)
         try:
-            return self.predictor.prepare_channel(stream, name, self.max_image_side)
+            return self.predictor.prepare_sample([stream for _, stream in sample], [name for name, _ in sample],
+                                                 self.max_image_side)
         except ImageError as error:
             status = next(IMAGE_ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in IMAGE_ERROR_STATUS)
             raise HTTPException(status, str(error)) from None
@@ -165,8 +167,7 @@ class ModelService:
         except PipelineError as error:
             raise HTTPException(422, str(error)) from None
         with self._workers:
-            channels = [self.prepare(stream, name) for name, stream in uploads]
-            inputs = np.stack([np.stack([channels[index] for index in group]) for group in groups])
+            inputs = np.stack([self.prepare([uploads[index] for index in group]) for group in groups])
             with self._lock:
                 proba = self.predictor.predict_proba(inputs)
         classes = self.predictor.classes

@@ -11,6 +11,7 @@ that image alone (``percentile``: its own percentiles; ``minmax``: its own range
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -98,9 +99,23 @@ def read_channel(source: Path | BinaryIO, bit_depth: int, name: str | None = Non
     return image
 
 
+def read_sample(sources: Sequence[Path | BinaryIO], bit_depth: int, names: Sequence[str] | None = None,
+                max_side: int = MAX_SIDE) -> list[np.ndarray]:
+    """A sample's channel files as arrays of one size: channels of different sizes (512×37 beside
+    64×64) are not the same field of view, and resizing each to the model's size would hide it."""
+    given = names if names is not None else [None] * len(sources)
+    images = [read_channel(source, bit_depth, name, max_side) for source, name in zip(sources, given)]
+    labels = [name or str(source) for source, name in zip(sources, given)]
+    odd = next((index for index, image in enumerate(images) if image.shape != images[0].shape), None)
+    if odd is not None:
+        sizes = ", ".join(f"{label} ({'×'.join(map(str, image.shape))})" for label, image in zip(labels, images))
+        raise ImageShapeError(f"{labels[odd]}: channels of one sample differ in size: {sizes}")
+    return images
+
+
 def prepare_sample(paths: tuple[Path, ...], params: PreprocessParams, bit_depth: int) -> np.ndarray:
     """A sample's channel files to one C×size×size uint8 array, each channel normalised on its own."""
-    return np.stack([prepare_image(read_channel(path, bit_depth), params) for path in paths])
+    return np.stack([prepare_image(image, params) for image in read_sample(paths, bit_depth)])
 
 
 def prepare_samples(files: list[tuple[Path, ...]], names: list[str], channels: int, bit_depth: int,
