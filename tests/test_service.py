@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -331,6 +332,22 @@ def test_a_bad_channel_file_is_a_4xx_naming_it_never_a_500(layout_url, case):
     assert response.status_code == status, response.text
     assert response.json()["detail"].startswith(f"{name}: ") and words in response.json()["detail"]
     assert_still_serving(layout_url)
+
+
+def test_error_bodies_carry_no_server_paths_or_object_addresses(url, model_folder, layout_url, tiffs):
+    """Every kind of refusal, to a BPS and a layout model: the client learns the problem, not the server's layout."""
+    responses = [post(url, [(name, data)]) for name, data, *_ in BAD_UPLOADS.values()]
+    responses += [post(layout_url, [("dna.png", GOOD_PNG), (name, data)])
+                  for name, data, *_ in BAD_CHANNEL_FILES.values()]
+    responses += [post(layout_url, [("dna.png", GOOD_PNG)]),  # not a whole sample: names the model
+                  post(layout_url, [("dna.png", GOOD_PNG), ("actin.png", b"GIF89a not a png at all")]),
+                  post(url, [("n" * 300 + ".tif", b"not a tiff")])]
+    for response in responses:
+        detail = response.json()["detail"]
+        assert 400 <= response.status_code < 500 and "\n" not in detail, detail
+        assert re.search(r"0x[0-9a-fA-F]{4,}", detail) is None, detail
+        assert str(REPO) not in detail and "/tmp" not in detail and str(model_folder.parent) not in detail, detail
+    assert "model layout takes 2 files per sample" in responses[-3].json()["detail"]
 
 
 def test_bad_file_among_good_ones_fails_the_request_naming_it(url, tiffs):

@@ -33,6 +33,7 @@ and predict at once; the others wait their turn with their bodies already receiv
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -116,7 +117,9 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
 # --- one upload to one model input -----------------------------------------------------------
 
 
-# The HTTP status for each way an upload can be unusable (bps.images decides which it is).
+OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # repr() of an object: its type and memory address
+# The HTTP status for each way an upload can be unusable (bps.images decides which it is; a
+# subclass gets its nearest listed ancestor's).
 IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
     NotATiffError: 415,
     NotAPngError: 415,
@@ -138,6 +141,7 @@ class ModelService:
 
     def __init__(self, predictor: Predictor, max_image_side: int, workers: int = WORKERS) -> None:
         self.predictor = predictor
+        self.server_paths = sorted({str(predictor.folder), str(predictor.folder.resolve())}, key=len, reverse=True)
         self.max_image_side = max_image_side
         self._workers = threading.BoundedSemaphore(workers)
         self._lock = threading.Lock()
@@ -153,7 +157,14 @@ class ModelService:
                                                  self.max_image_side)
         except ImageError as error:
             status = next(IMAGE_ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in IMAGE_ERROR_STATUS)
-            raise HTTPException(status, str(error)) from None
+            raise HTTPException(status, self.public(str(error))) from None
+
+    def public(self, detail: str) -> str:
+        """An error line for a client: the model folder by its name, not its server path, and no
+        object addresses (a decoder's message may name the spooled upload as ``<... at 0x7f...>``)."""
+        for path in self.server_paths:
+            detail = detail.replace(path, f"model {self.predictor.folder.name}")
+        return OBJECT_REPR.sub("the upload", detail)
 
     def predict(self, uploads: list[tuple[str, BinaryIO]]) -> Predictions:
         """Named files (read where they lie, memory or disk spool) → one prediction per sample, in
@@ -165,7 +176,7 @@ class ModelService:
         try:
             groups = self.predictor.samples(names)
         except PipelineError as error:
-            raise HTTPException(422, str(error)) from None
+            raise HTTPException(422, self.public(str(error))) from None
         with self._workers:
             inputs = np.stack([self.prepare([uploads[index] for index in group]) for group in groups])
             with self._lock:

@@ -30,11 +30,22 @@ PREDICT_HELP = "class probabilities for new images from a trained model folder"
 SERVE_HELP = "serve a trained model's predictions over HTTP"
 OUTPUT_SUFFIXES = (".csv", ".json")
 
-OUTPUT_SUFFIXES = (".csv", ".json")
+
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS); longer names fail with an OSError
+
+
+def check_name_lengths(paths: list[Path], what: str) -> None:
+    """Refuse a path with a name over NAME_MAX bytes, which every file system call would fail on."""
+    for path in paths:
+        longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
+        if len(os.fsencode(longest)) > NAME_MAX:
+            raise PipelineError(f"{what} {str(path)[:60]}…: a name in it is {len(os.fsencode(longest))} bytes; "
+                                f"at most {NAME_MAX} bytes per file or folder name")
 
 
 def check_output(path: Path) -> None:
     """Refuse an --out that cannot be written, before the images are read rather than after."""
+    check_name_lengths([path], "--out")
     if path.is_dir():
         raise PipelineError(f"--out {path}: is a folder; name a file ending in .csv or .json")
     if path.suffix not in OUTPUT_SUFFIXES:
@@ -65,6 +76,7 @@ def predict(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         check_output(args.out)
+        check_name_lengths(args.inputs, "input")
         predictor = Predictor(args.model)
         table = predictor.predict_files(channel_files(args.inputs) if predictor.layout else find_tiffs(args.inputs))
     except PipelineError as error:
