@@ -156,8 +156,8 @@ def test_a_trainer_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_pa
         second = run([sys.executable, "-m", f"stages.{stage.replace('-', '_')}"], workspace, env, check=False)
         lines = second.stderr.strip().splitlines()
         assert second.returncode == 1
-        assert lines == [f"error: models/{folder} is being trained by pid {trainer} "
-                         f"(lock models/.{folder}.lock); wait for it to finish or stop it"]
+        assert lines == [f"error: stage {stage} is already running as pid {trainer} "  # its stage lock comes first
+                         f"(lock .locks/{stage}.lock); wait for it to finish or stop it"]
 
         repro.send_signal(signal.SIGKILL)  # only dvc: its trainer must not outlive it
         repro.wait(10)

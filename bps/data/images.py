@@ -17,13 +17,15 @@ is then applied to the small image (see :func:`prepare_image`).
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import tifffile
 from PIL import Image
+from tifffile import TiffPage
 
 from bps.core.errors import PipelineError
 from bps.core.params import PreprocessParams
@@ -82,10 +84,33 @@ def read_tiff(source: Path | str | BinaryIO, name: str | None = None, max_side: 
     decode into the declared size only. Every refusal is an :class:`ImageError` subclass naming
     the file (``name``, else the path).
     """
+    with _tiff_page(source, name, max_side) as (label, page):
+        _check_compression(label, page.compression)
+        try:
+            image = page.asarray(maxworkers=1)  # one thread: files are small, workers are many
+        except Exception as error:  # a valid header over corrupt or truncated pixel data
+            raise ImageError(f"{label}: cannot decode TIFF pixel data ({type(error).__name__}: {error})") from None
+    return np.squeeze(image)
+
+
+def tiff_size(source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """Height and width a TIFF's header declares (checked as :func:`read_tiff` checks it), no pixel decoded."""
+    with _tiff_page(source, name, max_side) as (_, page):
+        height, width = (side for side in page.shape if side != 1)
+    return height, width
+
+
+@contextmanager
+def _tiff_page(source: Path | str | BinaryIO, name: str | None, max_side: int) -> Iterator[tuple[str, TiffPage]]:
+    """The one page of a TIFF and its label, its header checked (pages, pixel type, size); a stream
+    is read from its start."""
     label = name or (str(source) if isinstance(source, str | Path) else str(getattr(source, "name", "upload")))
     with ExitStack() as cleanup:
         try:
-            stream_name = None if isinstance(source, str | Path) else Path(label).name  # a spooled upload has none
+            stream_name = None
+            if not isinstance(source, str | Path):
+                stream_name = Path(label).name  # a spooled upload has none
+                source.seek(0)
             tiff = cleanup.enter_context(tifffile.TiffFile(source, name=stream_name))
             pages, page = len(tiff.pages), tiff.pages.first
         except Exception as error:  # tifffile raises many types for non-TIFF input
@@ -93,12 +118,7 @@ def read_tiff(source: Path | str | BinaryIO, name: str | None = None, max_side: 
         if pages != 1:
             raise ImageShapeError(f"{label}: expected one image, found {pages} pages")
         _check_header(label, page.shape, page.dtype, max_side)
-        _check_compression(label, page.compression)
-        try:
-            image = page.asarray(maxworkers=1)  # one thread: files are small, workers are many
-        except Exception as error:  # a valid header over corrupt or truncated pixel data
-            raise ImageError(f"{label}: cannot decode TIFF pixel data ({type(error).__name__}: {error})") from None
-    return np.squeeze(image)
+        yield label, page
 
 
 def _check_header(label: str, shape: tuple[int, ...], dtype: np.dtype | None, max_side: int) -> None:

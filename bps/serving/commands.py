@@ -114,8 +114,10 @@ def serve(argv: list[str] | None = None) -> None:
         BODY_TIMEOUT,
         MAX_IMAGE_SIDE,
         MAX_INFLIGHT_BYTES,
+        MAX_INFLIGHT_PIXELS,
         MAX_PENDING,
         MAX_REQUEST_BYTES,
+        MAX_REQUEST_PIXELS,
         WORKERS,
         create_app,
     )
@@ -136,6 +138,18 @@ def serve(argv: list[str] | None = None) -> None:
         type=positive_int,
         default=MAX_IMAGE_SIDE,
         help="largest image side in pixels accepted (413 above)",
+    )
+    parser.add_argument(
+        "--max-request-pixels",
+        type=positive_int,
+        default=MAX_REQUEST_PIXELS,
+        help="pixels a request's image headers may declare in all (413 above; default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-inflight-pixels",
+        type=positive_int,
+        default=MAX_INFLIGHT_PIXELS,
+        help="declared pixels of the requests admitted to decode, in total; more get 503 (default %(default)s)",
     )
     parser.add_argument(
         "--max-pending",
@@ -177,6 +191,8 @@ def serve(argv: list[str] | None = None) -> None:
             max_inflight_bytes=args.max_inflight_bytes,
             workers=args.workers,
             body_timeout=args.body_timeout,
+            max_request_pixels=args.max_request_pixels,
+            max_inflight_pixels=args.max_inflight_pixels,
         )
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)

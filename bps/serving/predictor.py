@@ -13,6 +13,7 @@ separated by spaces (empty when none does).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -23,8 +24,8 @@ from tqdm import tqdm
 
 from bps.core import options
 from bps.core.errors import PipelineError
-from bps.data.images import MAX_SIDE, prepare_image, read_tiff
-from bps.data.layouts.channels import read_sample
+from bps.data.images import MAX_SIDE, prepare_image, read_tiff, tiff_size
+from bps.data.layouts.channels import channel_size, read_sample
 from bps.models.card import read_card
 from bps.models.loader import card_target, load_model
 from bps.targets.multilabel import predict as over_thresholds
@@ -66,6 +67,13 @@ class Predictor:
             labels = names if names is not None else [None] * len(sources)
             images = [read_tiff(source, name, max_side) for source, name in zip(sources, labels)]
         return np.stack([prepare_image(image, self.preprocess) for image in images])
+
+    def declared_pixels(self, sources: Sequence[Path | BinaryIO], names: Sequence[str],
+                        max_side: int = MAX_SIDE) -> int:
+        """The pixels the files' headers declare, in total, read before any is decoded: what
+        decoding them would cost (a few bytes of PNG or TIFF can declare a megapixel)."""
+        size = channel_size if self.layout else tiff_size
+        return sum(math.prod(size(source, name, max_side)) for source, name in zip(sources, names))
 
     def prepare(self, source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
         """One TIFF (path or open binary file) → the model's 1×size×size uint8 input."""

@@ -30,6 +30,7 @@ from bps.data.images import (
     check_size,
     prepare_image,
     read_tiff,
+    tiff_size,
 )
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -84,6 +85,16 @@ def read_png(source: Path | BinaryIO, name: str | None = None, max_side: int = M
         if isinstance(error, ImageError):
             raise
         raise ImageError(f"{path}: cannot read the PNG ({type(error).__name__}: {error})") from None
+
+
+def channel_size(source: Path | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """Height and width a channel file's header declares (PNG or TIFF, by its name), no pixel decoded."""
+    label = name or str(source)
+    if Path(label).suffix.lower() in TIFF_SUFFIXES:
+        return tiff_size(source, name, max_side)
+    size = png_size(source, label)
+    check_size(label, *size, max_side)
+    return size
 
 
 def read_channel(source: Path | BinaryIO, bit_depth: int, name: str | None = None,
