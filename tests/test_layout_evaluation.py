@@ -152,11 +152,11 @@ def test_a_held_stage_or_model_lock_refuses_a_second_holder_naming_the_first(tmp
     monkeypatch.chdir(tmp_path)
     with stage_lock("features"), pytest.raises(StageLockedError) as stage, stage_lock("features"):
         pass
-    with training_lock(Path("models/lenet")), pytest.raises(TrainingLockedError) as model:
-        with training_lock(Path("models/lenet")):
-            pass
-    assert str(stage.value) == (f"stage features is already running as pid {os.getpid()} (lock .locks/features.lock); "
-                                "wait for it to finish or stop it")
+    with training_lock(Path("models/lenet")), pytest.raises(TrainingLockedError) as model, \
+            training_lock(Path("models/lenet")):
+        pass
+    assert str(stage.value) == (f"stage features is already running as pid {os.getpid()} "
+                                "(lock .locks/features.lock); wait for it to finish or stop it")
     assert str(model.value) == (f"models/lenet is being trained by pid {os.getpid()} (lock models/.lenet.lock); "
                                 "wait for it to finish or stop it")
     with stage_lock("features"):  # released on exit
