@@ -6,6 +6,7 @@ one line naming the key and what is allowed, before any work starts.
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 from typing import Annotated, Literal
@@ -39,6 +40,32 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 # stay lax: PyYAML reads `3e-4` (no dot, as `dvc exp run -S` writes it) as a string.
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Seed = Annotated[StrictInt, Field(ge=0)]
+
+
+# The MLP baseline's weights (inputs × first layer + ... + biases, float64): 50 M is 400 MB for the
+# weights alone, with Adam's two moments and the gradients ~1.6 GB; [100000, 100000] would need TBs.
+MAX_MLP_PARAMETERS = 50_000_000
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver sees (no torch import)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's cpuset), not the host's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cuda_gpus() -> int:
+    """CUDA GPUs visible to this process, read from the driver and CUDA_VISIBLE_DEVICES, without torch."""
+    present = len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return present
+    return min(present, len([device for device in visible.split(",") if device.strip() and device.strip() != "-1"]))
+
+
+def mlp_parameters(inputs: int, hidden_layers: list[int]) -> int:
+    """Weights and biases of an MLP's hidden layers (the output layer adds a few per class)."""
+    sizes = [inputs, *hidden_layers]
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
 
 
 class ParamsError(PipelineError, ValueError):
@@ -264,6 +291,15 @@ class TrainParams(_Block):
     amp: StrictBool = False
     channels_last: StrictBool = False
     processes: Annotated[StrictInt, Field(ge=1, le=64)] = 1
+    force_processes: StrictBool = False  # allow more processes than this machine's cores or GPUs
+
+    @model_validator(mode="after")
+    def _processes_fit_the_machine(self) -> TrainParams:
+        cores, gpus = usable_cores(), cuda_gpus()
+        if self.processes > max(cores, gpus) and not self.force_processes:
+            raise ValueError(f"train.processes: {self.processes} is more than this machine has ({cores} cores, "
+                             f"{gpus} CUDA GPUs): lower it, or set train.force_processes: true")
+        return self
 
     @model_validator(mode="after")
     def _pretrained_needs_resnet(self) -> TrainParams:
@@ -310,6 +346,17 @@ class Params(_Block):
     foci: FociParams = FociParams()
     evaluate: EvaluateParams = EvaluateParams()
     lr_find: LrFindParams = LrFindParams()
+
+    @model_validator(mode="after")
+    def _mlp_fits_in_memory(self) -> Params:
+        channels = len(self.data.layout.channels) if self.data.source == "layout" else 1
+        inputs = channels * self.preprocess.size**2
+        count = mlp_parameters(inputs, self.baseline.hidden_layers)
+        if count > MAX_MLP_PARAMETERS:
+            raise ValueError(
+                f"baseline.hidden_layers: {self.baseline.hidden_layers} on {inputs} inputs ({channels} channels × "
+                f"preprocess.size {self.preprocess.size}²) is {count:,} parameters; at most {MAX_MLP_PARAMETERS:,}")
+        return self
 
     @model_validator(mode="after")
     def _crop_fits_image(self) -> Params:
@@ -366,6 +413,10 @@ def _format_error(error: ValidationError, source: Path) -> str:
             message = f"unknown key (allowed: {allowed})"
         elif problem["type"] == "value_error":
             message = message.removeprefix("Value error, ")
+            named = message.split(" ", 1)[0]  # "block.key: ...": a check across keys names the key it blames
+            if named.endswith(":") and named.startswith(key.replace("(top level)", "")):
+                lines.append(f"{source}: {message}")
+                continue
         elif "input" in problem and problem["type"] != "missing":
             message = f"{message} (got {problem['input']!r})"
         lines.append(f"{source}: {key}: {message}")

@@ -1,10 +1,12 @@
 """How a stage script starts and fails: validated params first, one clear line on bad input.
 
-Also what keeps a stage from outliving its ``dvc``: it gets SIGTERM when its parent dies, and
-an exclusive lock beside its output folder keeps a second run from writing the same files.
-Killing only ``dvc`` used to leave its trainer running: the next ``dvc repro`` started a second
-one, both wrote the same outputs. The kernel drops a lock when its process dies, so a crash
-never leaves a stale one.
+Also what keeps a stage from outliving its ``dvc``: every stage gets SIGTERM when its parent
+dies, and holds an exclusive lock named after it (``.locks/<stage>.lock``, git- and
+dvc-ignored) while it runs, so a second run of the same stage stops with one line instead of
+writing the same files; trainers also lock their model folders (bps/training/guard.py). Killing
+only ``dvc`` used to leave ``features`` or ``evaluate`` running: the next ``dvc repro`` started
+a second one, both wrote the same outputs. The kernel drops a lock when its process dies, so a
+crash never leaves a stale one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -44,16 +46,21 @@ def run_stage(main: Callable[[Params], None], sources: Sequence[str] = ALL_SOURC
 
     A stage runs on the ``data.source`` values of its pipeline: one started with another (a
     layout's params under a BPS-only stage) stops with one line instead of failing somewhere
-    inside on columns that the other kind of table lacks.
+    inside on columns that the other kind of table lacks. Every stage is tied to its parent and
+    holds its stage lock throughout (not the ranks torchrun starts: their launcher holds it).
     """
+    die_with_parent()
     try:
-        params = load_params()
-        if params.data.source not in sources:
-            raise WrongPipelineError(
-                f"data.source {params.data.source}: {stage_name(sys.argv)} is a stage of "
-                f"{PIPELINE_OF[sources[0]]}, not of {PIPELINE_OF[params.data.source]}"
-            )
-        main(params)
+        with ExitStack() as held:
+            if os.environ.get("RANK", "0") == "0" and not os.environ.get(LOCK_HELD_BY_PARENT):
+                held.enter_context(stage_lock(stage_name(sys.argv)))
+            params = load_params()
+            if params.data.source not in sources:
+                raise WrongPipelineError(
+                    f"data.source {params.data.source}: {stage_name(sys.argv)} is a stage of "
+                    f"{PIPELINE_OF[sources[0]]}, not of {PIPELINE_OF[params.data.source]}"
+                )
+            main(params)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -62,10 +69,16 @@ def run_stage(main: Callable[[Params], None], sources: Sequence[str] = ALL_SOURC
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 WATCHDOG_INTERVAL_S = 1.0
 SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "busybox", "fish"}
+STAGE_LOCKS = Path(".locks")  # one lock file per stage name; git- and dvc-ignored
+_tied_pid: int | None = None  # the process die_with_parent has tied to its parent
 
 
 class TrainingLockedError(PipelineError, RuntimeError):
     """Another process is training into the same model folder."""
+
+
+class StageLockedError(PipelineError, RuntimeError):
+    """Another run of the same stage is in progress."""
 
 
 def lock_path(folder: Path) -> Path:
@@ -77,16 +90,32 @@ def lock_path(folder: Path) -> Path:
 def training_lock(folder: Path) -> Iterator[IO]:
     """Hold an exclusive lock on ``folder``'s lock file, which names this pid, while training."""
     path = lock_path(folder)
+    with exclusive_lock(path, lambda holder: TrainingLockedError(
+            f"{folder} is being trained by pid {holder} (lock {path}); wait for it to finish or stop it")) as stream:
+        yield stream
+
+
+@contextmanager
+def stage_lock(stage: str) -> Iterator[IO]:
+    """Hold ``.locks/<stage>.lock``, which names this pid, while the stage runs."""
+    path = STAGE_LOCKS / f"{stage}.lock"
+    with exclusive_lock(path, lambda holder: StageLockedError(
+            f"stage {stage} is already running as pid {holder} (lock {path}); wait for it to finish or stop it")
+    ) as stream:
+        yield stream
+
+
+@contextmanager
+def exclusive_lock(path: Path, busy: Callable[[str], PipelineError]) -> Iterator[IO]:
+    """Hold an exclusive lock on ``path`` (created if needed), writing this pid into it; if another
+    process holds it, raise ``busy(its pid)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as stream:
         try:
             fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             stream.seek(0)
-            holder = stream.read().strip() or "unknown"
-            raise TrainingLockedError(
-                f"{folder} is being trained by pid {holder} (lock {path}); wait for it to finish or stop it"
-            ) from None
+            raise busy(stream.read().strip() or "unknown") from None
         stream.seek(0)
         stream.truncate()
         stream.write(f"{os.getpid()}\n")
@@ -105,6 +134,10 @@ def die_with_parent() -> None:
     dash does not, so the parent may be a shell that outlives a killed ``dvc``. Then the shell's
     own parent is watched too.
     """
+    global _tied_pid
+    if _tied_pid == os.getpid():  # once per process (a forked child is tied anew: fork clears the signal)
+        return
+    _tied_pid = os.getpid()
     parent = os.getppid()
     launcher = _launcher_of_wrapping_shell(parent)
     if sys.platform.startswith("linux"):

@@ -17,13 +17,15 @@ is then applied to the small image (see :func:`prepare_image`).
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import tifffile
 from PIL import Image
+from tifffile import TiffPage
 
 from bps.core.errors import PipelineError
 from bps.core.params import PreprocessParams
@@ -55,6 +57,9 @@ class CompressionError(ImageError):
 
 # Crops are ~90-260 px a side; a whole field of view (or a forged header) is a mistake.
 MAX_SIDE = 4096
+# Pillow's own decompression-bomb limit, set to ours: every reader checks the declared size first
+# (check_size), so Pillow's check is a second line, and read_png turns its error into ours.
+Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
 
 # TIFF Compression tag values (tifffile.COMPRESSION) that microscopy crops use. tifffile decodes
 # these into a buffer of the size the header declares, so a stream that inflates further fails
@@ -79,17 +84,7 @@ def read_tiff(source: Path | str | BinaryIO, name: str | None = None, max_side: 
     decode into the declared size only. Every refusal is an :class:`ImageError` subclass naming
     the file (``name``, else the path).
     """
-    label = name or (str(source) if isinstance(source, str | Path) else str(getattr(source, "name", "upload")))
-    with ExitStack() as cleanup:
-        try:
-            stream_name = None if isinstance(source, str | Path) else Path(label).name  # a spooled upload has none
-            tiff = cleanup.enter_context(tifffile.TiffFile(source, name=stream_name))
-            pages, page = len(tiff.pages), tiff.pages.first
-        except Exception as error:  # tifffile raises many types for non-TIFF input
-            raise NotATiffError(f"{label}: not a TIFF file ({type(error).__name__}: {error})") from None
-        if pages != 1:
-            raise ImageShapeError(f"{label}: expected one image, found {pages} pages")
-        _check_header(label, page.shape, page.dtype, max_side)
+    with _tiff_page(source, name, max_side) as (label, page):
         _check_compression(label, page.compression)
         try:
             image = page.asarray(maxworkers=1)  # one thread: files are small, workers are many
@@ -98,14 +93,47 @@ def read_tiff(source: Path | str | BinaryIO, name: str | None = None, max_side: 
     return np.squeeze(image)
 
 
+def tiff_size(source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """Height and width a TIFF's header declares (checked as :func:`read_tiff` checks it), no pixel decoded."""
+    with _tiff_page(source, name, max_side) as (_, page):
+        height, width = (side for side in page.shape if side != 1)
+    return height, width
+
+
+@contextmanager
+def _tiff_page(source: Path | str | BinaryIO, name: str | None, max_side: int) -> Iterator[tuple[str, TiffPage]]:
+    """The one page of a TIFF and its label, its header checked (pages, pixel type, size); a stream
+    is read from its start."""
+    label = name or (str(source) if isinstance(source, str | Path) else str(getattr(source, "name", "upload")))
+    with ExitStack() as cleanup:
+        try:
+            stream_name = None
+            if not isinstance(source, str | Path):
+                stream_name = Path(label).name  # a spooled upload has none
+                source.seek(0)
+            tiff = cleanup.enter_context(tifffile.TiffFile(source, name=stream_name))
+            pages, page = len(tiff.pages), tiff.pages.first
+        except Exception as error:  # tifffile raises many types for non-TIFF input
+            raise NotATiffError(f"{label}: not a TIFF file ({type(error).__name__}: {error})") from None
+        if pages != 1:
+            raise ImageShapeError(f"{label}: expected one image, found {pages} pages")
+        _check_header(label, page.shape, page.dtype, max_side)
+        yield label, page
+
+
 def _check_header(label: str, shape: tuple[int, ...], dtype: np.dtype | None, max_side: int) -> None:
     if dtype is None or np.dtype(dtype).kind not in "iu":
         raise PixelTypeError(f"{label}: pixel type {dtype} is not supported; expected integer counts (e.g. uint16)")
     sides = [side for side in shape if side != 1]
     if len(sides) != 2 or min(sides) < 2:
         raise ImageShapeError(f"{label}: expected one 2-D single-channel image, got shape {tuple(shape)}")
-    if max(sides) > max_side:
-        raise ImageTooLargeError(f"{label}: image is {sides[0]}×{sides[1]} px; at most {max_side} px a side")
+    check_size(label, sides[0], sides[1], max_side)
+
+
+def check_size(label: str, height: int, width: int, max_side: int) -> None:
+    """Refuse a declared size over ``max_side`` a side (so over ``max_side``² pixels), before any decoding."""
+    if max(height, width) > max_side:
+        raise ImageTooLargeError(f"{label}: image is {height}×{width} px; at most {max_side} px a side")
 
 
 def _check_compression(label: str, compression: int) -> None:

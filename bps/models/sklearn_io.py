@@ -1,7 +1,10 @@
 """scikit-learn models on disk in skops format: the same bytes for the same model, and no code run on load.
 
-skops's loader only rebuilds an allow-list of types, instead of a pickle that would run whatever
-code a shared file contains. Used for the MLP baseline and the classical feature models.
+skops's loader only rebuilds the types it is told to trust, instead of a pickle that would run
+whatever code a shared file contains. What this project trusts is :data:`ALLOWED_TYPES`, exactly
+the types its own models record, never a module prefix: ``numpy.`` alone covers
+``numpy.testing._private.utils.runstring``, which ``exec``s a string that a crafted file supplies.
+Used for the MLP baseline and the classical feature models.
 """
 
 from __future__ import annotations
@@ -14,10 +17,45 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import ClassifierMixin
 
+from bps.core.errors import PipelineError
 from bps.core.files import atomic_open
 from bps.models.card import ModelCard, write_card
 
 MODEL_FILE = "model.skops"
+
+# Every type recorded in the schema of a model this project saves, and nothing else. Derived by
+# fitting and saving each one (scikit-learn 1.9, skops 0.16): the MLP baseline (StandardScaler +
+# MLPClassifier in a Pipeline; binary, multi-class, and multi-label through partial_fit) and the
+# classical families (HistGradientBoostingClassifier; StandardScaler + LogisticRegression in a
+# Pipeline; binary and multi-class), then collecting each schema node's ``__module__.__class__``
+# (:func:`schema_types`). ``skops.io.get_untrusted_types`` on those files names only
+# ``sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor`` and
+# ``sklearn.neural_network._stochastic_optimizers.AdamOptimizer``; skops trusts the rest by
+# default, and this list narrows its defaults as well. The numpy scalar types are those skops
+# records for arrays and scalars of the dtypes scikit-learn keeps (floats, integer labels, masks).
+ALLOWED_TYPES = frozenset({
+    "builtins.dict", "builtins.list", "builtins.str", "builtins.tuple",
+    "numpy.dtype", "numpy.ndarray", "numpy.bool", "numpy.float32", "numpy.float64",
+    "numpy.int32", "numpy.int64", "numpy.uint8", "numpy.uint64",
+    "numpy.random._generator.Generator", "numpy.random.mtrand.RandomState",
+    "sklearn._loss._loss.CyHalfBinomialLoss", "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss.link.Interval", "sklearn._loss.link.LogitLink", "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._label.LabelBinarizer", "sklearn.preprocessing._label.LabelEncoder",
+})
+JSON_LOADER = "JsonNode"  # plain JSON values: json.loads, no type is looked up
+
+
+class UntrustedModelError(PipelineError, ValueError):
+    """A model file names a type outside :data:`ALLOWED_TYPES`."""
 SCHEMA_FILE = "schema.json"  # skops's description of the objects; arrays are files beside it
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every zip entry's time stamp (see _reproducible)
 
@@ -73,15 +111,33 @@ def save(folder: Path, pipeline: ClassifierMixin, card: ModelCard) -> None:
     write_card(folder, card)
 
 
+def schema_types(node: object) -> set[str]:
+    """Every ``module.class`` a skops schema names (JSON values aside): what loading it would look up."""
+    if isinstance(node, list):
+        return set().union(*map(schema_types, node))
+    if not isinstance(node, dict):
+        return set()
+    found = set().union(*map(schema_types, node.values()))
+    if "__loader__" in node and node["__loader__"] != JSON_LOADER:
+        found.add(f"{node.get('__module__')}.{node.get('__class__')}")
+    return found
+
+
 def load(folder: Path) -> ClassifierMixin:
-    """Load a saved scikit-learn model, refusing any type outside scikit-learn's and numpy's."""
+    """Load a saved model, refusing (before anything is built) any type outside :data:`ALLOWED_TYPES`."""
     import skops.io as sio
 
     path = folder / MODEL_FILE
-    unknown = [name for name in sio.get_untrusted_types(file=path) if not name.startswith(("sklearn.", "numpy."))]
-    if unknown:
-        raise ValueError(f"{path}: refusing to load unexpected types {unknown}")
-    return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            named = schema_types(json.loads(archive.read(SCHEMA_FILE)))
+        untrusted = set(sio.get_untrusted_types(file=path))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise UntrustedModelError(f"{path}: not a readable skops model ({type(error).__name__}: {error})") from None
+    refused = sorted((named | untrusted) - ALLOWED_TYPES)
+    if refused:
+        raise UntrustedModelError(f"{path}: refusing to load type {refused[0]} (not one this project saves)")
+    return sio.load(path, trusted=sorted(untrusted))
 
 
 def class_probabilities(estimator: ClassifierMixin, features: np.ndarray, n_classes: int) -> np.ndarray:

@@ -15,24 +15,32 @@ Every client error is a 4xx with ``{"detail": message}`` naming the file and the
 whole request fails on the first bad file, as the CLI does:
 
 * 400: an empty file; 408: a body not received within ``body_timeout`` seconds; 413: a request
-  body over ``max_request_bytes`` (refused before any multipart parsing) or an image side over
-  ``max_image_side``; 415: not a TIFF, pixels that are not integers, or a compression other than
+  body over ``max_request_bytes`` (refused before any multipart parsing), an image side over
+  ``max_image_side``, or files whose headers declare more than ``max_request_pixels`` in all
+  (both read from the headers, before any pixel is decoded); 415: not a TIFF (a layout model's
+  channel file: not a PNG or TIFF), pixels that are not integers, or a compression other than
   none/LZW/Deflate/PackBits/Zstd (image codecs such as PNG or JPEG carry their own, unbounded,
   size); 422: no files, not one 2-D single-channel page, undecodable pixel data (a stream that
-  decodes past its declared size included), or a file count that is not a whole number of samples;
-  503: the server is full (``max_pending`` requests or
-  ``max_inflight_bytes`` of bodies already in progress), with ``Retry-After``.
+  decodes past its declared size, or a PNG cut short, included), or a file count that is not a
+  whole number of samples; 503: the server is full (``max_pending`` requests, ``max_inflight_bytes``
+  of bodies, or ``max_inflight_pixels`` of declared pixels already in progress), with ``Retry-After``.
 
 Memory is bounded by admission, not by luck: bodies in progress never exceed
 ``max_inflight_bytes`` in total (uploads past 1 MiB a file are spooled to disk by the multipart
-parser, and files are decoded from there, not copied), and at most ``workers`` requests decode
-and predict at once; the others wait their turn with their bodies already received.
+parser, and files are decoded from there, not copied). CPU is bounded by pixels, not bytes (a
+2.5 kB TIFF can declare a megapixel): a request's declared pixels are summed from the headers
+first, and the requests admitted to decode never declare more than ``max_inflight_pixels`` in
+total; at most ``workers`` requests decode and predict at once; the others wait their turn with
+their bodies already received.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -52,6 +60,7 @@ from bps.data.images import (
     NotATiffError,
     PixelTypeError,
 )
+from bps.data.layouts.channels import NotAPngError
 from bps.serving.predictor import Predictor
 
 MAX_REQUEST_BYTES = 32 * 2**20  # a nucleus crop is ~10-60 kB: hundreds of crops per request
@@ -59,6 +68,10 @@ MAX_IMAGE_SIDE = 1024  # crops are ~90-260 px a side; a whole field of view is a
 MAX_PENDING = 16  # requests with a body admitted at once (receiving, waiting or working)
 MAX_INFLIGHT_BYTES = 128 * 2**20  # their bodies, in total: four maximum-size requests
 WORKERS = 2  # requests decoded and predicted at once: one per core of a small machine
+# Decoding costs by the pixel, not by the byte: a 2.5 kB Deflate TIFF (or a PNG) declares 1024×1024,
+# ~34 ms of one core. Declared pixels are read from the headers before any decoding.
+MAX_REQUEST_PIXELS = 16 * 2**20  # ~250 crops of 256×256 (~700 typical ones), or 16 of 1024×1024: ~0.5 s
+MAX_INFLIGHT_PIXELS = 64 * 2**20  # the requests admitted to decode (working or waiting), in total
 BODY_TIMEOUT = 30.0  # seconds from the headers to the last body byte: 32 MiB at ~1 MiB/s
 
 class Prediction(BaseModel):
@@ -81,10 +94,11 @@ class ErrorDetail(BaseModel):
 PREDICT_ERRORS = {
     400: "an empty file, or a malformed multipart body",
     408: "the body did not arrive within the body timeout",
-    413: "the body is over the request limit, or an image side over the pixel limit",
+    413: "the body is over the request limit, an image side over the side limit, or the images' declared pixels "
+         "over the request's pixel limit",
     415: "not a TIFF, non-integer pixels, or a compression other than none/LZW/Deflate/PackBits/Zstd",
     422: "no files, not one 2-D single-channel page, undecodable pixel data, or not a whole number of samples",
-    503: "the server is full (pending requests or bytes in flight); retry after Retry-After seconds",
+    503: "the server is full (pending requests, bytes or pixels in flight); retry after Retry-After seconds",
 }
 
 
@@ -114,9 +128,12 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
 # --- one upload to one model input -----------------------------------------------------------
 
 
-# The HTTP status for each way an upload can be unusable (bps.images decides which it is).
+OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # repr() of an object: its type and memory address
+# The HTTP status for each way an upload can be unusable (bps.images decides which it is; a
+# subclass gets its nearest listed ancestor's).
 IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
     NotATiffError: 415,
+    NotAPngError: 415,
     PixelTypeError: 415,
     CompressionError: 415,
     ImageTooLargeError: 413,
@@ -133,21 +150,68 @@ class ModelService:
     decoding, the slower part for small batches, runs in parallel.
     """
 
-    def __init__(self, predictor: Predictor, max_image_side: int, workers: int = WORKERS) -> None:
+    def __init__(self, predictor: Predictor, max_image_side: int, workers: int = WORKERS,
+                 max_request_pixels: int = MAX_REQUEST_PIXELS, max_inflight_pixels: int = MAX_INFLIGHT_PIXELS) -> None:
         self.predictor = predictor
+        self.max_request_pixels = max_request_pixels
+        self.max_inflight_pixels = max(max_inflight_pixels, max_request_pixels)  # one maximum request always fits
+        self.inflight_pixels = 0  # guarded by _budget: requests run in worker threads
+        self._budget = threading.Lock()
+        self.server_paths = sorted({str(predictor.folder), str(predictor.folder.resolve())}, key=len, reverse=True)
         self.max_image_side = max_image_side
         self._workers = threading.BoundedSemaphore(workers)
         self._lock = threading.Lock()
 
-    def prepare(self, stream: BinaryIO, name: str) -> np.ndarray:
-        """One uploaded file → one size×size uint8 input channel, exactly as the CLI prepares it."""
-        if stream.seek(0, 2) == 0:
-            raise HTTPException(400, f"{name}: empty file")
-        stream.seek(0)
+    def prepare(self, sample: list[tuple[str, BinaryIO]]) -> np.ndarray:
+        """One sample's uploaded files → one C×size×size uint8 input, exactly as the CLI prepares it."""
         try:
-            return self.predictor.prepare_channel(stream, name, self.max_image_side)
+            return self.predictor.prepare_sample([stream for _, stream in sample], [name for name, _ in sample],
+                                                 self.max_image_side)
         except ImageError as error:
-            raise HTTPException(IMAGE_ERROR_STATUS[type(error)], str(error)) from None
+            raise self.refusal(error) from None
+
+    def refusal(self, error: ImageError) -> HTTPException:
+        """The 4xx for an unusable image (its nearest listed class's status), with a public message."""
+        status = next(IMAGE_ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in IMAGE_ERROR_STATUS)
+        return HTTPException(status, self.public(str(error)))
+
+    def public(self, detail: str) -> str:
+        """An error line for a client: the model folder by its name, not its server path, and no
+        object addresses (a decoder's message may name the spooled upload as ``<... at 0x7f...>``)."""
+        for path in self.server_paths:
+            detail = detail.replace(path, f"model {self.predictor.folder.name}")
+        return OBJECT_REPR.sub("the upload", detail)
+
+    def declared_pixels(self, uploads: list[tuple[str, BinaryIO]]) -> int:
+        """The pixels the uploads' headers declare, refused (413) over the request's share before any
+        decoding; a header that is not an image is refused as decoding would refuse it."""
+        for name, stream in uploads:
+            if stream.seek(0, 2) == 0:
+                raise HTTPException(400, f"{name}: empty file")
+        try:
+            pixels = self.predictor.declared_pixels([stream for _, stream in uploads], [name for name, _ in uploads],
+                                                    self.max_image_side)
+        except ImageError as error:
+            raise self.refusal(error) from None
+        if pixels > self.max_request_pixels:
+            raise HTTPException(413, f"the {len(uploads)} files declare {pixels:,} pixels in all; the limit is "
+                                     f"{self.max_request_pixels:,} a request: send fewer or smaller images")
+        return pixels
+
+    @contextmanager
+    def pixel_budget(self, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` of the shared budget while the request waits and works; 503 when it is spent."""
+        with self._budget:
+            if self.inflight_pixels + pixels > self.max_inflight_pixels:
+                raise HTTPException(503, f"server busy: {self.inflight_pixels:,} pixels of images in progress and this "
+                                         f"request declares {pixels:,} (limit {self.max_inflight_pixels:,}); "
+                                         "retry shortly", headers={"Retry-After": "1"})
+            self.inflight_pixels += pixels
+        try:
+            yield
+        finally:
+            with self._budget:
+                self.inflight_pixels -= pixels
 
     def predict(self, uploads: list[tuple[str, BinaryIO]]) -> Predictions:
         """Named files (read where they lie, memory or disk spool) → one prediction per sample, in
@@ -159,10 +223,9 @@ class ModelService:
         try:
             groups = self.predictor.samples(names)
         except PipelineError as error:
-            raise HTTPException(422, str(error)) from None
-        with self._workers:
-            channels = [self.prepare(stream, name) for name, stream in uploads]
-            inputs = np.stack([np.stack([channels[index] for index in group]) for group in groups])
+            raise HTTPException(422, self.public(str(error))) from None
+        with self.pixel_budget(self.declared_pixels(uploads)), self._workers:
+            inputs = np.stack([self.prepare([uploads[index] for index in group]) for group in groups])
             with self._lock:
                 proba = self.predictor.predict_proba(inputs)
         classes = self.predictor.classes
@@ -331,9 +394,12 @@ def create_app(
     max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
     workers: int = WORKERS,
     body_timeout: float = BODY_TIMEOUT,
+    max_request_pixels: int = MAX_REQUEST_PIXELS,
+    max_inflight_pixels: int = MAX_INFLIGHT_PIXELS,
 ) -> FastAPI:
     """The service for one model folder, loaded now: a bad folder fails here, before any request."""
-    service = ModelService(Predictor(Path(model_folder)), max_image_side, workers)
+    service = ModelService(Predictor(Path(model_folder)), max_image_side, workers, max_request_pixels,
+                           max_inflight_pixels)
     description = describe_model(service.predictor)
     app = FastAPI(title="BPS nucleus classifier", description=__doc__.split("\n\n")[0])
     app.state.service = service

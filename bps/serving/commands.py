@@ -30,11 +30,22 @@ PREDICT_HELP = "class probabilities for new images from a trained model folder"
 SERVE_HELP = "serve a trained model's predictions over HTTP"
 OUTPUT_SUFFIXES = (".csv", ".json")
 
-OUTPUT_SUFFIXES = (".csv", ".json")
+
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS); longer names fail with an OSError
+
+
+def check_name_lengths(paths: list[Path], what: str) -> None:
+    """Refuse a path with a name over NAME_MAX bytes, which every file system call would fail on."""
+    for path in paths:
+        longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
+        if len(os.fsencode(longest)) > NAME_MAX:
+            raise PipelineError(f"{what} {str(path)[:60]}…: a name in it is {len(os.fsencode(longest))} bytes; "
+                                f"at most {NAME_MAX} bytes per file or folder name")
 
 
 def check_output(path: Path) -> None:
     """Refuse an --out that cannot be written, before the images are read rather than after."""
+    check_name_lengths([path], "--out")
     if path.is_dir():
         raise PipelineError(f"--out {path}: is a folder; name a file ending in .csv or .json")
     if path.suffix not in OUTPUT_SUFFIXES:
@@ -65,6 +76,7 @@ def predict(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         check_output(args.out)
+        check_name_lengths(args.inputs, "input")
         predictor = Predictor(args.model)
         table = predictor.predict_files(channel_files(args.inputs) if predictor.layout else find_tiffs(args.inputs))
     except PipelineError as error:
@@ -102,8 +114,10 @@ def serve(argv: list[str] | None = None) -> None:
         BODY_TIMEOUT,
         MAX_IMAGE_SIDE,
         MAX_INFLIGHT_BYTES,
+        MAX_INFLIGHT_PIXELS,
         MAX_PENDING,
         MAX_REQUEST_BYTES,
+        MAX_REQUEST_PIXELS,
         WORKERS,
         create_app,
     )
@@ -124,6 +138,18 @@ def serve(argv: list[str] | None = None) -> None:
         type=positive_int,
         default=MAX_IMAGE_SIDE,
         help="largest image side in pixels accepted (413 above)",
+    )
+    parser.add_argument(
+        "--max-request-pixels",
+        type=positive_int,
+        default=MAX_REQUEST_PIXELS,
+        help="pixels a request's image headers may declare in all (413 above; default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-inflight-pixels",
+        type=positive_int,
+        default=MAX_INFLIGHT_PIXELS,
+        help="declared pixels of the requests admitted to decode, in total; more get 503 (default %(default)s)",
     )
     parser.add_argument(
         "--max-pending",
@@ -165,6 +191,8 @@ def serve(argv: list[str] | None = None) -> None:
             max_inflight_bytes=args.max_inflight_bytes,
             workers=args.workers,
             body_timeout=args.body_timeout,
+            max_request_pixels=args.max_request_pixels,
+            max_inflight_pixels=args.max_inflight_pixels,
         )
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)

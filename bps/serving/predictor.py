@@ -13,7 +13,8 @@ separated by spaces (empty when none does).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,8 +24,8 @@ from tqdm import tqdm
 
 from bps.core import options
 from bps.core.errors import PipelineError
-from bps.data.images import MAX_SIDE, prepare_image, read_tiff
-from bps.data.layouts.channels import read_channel
+from bps.data.images import MAX_SIDE, prepare_image, read_tiff, tiff_size
+from bps.data.layouts.channels import channel_size, read_sample
 from bps.models.card import read_card
 from bps.models.loader import card_target, load_model
 from bps.targets.multilabel import predict as over_thresholds
@@ -56,16 +57,27 @@ class Predictor:
         except Exception as error:  # missing or corrupt weights, torch errors...
             raise PipelineError(f"{self.folder}: cannot load the model ({type(error).__name__}: {error})") from None
 
-    def prepare_channel(self, source: Path | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
-        """One file (path or open binary file) → one size×size uint8 input channel: a BPS TIFF, or
-        one channel file of a layout sample (PNG or TIFF of the card's bit depth)."""
+    def prepare_sample(self, sources: Sequence[Path | BinaryIO], names: Sequence[str] | None = None,
+                       max_side: int = MAX_SIDE) -> np.ndarray:
+        """One sample's files (paths or open binary files) → the model's C×size×size uint8 input: a
+        BPS TIFF, or a layout sample's channel files (PNG or TIFF of the card's bit depth, one size)."""
         if self.layout:
-            return prepare_image(read_channel(source, self.card.bit_depth, name, max_side), self.preprocess)
-        return prepare_image(read_tiff(source, name, max_side), self.preprocess)
+            images = read_sample(sources, self.card.bit_depth, names, max_side)
+        else:
+            labels = names if names is not None else [None] * len(sources)
+            images = [read_tiff(source, name, max_side) for source, name in zip(sources, labels)]
+        return np.stack([prepare_image(image, self.preprocess) for image in images])
+
+    def declared_pixels(self, sources: Sequence[Path | BinaryIO], names: Sequence[str],
+                        max_side: int = MAX_SIDE) -> int:
+        """The pixels the files' headers declare, in total, read before any is decoded: what
+        decoding them would cost (a few bytes of PNG or TIFF can declare a megapixel)."""
+        size = channel_size if self.layout else tiff_size
+        return sum(math.prod(size(source, name, max_side)) for source, name in zip(sources, names))
 
     def prepare(self, source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
         """One TIFF (path or open binary file) → the model's 1×size×size uint8 input."""
-        return self.prepare_channel(source, name, max_side)[None]
+        return self.prepare_sample([source], None if name is None else [name], max_side)
 
     def samples(self, names: list[str]) -> list[list[int]]:
         """The files (by index) of each sample: one each for BPS, else consecutive groups of as many
@@ -106,9 +118,8 @@ class Predictor:
         """Predict every file (a layout model: every group of channel files), with a progress bar;
         a bad file stops with its name."""
         groups = self.samples([str(path) for path in paths])
-        with tqdm(paths, desc="prepare", unit="img") as progress:  # closed on a bad file too
-            channels = [self.prepare_channel(path) for path in progress]
-        inputs = np.stack([np.stack([channels[index] for index in group]) for group in groups])
+        with tqdm(groups, desc="prepare", unit="sample") as progress:  # closed on a bad file too
+            inputs = np.stack([self.prepare_sample([paths[index] for index in group]) for group in progress])
         names = [" ".join(str(paths[index]) for index in group) for group in groups]
         return self.table(names, self.predict_proba(inputs))
 

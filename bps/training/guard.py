@@ -22,18 +22,18 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bps.core.params import Params
-from bps.core.stage import ALL_SOURCES, LOCK_HELD_BY_PARENT, die_with_parent, run_stage, training_lock
+from bps.core.stage import ALL_SOURCES, LOCK_HELD_BY_PARENT, run_stage, training_lock
 from bps.models.card import mark_complete
 
 
 def run_training_stage(main: Callable[[Params], None], *folders: Path,
                        sources: Sequence[str] = ALL_SOURCES) -> None:
-    """:func:`bps.core.stage.run_stage` for a trainer of ``folders``: locked, tied to its parent, finished last.
+    """:func:`bps.core.stage.run_stage` (tied to its parent, the stage locked) for a trainer of ``folders``:
+    each folder locked too, and marked finished last.
 
     Under torchrun only rank 0 (the one that writes) locks and marks complete, and not even it
     when the stage re-launched itself: then its parent holds the lock and marks the folders.
     """
-    die_with_parent()
     if os.environ.get("RANK", "0") != "0" or os.environ.get(LOCK_HELD_BY_PARENT):
         run_stage(main, sources)
         return

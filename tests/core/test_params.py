@@ -206,3 +206,26 @@ def test_feature_and_classical_blocks():
 def test_bootstrap_unit_is_well_or_plate():
     message = _error({"evaluate": {"bootstrap_unit": "image"}})
     assert message == "params.yaml: evaluate.bootstrap_unit: Input should be 'well' or 'plate' (got 'image')"
+
+
+def test_more_processes_than_cores_or_gpus_is_refused_unless_forced():
+    from bps.core.params import cuda_gpus, usable_cores
+
+    too_many = max(usable_cores(), cuda_gpus()) + 1
+    message = _error({"train": {"processes": too_many}})
+    assert "\n" not in message
+    assert message.startswith(f"params.yaml: train.processes: {too_many} is more than this machine has")
+    assert "train.force_processes: true" in message
+    assert parse_params({"train": {"processes": too_many, "force_processes": True}}).train.processes == too_many
+    assert parse_params({"train": {"processes": usable_cores()}}).train.processes == usable_cores()
+
+
+def test_an_mlp_too_large_for_memory_is_refused_naming_the_key():
+    message = _error({"baseline": {"hidden_layers": [100000, 100000]}})
+    assert message == ("params.yaml: baseline.hidden_layers: [100000, 100000] on 4096 inputs (1 channels × "
+                       "preprocess.size 64²) is 10,409,800,000 parameters; at most 50,000,000")
+    layout = {"data": {"source": "layout"}, "task": {"target": "labels"}, "split": {"group_by": "none"},
+              "preprocess": {"size": 256}, "baseline": {"hidden_layers": [100]}}  # 4 channels × 256² × 100 ≈ 26 M
+    assert parse_params(layout).baseline.hidden_layers == [100]
+    message = _error(layout | {"baseline": {"hidden_layers": [200]}})
+    assert message.startswith("params.yaml: baseline.hidden_layers: [200] on 262144 inputs (4 channels × ")

@@ -129,13 +129,13 @@ def process_state(pid: int) -> str | None:
         return None
 
 
-def wait_for(condition, timeout_s: float, what: str):
+def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.2):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(interval_s)
     pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
@@ -157,8 +157,8 @@ def test_a_trainer_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_pa
         second = run([sys.executable, "-m", f"stages.{stage.replace('-', '_')}"], workspace, env, check=False)
         lines = second.stderr.strip().splitlines()
         assert second.returncode == 1
-        assert lines == [f"error: models/{folder} is being trained by pid {trainer} "
-                         f"(lock models/.{folder}.lock); wait for it to finish or stop it"]
+        assert lines == [f"error: stage {stage} is already running as pid {trainer} "  # its stage lock comes first
+                         f"(lock .locks/{stage}.lock); wait for it to finish or stop it"]
 
         repro.send_signal(signal.SIGKILL)  # only dvc: its trainer must not outlive it
         repro.wait(10)
@@ -181,3 +181,46 @@ def test_a_trainer_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_pa
     assert_restored(workspace, env)
     run([sys.executable, "-m", "bps", "predict", f"models/{folder}", str(image), "--out", str(tmp_path / "p.csv")],
         workspace, env)
+
+
+def stage_outs(root: Path, stage: str) -> list[Path]:
+    """The outs dvc.yaml declares for ``stage`` (DVC deletes them before the stage runs)."""
+    outs = yaml.safe_load((root / "dvc.yaml").read_text())["stages"][stage]["outs"]
+    return [root / (out if isinstance(out, str) else next(iter(out))) for out in outs]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("stage", ["features", "evaluate"])
+def test_every_stage_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_path, stage):
+    """Not only the trainers: the stage is held (SIGSTOP) right after it locks, before it writes;
+    a second run is refused; then dvc is killed and the stage let go: it must die, writing nothing."""
+    env = {**built.env, "SHELL": "/bin/bash"}  # bash execs the stage: its parent is dvc itself
+    lock = workspace / ".locks" / f"{stage}.lock"
+    log = open(tmp_path / "dvc.log", "w")  # noqa: SIM115 - closed below
+    repro = subprocess.Popen([str(DVC), "repro", "--force", "-s", stage], cwd=workspace, env=env, stdout=log,
+                             stderr=log)
+    pid = None
+    try:
+        pid = int(wait_for(lambda: lock.is_file() and lock.read_text().strip(), 120, f"{stage}'s lock", 0.01))
+        os.kill(pid, signal.SIGSTOP)
+        assert not any(out.exists() for out in stage_outs(workspace, stage))  # removed by dvc, not yet written
+
+        second = run([sys.executable, "-m", f"stages.{stage}"], workspace, env, check=False)
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [
+            f"error: stage {stage} is already running as pid {pid} (lock .locks/{stage}.lock); "
+            "wait for it to finish or stop it"]
+
+        repro.send_signal(signal.SIGKILL)  # only dvc
+        repro.wait(10)
+        os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: process_state(pid) in (None, "Z"), 5, f"{stage} pid {pid} to exit")
+        time.sleep(1)  # anything it had left to write would be written by now
+        assert [out for out in stage_outs(workspace, stage) if out.exists()] == []
+    finally:
+        log.close()
+        if repro.poll() is None:
+            repro.kill()
+        if pid and process_state(pid) not in (None, "Z"):
+            os.kill(pid, signal.SIGKILL)
+    assert_restored(workspace, env)

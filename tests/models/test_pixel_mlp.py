@@ -238,3 +238,64 @@ def test_baseline_load_refuses_foreign_types(tmp_path):
     sklearn_io.save(tmp_path, pipeline, finished_card("mlp"))
     with pytest.raises(ValueError, match="refusing"):
         sklearn_io.load(tmp_path)
+
+
+def _craft(folder, schema: dict) -> None:
+    """Rewrite a saved model's schema.json: what an attacker who controls the file can do."""
+    import zipfile
+
+    path = folder / sklearn_io.MODEL_FILE
+    with zipfile.ZipFile(path) as source:
+        entries = {name: source.read(name) for name in source.namelist()}
+    entries[sklearn_io.SCHEMA_FILE] = json.dumps(schema).encode()
+    with zipfile.ZipFile(path, "w") as target:
+        for name, data in entries.items():
+            target.writestr(name, data)
+
+
+def test_a_crafted_model_that_names_runstring_runs_nothing_and_names_file_and_type(tmp_path):
+    folder, proof = tmp_path / "model", tmp_path / "pwned"
+    sklearn_io.save(folder, make_pipeline(StandardScaler().fit(np.eye(3))), finished_card("mlp"))
+    schema = json.loads(__import__("zipfile").ZipFile(folder / sklearn_io.MODEL_FILE).read(sklearn_io.SCHEMA_FILE))
+    payload = f"open({str(proof)!r}, 'w').write('ran')"
+    text = {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": json.dumps(payload),
+            "is_json": True}
+    schema["content"]["content"]["steps"] = {  # the pipeline's steps: runstring(payload, {}) when built
+        "__class__": "runstring", "__module__": "numpy.testing._private.utils",
+        "__loader__": "ConstructorFromReduceNode",
+        "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode",
+                    "content": [text, {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode",
+                                       "content": {}, "key_types": {"__class__": "list", "__module__": "builtins",
+                                                                    "__loader__": "ListNode", "content": []}}]},
+    }
+    _craft(folder, schema)
+    with pytest.raises(sklearn_io.UntrustedModelError) as caught:
+        sklearn_io.load(folder)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(folder / sklearn_io.MODEL_FILE) in message
+    assert "numpy.testing._private.utils.runstring" in message
+    assert not proof.exists()
+
+
+def test_every_model_the_project_saves_loads_under_the_exact_allow_list(tmp_path):
+    """ALLOWED_TYPES was derived from these models; a scikit-learn upgrade that records a new type fails here."""
+    from bps.classical.families import make_model
+    from bps.core.params import load_params
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 6))
+    params = load_params()
+    models = [make_model(family, params) for family in ("appearance", "foci")]
+    models = [model.set_params(**({"max_iter": 3} if hasattr(model, "max_iter") else {})) for model in models]
+    for classes in (2, 3):
+        for index, model in enumerate(copy.deepcopy(models)):
+            model.fit(x, np.arange(60) % classes)
+            sklearn_io.save(tmp_path / f"{index}-{classes}", model, finished_card("mlp"))
+            np.testing.assert_array_equal(sklearn_io.load(tmp_path / f"{index}-{classes}").predict_proba(x),
+                                          model.predict_proba(x))
+    multilabel = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[4], lr=1e-2, batch_size=16))
+    scaler = StandardScaler().fit(x)
+    pixel_mlp.fit_epoch(multilabel, scaler.transform(x), (rng.random((60, 3)) > 0.5).astype(int), np.arange(3))
+    sklearn_io.save(tmp_path / "multilabel", make_pipeline(scaler, multilabel), finished_card("mlp"))
+    sklearn_io.load(tmp_path / "multilabel")

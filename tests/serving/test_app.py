@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -19,9 +20,11 @@ import pytest
 import tifffile
 import uvicorn
 from fastapi import FastAPI
+from PIL import Image
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bps.core import options
 from bps.core.errors import PipelineError
 from bps.core.params import BaselineParams, PreprocessParams
 from bps.models import pixel_mlp, sklearn_io
@@ -31,6 +34,7 @@ from bps.serving.predictor import Predictor
 from bps.sim.render import DEFLATE, simulate_image
 from tests.support.model_cards import finished_card
 from tests.support.service import CLASSES, CROPS, MAX_BYTES, REPO, lenet_folder, post, running, tiff_bytes
+from tests.support.tiff_bombs import header_only_png
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +235,68 @@ def test_bad_upload_is_refused_with_its_name(url, case):
     assert detail.startswith(f"{name}: ")
     assert words in detail
     assert_still_serving(url)
+
+
+LAYOUT_CHANNELS = ["dna", "actin"]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 40), 9, np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+GOOD_PNG = png_bytes(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def layout_url(tmp_path_factory) -> Iterator[str]:
+    """A two-channel layout model (8-bit PNG channel files) on a real server."""
+    folder = lenet_folder(tmp_path_factory.mktemp("models") / "layout", 2, target=options.LAYOUT_TARGET,
+                          channels=LAYOUT_CHANNELS, bit_depth=8)
+    with running(create_app(folder, max_request_bytes=MAX_BYTES)) as base:
+        yield base
+
+
+BAD_CHANNEL_FILES = {
+    "PNG bomb": ("bomb.png", header_only_png(20000, 20000), 413, "20000×20000 px"),
+    "PNG cut short": ("cut.png", GOOD_PNG[:-20], 422, "cannot read the PNG"),
+    "JPEG as .png": ("photo.png", jpeg_bytes(), 415, "not a PNG file"),
+    "another size": ("wide.png", png_bytes(np.zeros((512, 37), np.uint8)), 422,
+                     "channels of one sample differ in size: dna.png (48×48), wide.png (512×37)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CHANNEL_FILES, ids=list(BAD_CHANNEL_FILES))
+def test_a_bad_channel_file_is_a_4xx_naming_it_never_a_500(layout_url, case):
+    name, data, status, words = BAD_CHANNEL_FILES[case]
+    assert post(layout_url, [("dna.png", GOOD_PNG), ("actin.png", GOOD_PNG)]).status_code == 200
+    response = post(layout_url, [("dna.png", GOOD_PNG), (name, data)])
+    assert response.status_code == status, response.text
+    assert response.json()["detail"].startswith(f"{name}: ") and words in response.json()["detail"]
+    assert_still_serving(layout_url)
+
+
+def test_error_bodies_carry_no_server_paths_or_object_addresses(url, model_folder, layout_url, tiffs):
+    """Every kind of refusal, to a BPS and a layout model: the client learns the problem, not the server's layout."""
+    responses = [post(url, [(name, data)]) for name, data, *_ in BAD_UPLOADS.values()]
+    responses += [post(layout_url, [("dna.png", GOOD_PNG), (name, data)])
+                  for name, data, *_ in BAD_CHANNEL_FILES.values()]
+    responses += [post(layout_url, [("dna.png", GOOD_PNG)]),  # not a whole sample: names the model
+                  post(layout_url, [("dna.png", GOOD_PNG), ("actin.png", b"GIF89a not a png at all")]),
+                  post(url, [("n" * 300 + ".tif", b"not a tiff")])]
+    for response in responses:
+        detail = response.json()["detail"]
+        assert 400 <= response.status_code < 500 and "\n" not in detail, detail
+        assert re.search(r"0x[0-9a-fA-F]{4,}", detail) is None, detail
+        assert str(REPO) not in detail and "/tmp" not in detail and str(model_folder.parent) not in detail, detail
+    assert "model layout takes 2 files per sample" in responses[-3].json()["detail"]
 
 
 def test_bad_file_among_good_ones_fails_the_request_naming_it(url, tiffs):

@@ -6,6 +6,7 @@ bombs, more requests than the server admits, and bodies that never finish.
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import sys
@@ -17,10 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import pytest
+import tifffile
 
 from bps.serving.app import MAX_INFLIGHT_BYTES, MAX_REQUEST_BYTES
+from bps.sim.render import DEFLATE
 from tests.support.service import lenet_folder
 from tests.support.tiff_bombs import deflate_bomb, jpeg_bomb, png_bomb
 
@@ -202,3 +206,49 @@ def test_connections_stuck_in_their_headers_are_closed(model):
         assert elapsed < 15, elapsed
         assert len([c for c in process.net_connections() if c.status == psutil.CONN_ESTABLISHED]) == 0
         assert httpx.get(f"{url}/health").status_code == 200
+
+
+def deflate_tiff(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, image, compression=DEFLATE)
+    return buffer.getvalue()
+
+
+def test_a_pixel_amplification_attack_does_not_starve_other_clients(server):
+    """Eight clients loop on 300 Deflate TIFFs of 2.5 kB that each declare 1024×1024 (0.75 MB a
+    request, ~10 s of one core to decode); a ninth, with one ordinary crop, is served throughout."""
+    url, _ = server
+    megapixel = deflate_tiff(np.zeros((1024, 1024), np.uint16))
+    attack = [(f"m{index}.tif", megapixel) for index in range(300)]
+    crop = [("crop.tif", deflate_tiff(np.random.default_rng(0).integers(200, 3000, (120, 90), dtype=np.uint16)))]
+    stop, statuses = threading.Event(), []
+
+    def attacker() -> None:
+        for _ in range(50):  # bounded, even if the server were to answer at once forever
+            if stop.is_set():
+                return
+            try:
+                statuses.append(httpx.post(f"{url}/predict", files=[("files", item) for item in attack],
+                                           timeout=20).status_code)
+            except httpx.TimeoutException:
+                statuses.append("timeout")
+
+    latencies = []
+    with ThreadPoolExecutor(8) as pool:
+        attackers = [pool.submit(attacker) for _ in range(8)]
+        try:
+            time.sleep(1)  # the attack is under way
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                response = httpx.post(f"{url}/predict", files=[("files", item) for item in crop], timeout=10)
+                latencies.append(time.monotonic() - started)
+                assert response.status_code == 200, response.text
+        finally:
+            stop.set()
+            for future in attackers:
+                future.result()
+    print(f"attack: {len(statuses)} requests {sorted(set(map(str, statuses)))}; ordinary client: {len(latencies)} "
+          f"requests, slowest {max(latencies):.2f} s")
+    assert set(statuses) == {413}, statuses
+    assert len(latencies) >= 3 and max(latencies) < 5, latencies

@@ -230,3 +230,19 @@ def test_cli_refuses_an_unwritable_out_before_any_work(tiffs, tmp_path, capsys, 
     lines = captured.err.strip().splitlines()
     assert lines == [f"error: --out {out}: {lines[0].split(': ', 2)[2]}"] and words in lines[0], captured.err
     assert "prepare" not in captured.err  # no image was read
+
+
+@pytest.mark.parametrize("which", ["input", "--out", "--out folder"])
+def test_cli_names_over_255_bytes_are_one_line_errors(lenet_folder, tiffs, tmp_path, capsys, which):
+    long = "n" * 300
+    inputs, out = [str(tiffs[0])], tmp_path / "p.csv"
+    if which == "input":
+        inputs.append(str(tmp_path / f"{long}.tif"))
+    else:
+        out = tmp_path / f"{long}.csv" if which == "--out" else tmp_path / long / "p.csv"
+    with pytest.raises(SystemExit) as caught:
+        predict_cli([str(lenet_folder), *inputs, "--out", str(out)])
+    assert caught.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {which.split()[0]} ")
+    assert "a name in it is 30" in lines[0] and "at most 255 bytes" in lines[0]

@@ -90,3 +90,10 @@ def packbits_bomb(size: int = 256 * 2**20) -> bytes:
 def lzw_bomb(size: int = 16 * 2**20) -> bytes:
     """An LZW strip decoding to ``size`` bytes."""
     return forge(imagecodecs.lzw_encode(bytes(size)), tifffile.COMPRESSION.LZW)
+
+
+def header_only_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A PNG of a few dozen bytes whose header declares width×height (the issue's 99-byte 20000×20000 file)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b""))
+            + _png_chunk(b"IEND", b""))

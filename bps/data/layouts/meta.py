@@ -129,6 +129,14 @@ def _check_labels(table: pd.DataFrame, layout: LayoutParams) -> None:
         classes = split_labels(label, layout.label_separator)
         if not classes:
             raise LayoutError(f"{layout.metadata}: sample {sample!r} has no label in column {layout.label_column!r}")
+        # "|" inside a class name means the labels use the other separator (34 "classes" such as
+        # 0|23 otherwise); spaces are legitimate inside names, as in HPA's "Nuclear membrane".
+        joined = next((name for name in classes if "|" in name), None)
+        if joined is not None and layout.label_separator != "|":
+            raise LayoutError(
+                f"{layout.metadata}: sample {sample!r} has label {joined!r}, which contains '|' but "
+                f"data.layout.label_separator is {layout.label_separator!r}; set label_separator: \"|\""
+            )
         if layout.classes is not None:
             unknown = [name for name in classes if name not in layout.classes]
             if unknown:

@@ -42,6 +42,7 @@ def read_metadata_bytes(data: DataParams) -> bytes:
     if s3 is not None:
         return fetch_bytes(make_client(s3), s3.bucket, object_key(s3.prefix, layout.metadata), s3.retries)
     path = Path(layout.root) / layout.metadata
+    check_inside(Path(layout.root), layout.metadata)
     if not path.is_file():
         raise LayoutError(f"data.layout: metadata {path} does not exist ({FIXTURE_HINT})")
     return path.read_bytes()
@@ -65,9 +66,24 @@ def _missing(table: pd.DataFrame, missing: list[str], where: str, total: int) ->
     )
 
 
+def check_inside(root: Path, name: str) -> None:
+    """Refuse a root's file that is a symlink or resolves outside the root (``..``, a linked folder):
+    a link to /etc/passwd in a shared folder would otherwise be copied into data/raw/."""
+    path = root / name
+    if path.is_symlink():
+        raise LayoutError(f"data.layout: {path} is a symbolic link (to {os.readlink(path)}); "
+                          "links are not followed: copy the file into the root; nothing was downloaded")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise LayoutError(f"data.layout: {path} resolves to {path.resolve()}, outside the root {root}; "
+                          "nothing was downloaded")
+
+
 def copy_files(root: Path, table: pd.DataFrame, folder: Path) -> int:
-    """Copy every channel file from a local root; return how many were copied (not already there)."""
+    """Copy every channel file from a local root; return how many were copied (not already there).
+    Every file is checked (present, no link, inside the root) before the first is copied."""
     names = files_of(table)
+    for name in names:
+        check_inside(root, name)
     missing = [name for name in names if not (root / name).is_file()]
     if missing:
         raise _missing(table, missing, str(root / missing[0]), len(names))

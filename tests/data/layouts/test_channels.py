@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from bps.core.params import (
-    PreprocessParams,
-)
-from bps.data.images import ImageError
-from bps.data.layouts.channels import prepare_samples, read_channel
+from bps.core.params import PreprocessParams
+from bps.data.images import ImageError, ImageTooLargeError
+from bps.data.layouts.channels import NotAPngError, prepare_samples, read_channel
 from bps.data.layouts.meta import (
     SAMPLE,
 )
@@ -21,6 +20,7 @@ from bps.data.layouts.source import download_layout
 from bps.data.layouts.toy import write_png
 from bps.training.batches import RandomAugment
 from tests.support.layouts import data_of
+from tests.support.tiff_bombs import header_only_png
 
 
 @pytest.mark.parametrize(("preset", "channels"), [("hpa", 4), ("rxrx1", 6)])
@@ -91,3 +91,44 @@ def test_png_bytes_round_trip(tmp_path):
     image = np.arange(64, dtype=np.uint8).reshape(8, 8)
     write_png(tmp_path / "x.png", image)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO((tmp_path / "x.png").read_bytes()))), image)
+
+
+def test_channels_of_different_sizes_in_one_sample_are_refused_naming_the_files(tmp_path):
+    square, wide = tmp_path / "dna.png", tmp_path / "actin.png"
+    write_png(square, np.full((64, 64), 7, np.uint8))
+    write_png(wide, np.full((512, 37), 7, np.uint8))
+    params = PreprocessParams(size=16, workers=1, on_error="fail")
+    with pytest.raises(ImageError, match=rf"^{wide}: channels of one sample differ in size: {square} \(64×64\), "
+                                         rf"{wide} \(512×37\)"):
+        prepare_samples([(square, wide)], ["s"], 2, 8, params)
+    prepared = prepare_samples([(square, square), (square, wide)], ["a", "b"], 2, 8,
+                               params.model_copy(update={"on_error": "skip"}))
+    assert prepared.kept == [0] and "differ in size" in prepared.failures["b"]
+
+
+def png_cut_short(path: Path) -> Path:
+    """A 64×64 PNG missing its last 20 bytes (IEND and the end of the pixel stream): Pillow alone decodes it."""
+    write_png(path, np.random.default_rng(0).integers(1, 255, (64, 64), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:-20])
+    return path
+
+
+def test_a_png_bomb_a_png_cut_short_and_a_disguised_jpeg_are_refused_naming_the_file(tmp_path):
+    good, bomb, cut, jpeg = (tmp_path / f"{name}.png" for name in ("good", "bomb", "cut", "jpeg"))
+    write_png(good, np.full((16, 16), 7, np.uint8))
+    bomb.write_bytes(header_only_png(20000, 20000))
+    assert len(bomb.read_bytes()) < 100
+    png_cut_short(cut)
+    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(jpeg, format="JPEG")
+    with pytest.raises(ImageTooLargeError, match=f"^{bomb}: image is 20000×20000 px; at most 4096 px a side$"):
+        read_channel(bomb, 8)
+    with pytest.raises(ImageTooLargeError, match=f"^{bomb}: .*decompression bomb"):  # Pillow's own check, converted
+        read_channel(bomb, 8, max_side=10**6)
+    with pytest.raises(ImageError, match=f"^{cut}: cannot read the PNG"):
+        read_channel(cut, 8)
+    with pytest.raises(NotAPngError, match=f"^{jpeg}: not a PNG file"):
+        read_channel(jpeg, 8)
+    params = PreprocessParams(size=16, workers=1, on_error="skip")
+    prepared = prepare_samples([(good,), (bomb,), (cut,), (jpeg,)], list("abcd"), 1, 8, params)
+    assert prepared.kept == [0] and list(prepared.failures) == list("bcd")
+    assert all(str(path) in prepared.failures[name] for name, path in zip("bcd", (bomb, cut, jpeg)))

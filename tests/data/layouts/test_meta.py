@@ -168,3 +168,15 @@ def test_hpa_numeric_classes_sort_as_numbers(hpa):
     layout = layout_of("hpa", hpa)
     table = normalise(read_metadata((hpa / "train.csv").read_bytes(), layout), layout)
     assert class_names(table, layout) == list(HPA_CLASSES)
+
+
+def test_labels_joined_by_the_other_separator_are_refused(hpa):
+    layout = layout_of("hpa", hpa)
+    metadata = read_metadata((hpa / "train.csv").read_bytes(), layout)
+    piped = metadata.assign(Target=metadata["Target"].str.replace(" ", "|"))
+    first = piped.loc[piped["Target"].str.contains("|", regex=False)].iloc[0]
+    with pytest.raises(LayoutError, match=rf"^train.csv: sample '{first['Id']}' has label '{first['Target']}', which "
+                                          r"contains '\|' but data.layout.label_separator is ' '; set label_separator"):
+        normalise(piped, layout)
+    piped_layout = layout_of("hpa", hpa, label_separator="|")
+    assert class_names(normalise(piped, piped_layout), piped_layout) == list(HPA_CLASSES)

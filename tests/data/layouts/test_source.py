@@ -69,3 +69,26 @@ def test_download_from_s3_fetches_every_file_and_resumes(rxrx1_bucket, moto_serv
     with pytest.raises(LayoutError, match=rf"s3://{rxrx1_bucket}/rxrx1/{names[7]} \(sample '.+', channel '2'\) "
                                           "does not exist"):
         download_layout(tmp_path / "other", data)
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_a_channel_file_that_links_outside_the_root_is_refused_before_anything_is_copied(tmp_path, link):
+    root = tmp_path / "hpa"
+    write_hpa(root, images=6)
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    secret.write_bytes(b"not for data/raw")
+    victim = sorted((root / "train").glob("*_yellow.png"))[2]
+    if link == "file":
+        victim.unlink()
+        victim.symlink_to(secret)
+        words = rf"^data.layout: {victim} is a symbolic link \(to {secret}\)"
+    else:  # a real folder beside the root, reached through a linked folder inside it
+        for path in (root / "train").iterdir():
+            (secret.parent / path.name).write_bytes(path.read_bytes())
+        (root / "train").rename(tmp_path / "moved")
+        (root / "train").symlink_to(secret.parent)
+        words = rf"^data.layout: {root}/train/(\S+) resolves to {secret.parent}/\1, outside the root {root};"
+    with pytest.raises(LayoutError, match=words):
+        download_layout(tmp_path / "raw", data_of("hpa", root))
+    assert not (tmp_path / "raw").exists()
