@@ -1,4 +1,4 @@
-"""Run every benchmark and print one table: ``python -m benchmarks [--quick] [--json PATH]``.
+"""Run every benchmark and print one table: ``python -m benchmarks [--quick] [--json PATH] [--markdown PATH]``.
 
 ``full_size`` (the whole pipeline on 77,180 simulated images) runs only when named:
 ``python -m benchmarks --only full_size [--images-per-condition N]``.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,19 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.name:<{width}}  {row.value:>10.2f}  {row.unit:<9}  {row.note}")
 
 
+def markdown_table(rows: list[Row], argv: list[str]) -> str:
+    """The rows as a Markdown table under the command and machine that made them (the docs include it)."""
+    command = " ".join(["python -m benchmarks", *argv])
+    lines = [
+        f"`{command}` on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d', time.gmtime())}:",
+        "",
+        "| name | value | unit | note |",
+        "|---|---:|---|---|",
+        *(f"| {row.name} | {row.value:.2f} | {row.unit} | {row.note} |" for row in rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def run_here(name: str, folder: Path, quick: bool, images_per_condition: int | None) -> list[Row]:
     """Run one benchmark in this interpreter, saying on stderr how long it took."""
     print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -70,9 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (seconds, not minutes)")
     parser.add_argument("--json", type=Path, help="also write the rows as a JSON list to this file")
+    parser.add_argument("--markdown", type=Path, help="also write the rows as a Markdown table to this file")
     parser.add_argument("--only", choices=sorted(SUITE), action="append", help="run only these benchmarks")
     parser.add_argument("--images-per-condition", type=int, metavar="N",
                         help="size of full_size and baseline_memory (default 4540: 77,180 images; --quick: 8)")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     names = args.only or [name for name in SUITE if name not in ON_REQUEST]
     rows: list[Row] = []
@@ -85,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown_table(rows, argv))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Real vs simulated crop statistics: ``python -m bps realism [--real FILE] [--images N]``.
+"""Real vs simulated crop statistics: ``python -m bps realism [--real FILE] [--images N] [--out FILE]``.
 
 Measures the real crop (Fe 0.82 Gy, 4 h) and N simulated crops of the same condition with the same
 functions (``bps.crop_stats``) and prints a Markdown table: the real value, the simulated median
-and 10-90 % range, the tolerance, and whether the simulated median is within it. The README's
-table is this command's output; ``tests/test_simulate.py`` asserts every row. A developer tool:
-nothing in the pipeline needs the real file.
+and 10-90 % range, the tolerance, and whether the simulated median is within it. The docs include
+the table this command writes with ``--out docs/generated/realism.md``; ``tests/test_simulate.py``
+asserts every row. A developer tool: nothing in the pipeline needs the real file.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from bps.core.files import write_text
 from bps.core.params import SyntheticParams
 from bps.sim.crop_stats import measure_crop
 from bps.sim.render import plan_dataset, simulate_image
 
-REAL_CROP = Path(__file__).resolve().parents[2] / "shared" / "bps-real" / "P242_73665006707-A6_003_013_proj.tif"
+REAL_CROP = Path(__file__).resolve().parents[3] / "shared" / "bps-real" / "P242_73665006707-A6_003_013_proj.tif"
 CONDITION = ("Fe", 0.82, 4)  # the real crop's condition (plate 242)
 # The real dataset's crop sides span 90-256 px (issue 10; meta.csv holds no sizes).
 REAL_SIDES_PX = (90, 256)
@@ -129,12 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bps realism", description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, default=REAL_CROP, help="the real crop (Fe 0.82 Gy, 4 h)")
     parser.add_argument("--images", type=int, default=300, help="simulated crops to measure")
+    parser.add_argument("--out", type=Path, help="also write the caption and table to this Markdown file")
     args = parser.parse_args(argv)
     if not args.real.is_file():
-        raise SystemExit(f"calibration: real crop {args.real} not found (pass --real FILE)")
+        raise SystemExit(f"realism: real crop {args.real} not found (pass --real FILE)")
     table = compare(tifffile.imread(args.real), simulated_stats(args.images))
-    print(f"Real crop {args.real.name} vs {args.images} simulated crops of Fe 0.82 Gy, 4 h (seed 0, confounds off)\n")
-    print(markdown(table))
+    text = (f"Real crop {args.real.name} vs {args.images} simulated crops of Fe 0.82 Gy, 4 h (seed 0, confounds off)"
+            f"\n\n{markdown(table)}\n")
+    print(text, end="")
+    if args.out:
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,10 @@ def _benchmarks(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess
 
 @pytest.mark.slow
 def test_quick_benchmark_suite_reports_every_row(tmp_path):
-    result, rows = _benchmarks(tmp_path)
+    result, rows = _benchmarks(tmp_path, "--markdown", str(tmp_path / "bench.md"))
     names = {row["name"] for row in rows}
+    table = (tmp_path / "bench.md").read_text()
+    assert all(f"| {name} | " in table for name in names)  # the table the docs include
     assert names >= EXPECTED_ROWS, EXPECTED_ROWS - names
     assert not any(name.startswith("full_") for name in names)  # the full-size run only on request
     assert "preprocess_vs_naive" in result.stdout  # the printed table

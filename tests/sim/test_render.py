@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from bps.core.params import ParamsError, SyntheticParams, parse_params
 from bps.data.meta import CONDITION_COLUMNS, FILENAME_PATTERN, read_meta, with_groups
-from bps.sim import render
+from bps.sim import realism, render
 from bps.sim.confounds import look_for
 from bps.sim.crop_stats import count_foci, focus_centres, measure_crop
 from bps.sim.realism import compare, simulated_stats
@@ -151,6 +151,19 @@ def test_statistics_match_the_real_crop_within_tolerance():
     failing = table[~table["within"]]
     assert failing.empty, failing.to_string()
     assert len(table) == 12
+
+
+def _rows(markdown: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines()[4:]]
+
+
+@pytest.mark.skipif(not REAL.is_file(), reason="../shared/bps-real is absent")
+def test_realism_out_writes_the_table_the_docs_include(tmp_path):
+    realism.main(["--real", str(REAL), "--images", "20", "--out", str(tmp_path / "realism.md")])
+    written = _rows((tmp_path / "realism.md").read_text())
+    committed = _rows((Path(__file__).resolve().parents[1] / "docs" / "generated" / "realism.md").read_text())
+    assert [row[:2] for row in written] == [row[:2] for row in committed]  # the same statistics, real values
+    assert all(row[-1] == "True" for row in committed), "the committed table has a row out of tolerance"
 
 
 def test_foci_counts_per_condition_in_the_measured_ranges(rendered):
