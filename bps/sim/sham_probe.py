@@ -17,6 +17,7 @@ because leakage is memorised look-alikes: a plate's nuclei resemble each other.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bps.core.files import write_text
 from bps.core.params import SyntheticParams
 from bps.data.meta import with_groups
 from bps.sim.render import plan_dataset, simulate_image
@@ -102,18 +104,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bps sham-probe", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=120, help="simulated images per sham plate")
     parser.add_argument("--seeds", type=int, default=3, help="simulator seeds to average over (0, 1, ...)")
+    parser.add_argument("--out", type=Path, help="also write the caption and table to this Markdown file")
     args = parser.parse_args(argv)
-    print(f"Fe-sham vs X-ray-sham accuracy, {args.images} images per plate, mean over seeds 0-{args.seeds - 1}\n")
-    print("| confounds | well split | plate-disjoint split |\n|---|---|---|")
+    lines = [f"Fe-sham vs X-ray-sham accuracy, {args.images} images per plate, mean over seeds 0-{args.seeds - 1}", "",
+             "| confounds | well split | plate-disjoint split |", "|---|---|---|"]
     for label, overrides in SETTINGS.items():
         results = [probe(args.images, SyntheticParams(seed=seed, **overrides)) for seed in range(args.seeds)]
         well = [r["well_split"] for r in results]
         plate = [r["plate_split"] for r in results]
-        print(
+        lines.append(
             f"| {label} | {np.mean(well):.2f} (seeds: {' '.join(f'{v:.2f}' for v in well)}) "
             f"| {np.mean(plate):.2f} (seeds: {' '.join(f'{v:.2f}' for v in plate)}) |"
         )
-
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.out:
+        write_text(args.out, text)
 
 if __name__ == "__main__":
     main()

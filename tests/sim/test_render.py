@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from bps.core.params import ParamsError, SyntheticParams, parse_params
 from bps.data.meta import CONDITION_COLUMNS, FILENAME_PATTERN, read_meta, with_groups
-from bps.sim import realism, render
+from bps.sim import realism, render, sham_probe
 from bps.sim.confounds import look_for
 from bps.sim.crop_stats import count_foci, focus_centres, measure_crop
 from bps.sim.realism import compare, simulated_stats
@@ -236,6 +236,13 @@ def test_confound_strengths_are_validated():
 def _probe_mean(overrides: dict, seeds: int) -> dict[str, float]:
     runs = [probe(20, SyntheticParams(seed=seed, **overrides)) for seed in range(seeds)]
     return {split: float(np.mean([run[split] for run in runs])) for split in runs[0]}
+
+
+def test_sham_probe_out_writes_the_table_the_docs_include(tmp_path):
+    sham_probe.main(["--images", "20", "--seeds", "1", "--out", str(tmp_path / "sham_probe.md")])
+    written = _rows((tmp_path / "sham_probe.md").read_text())
+    committed = _rows((Path(__file__).resolve().parents[1] / "docs" / "generated" / "sham_probe.md").read_text())
+    assert [row[0] for row in written] == [row[0] for row in committed] == list(sham_probe.SETTINGS)
 
 
 def test_sham_probe_defaults_leak_under_the_well_split_and_a_plate_split_removes_most():
