@@ -50,7 +50,8 @@ def markdown_table(rows: list[Row], argv: list[str]) -> str:
     """The rows as a Markdown table under the command and machine that made them (the docs include it)."""
     command = " ".join(["python -m benchmarks", *argv])
     lines = [
-        f"`{command}` on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d', time.gmtime())}:",
+        f"`{command}` on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d', time.gmtime())}, "
+        f"load average over the last 15 min at the end {os.getloadavg()[2]:.1f}:",
         "",
         "| name | value | unit | note |",
         "|---|---:|---|---|",
