@@ -43,6 +43,7 @@ def main(params: Params) -> None:
         results[scored.name] = {**context, **scores}
         for folder, frame in tables.items():
             write_csv(METRICS / folder / f"{scored.name}.csv", frame)
+    (METRICS / "calibration").mkdir(parents=True, exist_ok=True)  # declared; a multi-label target has no table
     write_json(METRICS / "evaluate.json", results)
     kind = f"multi-label, {len(target.classes)} labels" if target.multilabel else f"{len(target.classes)} classes"
     header = (f"# Test split: {len(labels)} samples from {bootstrap.n_groups} {unit}s, target `{target.name}` "

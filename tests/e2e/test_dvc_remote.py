@@ -66,7 +66,7 @@ def test_push_then_pull_into_a_fresh_clone(tmp_path_factory, tmp_path, moto_serv
 
     for output in CACHED_OUTPUTS:
         assert (clone / output).is_dir(), output
-    assert "Data and pipelines are up to date" in output_of(dvc(clone, env, "status"))
+    assert "Data and pipelines are up to date" in output_of(dvc(clone, env, "status", "dvc.yaml"))
     assert stages_run(dvc(clone, env, "repro")) == []
     assert git(clone, env, "status", "--porcelain") == ""
 

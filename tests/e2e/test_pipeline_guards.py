@@ -55,7 +55,7 @@ def edit_params(root: Path, **values) -> None:
 
 def assert_restored(root: Path, env: dict[str, str]) -> None:
     run(["sh", "-c", RESTORE], root, env)
-    assert "Data and pipelines are up to date" in output_of(dvc(root, env, "status"))
+    assert "Data and pipelines are up to date" in output_of(dvc(root, env, "status", "dvc.yaml"))
     assert git(root, env, "status", "--porcelain") == ""
 
 
