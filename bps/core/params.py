@@ -197,7 +197,6 @@ class FeatureParams(_Block):
     spot_sigma: Annotated[float, Field(ge=0.5, le=3.0)] = 1.5
     # Spot thresholds as fractions of the nucleus's contrast over its background: dim and bright foci.
     thresholds: tuple[Annotated[float, Field(gt=0, le=5)], Annotated[float, Field(gt=0, le=5)]] = (0.25, 0.5)
-    workers: Annotated[StrictInt, Field(ge=0, le=64)] = 0
 
     @model_validator(mode="after")
     def _thresholds_increase(self) -> FeatureParams:
