@@ -35,6 +35,7 @@ SUITE = {
     "ddp": ("benchmarks.bench_scale", "ddp_rows"),
     "full_size": ("benchmarks.bench_scale", "full_size_rows"),
 }
+RESULTS = Path(__file__).resolve().parent / "results"  # full_size's tables, committed for the docs
 ON_REQUEST = {"full_size"}  # minutes and gigabytes: run with --only
 SIZED = {"full_size", "baseline_memory"}  # take --images-per-condition
 
@@ -60,23 +61,29 @@ def markdown_table(rows: list[Row], argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_here(name: str, folder: Path, quick: bool, images_per_condition: int | None) -> list[Row]:
+def run_here(name: str, folder: Path, quick: bool, images_per_condition: int | None,
+             results: Path | None = None) -> list[Row]:
     """Run one benchmark in this interpreter, saying on stderr how long it took."""
     print(f"running {name} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     module, function = SUITE[name]
     sized = {"images_per_condition": images_per_condition} if name in SIZED else {}
+    if name == "full_size" and results is not None:
+        sized["results"] = results
     rows = getattr(importlib.import_module(module), function)(folder, quick, **sized)
     print(f"  {name} took {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return rows
 
 
-def run_isolated(name: str, folder: Path, quick: bool, images_per_condition: int | None) -> list[Row]:
+def run_isolated(name: str, folder: Path, quick: bool, images_per_condition: int | None,
+                 results: Path | None = None) -> list[Row]:
     """Run one benchmark in a child interpreter and read back its rows."""
     out = folder / "rows.json"
     command = [sys.executable, "-m", "benchmarks", "--only", name, "--json", str(out), *(["--quick"] if quick else [])]
     if images_per_condition:
         command += ["--images-per-condition", str(images_per_condition)]
+    if results is not None:
+        command += ["--results", str(results)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return [Row(**row) for row in json.loads(out.read_text())]
 
@@ -89,8 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=sorted(SUITE), action="append", help="run only these benchmarks")
     parser.add_argument("--images-per-condition", type=int, metavar="N",
                         help="size of full_size and baseline_memory (default 4540: 77,180 images; --quick: 8)")
+    parser.add_argument("--results", type=Path, help="where full_size writes its table as full_size_<N>.json "
+                        "and .md (default benchmarks/results; with --quick, nowhere)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    results = args.results or (None if args.quick else RESULTS)
     names = args.only or [name for name in SUITE if name not in ON_REQUEST]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bps-bench-") as scratch:
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             folder = Path(scratch) / name
             folder.mkdir()
             run = run_here if len(names) == 1 else run_isolated
-            rows += run(name, folder, args.quick, args.images_per_condition)
+            rows += run(name, folder, args.quick, args.images_per_condition, results)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")

@@ -126,18 +126,29 @@ def end_to_end_rows(workdir: Path, quick: bool) -> list[Row]:
     return stage_rows(project_copy(workdir / "e2e", QUICK if quick else {}), "e2e")
 
 
-def stage_rows(root: Path, prefix: str) -> list[Row]:
-    """Reproduce a project stage by stage: each stage's seconds and peak RSS, then the total."""
-    rows, total = [], 0.0
+def stage_runs(root: Path, prefix: str) -> list[tuple[str, float, float]]:
+    """Reproduce a project stage by stage: each stage's name, seconds and peak RSS (MiB)."""
+    runs = []
     for stage in STAGES:
         start = time.perf_counter()
         output = _run(sys.executable, "-c", PEAK_RSS, str(BIN / "dvc"), "repro", "-s", "-q", stage, cwd=root)
         seconds = time.perf_counter() - start
-        total += seconds
         rss_mb = int(output.split()[-1]) / 1024
-        rows.append(Row(f"{prefix}_{stage}_s", seconds, "s", f"peak RSS {rss_mb:.0f} MiB"))
+        runs.append((stage, seconds, rss_mb))
         print(f"  {prefix} {stage}: {seconds:.1f} s, peak RSS {rss_mb:.0f} MiB", file=sys.stderr, flush=True)
+    return runs
+
+
+def accuracy_note(root: Path) -> str:
+    """Each scored model's test accuracy, from the project's metrics/evaluate.json."""
     scores = json.loads((root / "metrics" / "evaluate.json").read_text())
-    accuracy = ", ".join(f"{model} {values['accuracy']:.3f}" for model, values in scores.items() if model != "paired")
-    rows.append(Row(f"{prefix}_dvc_repro_s", total, "s", f"test accuracy: {accuracy}"))
+    return ", ".join(f"{model} {values['accuracy']:.3f}" for model, values in scores.items() if model != "paired")
+
+
+def stage_rows(root: Path, prefix: str, runs: list[tuple[str, float, float]] | None = None) -> list[Row]:
+    """Each stage's seconds (peak RSS in the note), then the total; ``runs`` as stage_runs returns them, or run now."""
+    runs = stage_runs(root, prefix) if runs is None else runs
+    rows = [Row(f"{prefix}_{stage}_s", seconds, "s", f"peak RSS {rss_mb:.0f} MiB") for stage, seconds, rss_mb in runs]
+    rows.append(Row(f"{prefix}_dvc_repro_s", sum(seconds for _, seconds, _ in runs), "s",
+                    f"test accuracy: {accuracy_note(root)}"))
     return rows

@@ -8,13 +8,16 @@ downloaded). ``python -m benchmarks --only full_size`` runs the whole pipeline a
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_dvc import BIN, PEAK_RSS, QUICK, _run, project_copy, set_params, stage_rows
+from benchmarks import bench_limits
+from benchmarks.bench_dvc import BIN, PEAK_RSS, QUICK, _run, project_copy, set_params, stage_rows, stage_runs
+from benchmarks.bench_limits import Limit
 from benchmarks.common import Row
 from bps.sim.render import plan_dataset
 
@@ -27,21 +30,71 @@ def _size(quick: bool, images_per_condition: int | None) -> int:
     return images_per_condition or (QUICK_SIZE if quick else FULL_SIZE)
 
 
-def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None = None) -> list[Row]:
-    """``dvc repro`` from scratch on simulated data of the full size: seconds and peak RSS per stage."""
+def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None = None,
+                   results: Path | None = None) -> list[Row]:
+    """``dvc repro`` from scratch on simulated data of the full size: seconds and peak RSS per stage, and
+    each stage's time over its limit measured in the same run (bench_limits); with ``results``, the
+    table also as full_size_<N>.json and .md there."""
     count = _size(quick, images_per_condition)
     print(f"full_size: {count} images per condition ({17 * count} in all), stage by stage", file=sys.stderr)
     changes = {("data", "synthetic", "images_per_condition"): count}
     if quick:
         changes |= {("train", "epochs"): 1, ("baseline", "epochs"): 1}
     project = project_copy(workdir / "full", changes)
+    load = os.getloadavg()[0]  # other work on the machine slows stages and limits alike, not always equally
     try:
-        rows = stage_rows(project, "full")
+        runs = stage_runs(project, "full")
     finally:  # the run's results table, for people: the project copy goes with the scratch folder
         if (project / "metrics" / "comparison.md").is_file():
             print((project / "metrics" / "comparison.md").read_text(), file=sys.stderr)
+    print("  limits: rendering, decoding and the CNN in memory, on the same data", file=sys.stderr, flush=True)
+    limit_of = {"download": bench_limits.render_limit(project)}
+    limit_of["preprocess"], one_image = bench_limits.decode_limit(project)
+    limit_of |= bench_limits.cnn_limits(project)
+    rows = stage_rows(project, "full", runs)
     rows[-1].note += f"; {17 * count} simulated images"
+    seconds = {stage: stage_seconds for stage, stage_seconds, _ in runs}
+    for stage, limit in limit_of.items():
+        rows.append(Row(f"full_{stage}_vs_limit", seconds[stage] / limit.seconds, "x",
+                        f"{seconds[stage]:.1f} s vs {limit.seconds:.1f} s: {limit.what}"))
+    split = ", ".join(f"{part.removesuffix('_ms').replace('_', ' ')} {one_image[part]:.2f} ms"
+                      for part in ("decode_ms", "model_input_ms", "features_ms"))
+    rows.append(Row("full_features_vs_decode", one_image["features_ms"] / one_image["decode_ms"], "x",
+                    f"one image's work on one core: {split}"))
+    if results is not None:
+        write_results(results, count, runs, limit_of, one_image, rows, load)
     return rows
+
+
+def write_results(folder: Path, count: int, runs: list[tuple[str, float, float]], limit_of: dict[str, Limit],
+                  one_image: dict[str, float], rows: list[Row], load: float) -> None:
+    """The run's table as full_size_<N>.json (for docs to include) and the same as Markdown."""
+    stages = [{"stage": stage, "seconds": round(seconds, 1), "peak_rss_mib": round(rss_mb),
+               "limit_s": round(limit_of[stage].seconds, 1) if stage in limit_of else None,
+               "vs_limit": round(seconds / limit_of[stage].seconds, 2) if stage in limit_of else None,
+               "limit": limit_of[stage].what if stage in limit_of else None} for stage, seconds, rss_mb in runs]
+    total = rows[len(runs)]
+    table = {"command": f"python -m benchmarks --only full_size --images-per-condition {count}",
+             "images_per_condition": count, "images": 17 * count, "cores": os.cpu_count(),
+             "load_at_start": round(load, 1),
+             "date": time.strftime("%Y-%m-%d", time.gmtime()), "stages": stages, "total_s": round(total.value, 1),
+             "result": total.note, "one_image_ms": {k: round(v, 3) for k, v in one_image.items()}}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"full_size_{count}.json").write_text(json.dumps(table, indent=2) + "\n")
+    lines = [f"`{table['command']}`: {table['images']:,} simulated images, {table['cores']} cores "
+             f"(load average {table['load_at_start']} at the start), {table['date']}. Peak RSS: the largest process "
+             "of the stage's `dvc repro -s` (dvc's own is ~100 MiB).",
+             "", "| stage | seconds | peak RSS (MiB) | limit (s) | × limit | limit, measured in the same run |",
+             "|---|---:|---:|---:|---:|---|"]
+    for stage in stages:
+        limit = ("", "", "") if stage["limit_s"] is None else (stage["limit_s"], stage["vs_limit"], stage["limit"])
+        lines.append(f"| {stage['stage']} | {stage['seconds']} | {stage['peak_rss_mib']} | {limit[0]} | {limit[1]} "
+                     f"| {limit[2]} |")
+    lines += [f"| **whole `dvc repro`** | **{table['total_s']}** | | | | |", "", f"{total.note}.", "",
+              "One image's work on one core (ms): " + ", ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {v}"
+                                                               for k, v in table["one_image_ms"].items()
+                                                               if k != "images") + "."]
+    (folder / f"full_size_{count}.md").write_text("\n".join(lines) + "\n")
 
 
 def write_prepared(root: Path, images_per_condition: int, size: int = 64) -> int:

@@ -1,22 +1,32 @@
-"""preprocess: decode, normalise and shrink each split's images into one .npy array.
+"""preprocess: decode each split's images once into one .npy array and a table of classical features.
 
 Writes data/prepared/{split}_images.npy (N×1×size×size uint8; value/255 is the normalised
 intensity), {split}.csv (labels, row for row) and report.json (settings but the worker count,
-counts, skipped files).
+counts, skipped files); and data/features/{split}.csv: the split table's columns (file, labels,
+plate/well/field) and the appearance_* and foci_* features of bps/classical/features.py, row for
+row. Both outputs come from the same decode of each file (the features once had a stage of their
+own that decoded every file again); a new ``features`` param re-runs this stage, and the prepared
+arrays come out byte-identical, so the CNN stages after it do not re-run.
 """
 
 import pandas as pd
 
+from bps.classical.features import prepare_with_features
+from bps.core.files import write_text
 from bps.core.params import Params
-from bps.core.paths import RAW, split_table
+from bps.core.paths import RAW, feature_table, split_table
 from bps.core.stage import BPS_SOURCES, run_stage
-from bps.data.arrays import PreparedArray, prepare_images, write_prepared
+from bps.data.arrays import PreparedArray, write_prepared
 
 
 def main(params: Params) -> None:
     def prepare_split(split: str) -> tuple[pd.DataFrame, PreparedArray]:
         table = pd.read_csv(split_table(split))
-        return table, prepare_images([RAW / name for name in table["filename"]], params.preprocess, desc=split)
+        paths = [RAW / name for name in table["filename"]]
+        prepared, features = prepare_with_features(paths, params.preprocess, params.features, desc=split)
+        rows = pd.concat([table.iloc[prepared.kept].reset_index(drop=True), features], axis=1)
+        write_text(feature_table(split), rows.to_csv(index=False, float_format="%.6g"))
+        return table, prepared
 
     report = write_prepared(prepare_split, params.preprocess)
     print(f"preprocess: {report['splits']}")

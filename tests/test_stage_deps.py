@@ -80,4 +80,4 @@ def test_the_params_check_reads_the_whole_file_and_writes_what_others_read():
     assert "params.yaml" in check["deps"]  # the whole file: a top-level typo changes it too
     assert check["outs"] == [PARAMS_OK]
     for_datasets = PIPELINE["datasets/dvc.yaml:" + PARAMS_CHECK]
-    assert {"params.yaml"} <= set(for_datasets["deps"]) and for_datasets["outs"] == [PARAMS_OK]
+    assert {"params.yaml"} <= set(for_datasets["deps"]) and for_datasets["outs"] == [{PARAMS_OK: {"cache": False}}]

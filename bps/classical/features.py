@@ -1,4 +1,4 @@
-"""Per-image features for the classical baselines, from the raw TIFFs, on every core.
+"""Per-image features for the classical baselines, from the raw TIFFs that preprocess decodes, on every core.
 
 Two families, in columns with their family's prefix:
 
@@ -22,9 +22,9 @@ from scipy import ndimage
 
 from bps.classical import foci
 from bps.classical.foci import nucleus_mask
-from bps.core.params import FeatureParams
-from bps.data.arrays import map_images
-from bps.data.images import read_tiff
+from bps.core.params import FeatureParams, PreprocessParams
+from bps.data.arrays import PreparedArray, collect_images
+from bps.data.images import prepare_image, read_tiff
 
 FAMILIES = ("appearance", "foci")
 
@@ -82,22 +82,23 @@ def image_features(image: np.ndarray, params: FeatureParams) -> dict[str, float]
     return features
 
 
-def file_features(path: Path, params: FeatureParams) -> dict[str, float]:
-    """The features of one TIFF file."""
-    return image_features(read_tiff(path), params)
+def prepared_and_features(path: Path, preprocess: PreprocessParams, params: FeatureParams
+                          ) -> tuple[np.ndarray, dict[str, float]]:
+    """One TIFF decoded once into both of its outputs: the model input and the classical features."""
+    image = read_tiff(path)
+    return prepare_image(image, preprocess), image_features(image, params)
 
 
-def compute_features(
-    paths: list[Path], params: FeatureParams, on_error: str = "fail", desc: str = "features"
-) -> tuple[pd.DataFrame, list[int]]:
-    """Features of every image (one row each) and the indices of the images kept.
+def prepare_with_features(paths: list[Path], preprocess: PreprocessParams, params: FeatureParams,
+                          desc: str = "preprocess") -> tuple[PreparedArray, pd.DataFrame]:
+    """Every image's model input (as :func:`bps.data.arrays.prepare_images`) and features (one row
+    each, row for row with the kept images), from one decode per file on every core.
 
-    A bad image stops the run naming it (``on_error: fail``) or is left out (``skip``), as in
-    preprocess, so both stages keep the same images.
+    Decoding is about a fifth of the per-image work here, but the features used to decode every file a
+    second time in a stage of their own. A bad image stops the run naming it (``preprocess.on_error:
+    fail``) or is left out of both outputs (``skip``).
     """
     rows: list[dict[str, float]] = []
-    kept: list[int] = []
-    for index, row in map_images(partial(file_features, params=params), paths, params.workers, on_error, desc):
-        rows.append(row)
-        kept.append(index)
-    return pd.DataFrame(rows), kept
+    prepared = collect_images(partial(prepared_and_features, preprocess=preprocess, params=params), paths, 1,
+                              preprocess, desc, side=rows)
+    return prepared, pd.DataFrame(rows)

@@ -31,7 +31,7 @@ PARAMS_FILE = Path("params.yaml")
 RUNTIME_FILE = "runtime.yaml"  # beside a params file: what changes speed, not results (no stage depends on it)
 # The keys of runtime.yaml: where they sit in the params, and the only ones it may hold.
 RUNTIME_KEYS = (("data", "s3", "workers"), ("data", "s3", "retries"), ("data", "s3", "connect_timeout_s"),
-                ("preprocess", "workers"), ("features", "workers"))
+                ("preprocess", "workers"))
 # Files the download writes into data/raw itself (bps/layout.py, bps/s3.py), which a metadata path may not be.
 RESERVED_RAW_NAMES = ("meta.csv", ".manifest.json")
 
@@ -228,7 +228,6 @@ class FeatureParams(_Block):
     spot_sigma: Annotated[float, Field(ge=0.5, le=3.0)] = 1.5
     # Spot thresholds as fractions of the nucleus's contrast over its background: dim and bright foci.
     thresholds: tuple[Annotated[float, Field(gt=0, le=5)], Annotated[float, Field(gt=0, le=5)]] = (0.25, 0.5)
-    workers: Annotated[StrictInt, Field(ge=0, le=64)] = 0
 
     @model_validator(mode="after")
     def _thresholds_increase(self) -> FeatureParams:

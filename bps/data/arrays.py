@@ -73,15 +73,22 @@ def map_images(work: Callable[[P], T], paths: list[P], workers: int, on_error: s
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def collect_images(work: Callable[[P], np.ndarray], items: list[P], channels: int, params: PreprocessParams, desc: str,
-             names: list[str] | None = None) -> PreparedArray:
+def collect_images(work: Callable[[P], object], items: list[P], channels: int, params: PreprocessParams, desc: str,
+             names: list[str] | None = None, side: list | None = None) -> PreparedArray:
     """Run ``work`` (one item to a channels×size×size or size×size uint8 image) over every item
-    into one N×channels×size×size array; on a bad file stop (``on_error: fail``) or skip and report it."""
+    into one N×channels×size×size array; on a bad file stop (``on_error: fail``) or skip and report it.
+
+    With ``side``, ``work`` returns (image, value) and each kept item's value is appended to ``side``:
+    a second output of the same decode (the classical features), so no file is decoded twice.
+    """
     images = np.empty((len(items), channels, params.size, params.size), dtype=np.uint8)
     kept: list[int] = []
     failures: dict[str, str] = {}
-    for index, image in map_images(work, items, params.workers, params.on_error, desc, failures, names):
-        images[len(kept)] = image
+    for index, result in map_images(work, items, params.workers, params.on_error, desc, failures, names):
+        if side is not None:
+            result, value = result
+            side.append(value)
+        images[len(kept)] = result
         kept.append(index)
     return PreparedArray(images[: len(kept)], kept, failures)
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import zipfile
+from importlib.abc import MetaPathFinder
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from sklearn.base import ClassifierMixin
@@ -102,10 +105,38 @@ def _renamed(filename: str, numbers: dict[int, int]) -> str:
     return f"{numbers.setdefault(int(stem), len(numbers))}{dot}{suffix}"
 
 
+class _NoTorch(MetaPathFinder):
+    """Makes ``import torch`` fail while it is on ``sys.meta_path``."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.partition(".")[0] == "torch":
+            raise ModuleNotFoundError(f"torch is not imported by scikit-learn stages: {name}", name=name)
+
+
+def _skops_io() -> ModuleType:
+    """``skops.io``, imported without torch (~500 MB, seconds of start-up) in a process that has none.
+
+    skops lists its trusted types with scikit-learn's ``all_estimators``, whose package walk imports
+    ``sklearn.externals.array_api_compat.torch``, which imports torch when it is installed. The walk
+    skips a package that fails to import, and that package lists no estimator, so the trusted types
+    are the same without it. Imported here, not at the top, so that modules importing this one stay light.
+    """
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        import skops.io
+
+        return skops.io
+    blocker = _NoTorch()
+    sys.meta_path.insert(0, blocker)
+    try:
+        import skops.io
+    finally:
+        sys.meta_path.remove(blocker)
+    return skops.io
+
+
 def save(folder: Path, pipeline: ClassifierMixin, card: ModelCard) -> None:
     """Write a fitted scikit-learn model (the MLP, a classical model) atomically in skops format, then its card."""
-    import skops.io as sio  # here, not at the top: it imports torch (~500 MB) through its trusted types
-
+    sio = _skops_io()
     with atomic_open(folder / MODEL_FILE) as stream:
         stream.write(_reproducible(sio.dumps(pipeline)))
     write_card(folder, card)
@@ -125,8 +156,7 @@ def schema_types(node: object) -> set[str]:
 
 def load(folder: Path) -> ClassifierMixin:
     """Load a saved model, refusing (before anything is built) any type outside :data:`ALLOWED_TYPES`."""
-    import skops.io as sio
-
+    sio = _skops_io()
     path = folder / MODEL_FILE
     try:
         with zipfile.ZipFile(path) as archive:

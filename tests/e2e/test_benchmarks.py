@@ -63,10 +63,19 @@ def test_quick_benchmark_suite_reports_every_row(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_size_run_reports_every_stage_at_a_tiny_size(tmp_path):
-    result, rows = _benchmarks(tmp_path, "--only", "full_size", "--images-per-condition", "12")
+def test_full_size_run_reports_every_stage_and_its_limit_at_a_tiny_size(tmp_path):
+    result, rows = _benchmarks(tmp_path, "--only", "full_size", "--images-per-condition", "12",
+                               "--results", str(tmp_path / "results"))
     names = [row["name"] for row in rows]
-    assert names == [f"full_{stage}_s" for stage in STAGES] + ["full_dvc_repro_s"]
-    assert all("peak RSS" in row["note"] for row in rows[:-1])
-    assert "204 simulated images" in rows[-1]["note"]
-    assert "full_train-lenet_s" in result.stdout
+    limited = ["download", "preprocess", "train-lenet", "lr-find"]
+    assert names == ([f"full_{stage}_s" for stage in STAGES] + ["full_dvc_repro_s"]
+                     + [f"full_{stage}_vs_limit" for stage in limited] + ["full_features_vs_decode"])
+    assert all("peak RSS" in row["note"] for row in rows[: len(STAGES)])
+    assert "204 simulated images" in rows[len(STAGES)]["note"]
+    assert "full_train-lenet_vs_limit" in result.stdout
+    table = json.loads((tmp_path / "results" / "full_size_12.json").read_text())
+    assert [stage["stage"] for stage in table["stages"]] == list(STAGES)
+    assert all(stage["peak_rss_mib"] > 0 for stage in table["stages"])
+    assert {stage["stage"] for stage in table["stages"] if stage["vs_limit"]} == set(limited)
+    markdown = (tmp_path / "results" / "full_size_12.md").read_text()
+    assert "| preprocess |" in markdown and "bare TIFF decode" in markdown

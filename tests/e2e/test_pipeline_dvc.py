@@ -108,8 +108,7 @@ def test_runtime_settings_rerun_nothing(built, workspace):
     """Workers, retries and timeouts live in runtime.yaml, which no stage depends on: the pipeline
     stays up to date when they change, and params.yaml refuses them with one line."""
     (workspace / "runtime.yaml").write_text(yaml.safe_dump(
-        {"data": {"s3": {"workers": 4, "retries": 1, "connect_timeout_s": 2}}, "preprocess": {"workers": 1},
-         "features": {"workers": 1}}))
+        {"data": {"s3": {"workers": 4, "retries": 1, "connect_timeout_s": 2}}, "preprocess": {"workers": 1}}))
     assert dvc(workspace, built.env, "status", "dvc.yaml").stdout.strip() == "Data and pipelines are up to date."
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["preprocess"]["workers"] = 1

@@ -190,7 +190,7 @@ def stage_outs(root: Path, stage: str) -> list[Path]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("stage", ["features", "evaluate"])
+@pytest.mark.parametrize("stage", ["preprocess", "evaluate"])
 def test_every_stage_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_path, stage):
     """Not only the trainers: the stage is held (SIGSTOP) right after it locks, before it writes;
     a second run is refused; then dvc is killed and the stage let go: it must die, writing nothing."""

@@ -22,7 +22,7 @@ DVC = VENV_BIN / "dvc"
 # In the order `dvc repro` runs them.
 STAGES = (
     "check-params", "download", "split", "preprocess", "train-baseline", "train-lenet", "lr-find",
-    "train-baseline-control", "train-lenet-control", "features", "train-appearance", "train-foci", "evaluate",
+    "train-baseline-control", "train-lenet-control", "train-appearance", "train-foci", "evaluate",
 )
 SCORED = ("baseline", "lenet", "appearance", "foci")  # the models in metrics/evaluate.json, beside "paired"
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss", "n_test"}
