@@ -35,6 +35,8 @@ same = bool(np.array_equal(sklearn_io.load(folder).predict_proba(x), model.predi
 print(json.dumps({"torch": sorted(name for name in sys.modules if name.partition(".")[0] == "torch"), "same": same}))
 """
 
+pytestmark = pytest.mark.slow  # a fresh interpreter per stage: seconds each
+
 
 @pytest.mark.parametrize("stage", LIGHT_STAGES)
 def test_a_light_stage_and_its_model_files_import_no_torch(stage, tmp_path):

@@ -525,6 +525,7 @@ def run_download_stage(project: Path, bucket: Bucket, endpoint: str, hours: list
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # real server faults and stage processes: seconds each
 @pytest.mark.parametrize(
     ("spoil", "hours", "expected"),
     [
@@ -587,6 +588,7 @@ def test_download_objects_refuses_names_that_escape_the_folder(shared_bucket, tm
 # --------------------------------------------------------------------------- 5: transient errors
 
 
+@pytest.mark.slow  # real server faults: seconds each
 @pytest.mark.parametrize("fault", ["503", "drop", "cut"])
 def test_transient_failures_are_retried(shared_bucket, proxy, tmp_path, fault):
     flaky = set(sorted(shared_bucket.blobs)[::10])
@@ -668,6 +670,7 @@ def test_multipart_object_is_checked_by_size(bucket, proxy, tmp_path):
 # --------------------------------------------------------------------------- 7: the server dies
 
 
+@pytest.mark.slow  # real server faults and stage processes: seconds each
 def test_server_dying_mid_download_keeps_whole_files_and_a_rerun_resumes(make_bucket, many_small, make_proxy, tmp_path):
     bucket = make_bucket(many_small)
     folder = tmp_path / "raw"

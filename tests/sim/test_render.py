@@ -240,6 +240,7 @@ def _probe_mean(overrides: dict, seeds: int) -> dict[str, float]:
     return {split: float(np.mean([run[split] for run in runs])) for split in runs[0]}
 
 
+@pytest.mark.slow  # renders and classifies hundreds of crops
 def test_sham_probe_out_writes_the_table_the_docs_include(tmp_path):
     sham_probe.main(["--images", "20", "--seeds", "1", "--out", str(tmp_path / "sham_probe.md")])
     written = _rows((tmp_path / "sham_probe.md").read_text())
@@ -247,24 +248,28 @@ def test_sham_probe_out_writes_the_table_the_docs_include(tmp_path):
     assert [row[0] for row in written] == [row[0] for row in committed] == list(sham_probe.SETTINGS)
 
 
+@pytest.mark.slow  # renders and classifies hundreds of crops
 def test_sham_probe_defaults_leak_under_the_well_split_and_a_plate_split_removes_most():
     scores = _probe_mean({}, seeds=6)
     assert scores["well_split"] >= 0.65
     assert scores["plate_split"] - 0.5 <= 0.5 * (scores["well_split"] - 0.5)
 
 
+@pytest.mark.slow  # renders and classifies hundreds of crops
 def test_sham_probe_plate_drift_alone_leaks_only_within_plates():
     scores = _probe_mean({"batch_effect": 0.0, "well_effect": 0.0}, seeds=6)
     assert scores["well_split"] >= 0.65
     assert scores["plate_split"] <= 0.6
 
 
+@pytest.mark.slow  # renders and classifies hundreds of crops
 def test_sham_probe_batch_effect_survives_every_split():
     # Confounded with the particle by the BPS design: no split within it can remove it.
     scores = _probe_mean({"well_effect": 0.0, "plate_effect": 0.0}, seeds=3)
     assert scores["well_split"] >= 0.6 and scores["plate_split"] >= 0.6
 
 
+@pytest.mark.slow  # renders and classifies hundreds of crops
 def test_sham_probe_without_confounds_is_chance_under_every_split():
     scores = _probe_mean(OFF, seeds=6)
     assert abs(scores["well_split"] - 0.5) <= 0.1
