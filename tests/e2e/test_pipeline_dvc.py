@@ -65,7 +65,8 @@ def nasa_bucket(moto_server: str) -> NasaBucket:
 def test_repro_builds_every_output_then_has_nothing_to_do(built):
     root = built.root
     ran = stages_run(built.repro)
-    assert sorted(ran) == sorted(STAGES) and ran[0] == "check-params" and ran[-1] == "evaluate"
+    assert sorted(ran) == sorted(STAGES) and ran[0] == "check-params"
+    assert ran.index("evaluate") > max(ran.index(stage) for stage in STAGES if stage.startswith("train-"))
 
     for split in ("train", "val", "test"):
         images = np.load(root / "data/prepared" / f"{split}_images.npy")
@@ -204,6 +205,7 @@ def test_bad_parameter_fails_naming_the_key_and_allowed_values(built, workspace)
 
 def test_exp_run_from_an_s3_bucket(built, workspace, nasa_bucket):
     source = nasa_bucket
+    (workspace / "runtime.yaml").write_text("data:\n  s3:\n    workers: 4\n")  # speed only: no stage reads it
     result = dvc(
         workspace,
         built.env,
@@ -211,10 +213,9 @@ def test_exp_run_from_an_s3_bucket(built, workspace, nasa_bucket):
         "-S", "data.source=s3",
         "-S", f"data.s3.endpoint_url={source.endpoint_url}",
         "-S", f"data.s3.bucket={source.bucket}",
-        "-S", "data.s3.workers=4",
     )
 
-    assert stages_run(result) == list(STAGES)
+    assert sorted(stages_run(result)) == sorted(STAGES)
     raw = workspace / "data/raw"
     meta = pd.read_csv(raw / "meta.csv")
     expected = source.table[source.table["hr_post_exposure"] == 4]
