@@ -30,6 +30,7 @@ from bps.evaluation.scores import (
     reliability_table,
     strata,
 )
+from bps.models.card import read_card
 from bps.models.loader import load_model
 from bps.targets.labels import get_target
 from bps.targets.metrics import confusion_rows, is_sham, per_class
@@ -49,13 +50,14 @@ def main(params: Params) -> None:
     control_text = "none of these models has one"
     for scored in tqdm(models, desc="evaluate", unit="model"):
         model = loaded[scored.name] = load_model(MODELS / scored.name, params.train.device)
-        check_target(model, target.name)
+        check_target(model.folder, model.card, target.name)
         proba = model.probabilities(model_inputs(model, images, table))
         predicted = target.predict(proba)
         results[scored.name] = {**context, **model_scores(target, labels, proba, sham, bootstrap,
                                                           settings.calibration_bins)}
         if scored.control:
-            check_target(load_model(MODELS / control_name(scored.name)), CONTROL_TARGET)
+            check_target(MODELS / control_name(scored.name), read_card(MODELS / control_name(scored.name)),
+                         CONTROL_TARGET)
             control, control_text = score_control(MODELS / control_name(scored.name), settings)
             if control is not None:
                 results[scored.name]["control"] = control

@@ -19,6 +19,7 @@ from bps.core.errors import PipelineError
 from bps.core.params import EvaluateParams, Params
 from bps.evaluation.intervals import GroupedBootstrap
 from bps.evaluation.scores import control_scores, cross_validated_control_scores
+from bps.models.card import ModelCard
 from bps.models.loader import LoadedModel
 from bps.targets.labels import get_target
 from bps.training.negative_control import CONTROL_TARGET, read_held_out
@@ -54,10 +55,10 @@ def cnn_label(params: Params) -> str:
     return "LeNet-5" if params.train.model == "lenet" else params.train.model
 
 
-def check_target(model: LoadedModel, target: str) -> None:
+def check_target(folder: Path, card: ModelCard, target: str) -> None:
     """Refuse to score a model trained for another target (e.g. after editing params by hand)."""
-    if model.card.target != target:
-        raise PipelineError(f"{model.folder} was trained for {model.card.target!r} but evaluate expects {target!r}")
+    if card.target != target:
+        raise PipelineError(f"{folder} was trained for {card.target!r} but evaluate expects {target!r}")
 
 
 def model_inputs(model: LoadedModel, images: np.ndarray, table: pd.DataFrame) -> np.ndarray:

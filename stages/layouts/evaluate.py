@@ -37,7 +37,7 @@ def main(params: Params) -> None:
     results, labels_of = {}, {model.name: model.label for model in models}
     for scored in tqdm(models, desc="evaluate", unit="model"):
         model = load_model(MODELS / scored.name, params.train.device)
-        check_target(model, target.name)
+        check_target(model.folder, model.card, target.name)
         scores, tables = score_model(target, labels, model.probabilities(images), model.card.thresholds, bootstrap,
                                      settings.calibration_bins)
         results[scored.name] = {**context, **scores}
