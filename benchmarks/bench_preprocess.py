@@ -45,7 +45,7 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     best = best_of_each(
         {
             "project": lambda: prepare_images(paths, params),
-            "naive": lambda: naive_loop(paths, params.size),
+            "naive": lambda: naive_loop(paths, params.image_size),
             "decode": lambda: decode_only(paths),
         },
         repeats,
@@ -57,7 +57,7 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     tracemalloc.stop()
     cores = os.cpu_count() or 1
     decode_limit = count / decode * cores
-    output_mb = count * params.size * params.size / 2**20
+    output_mb = count * params.image_size * params.image_size / 2**20
     decoded_mb = sum(decoded_bytes(p) for p in paths[:50]) / 50 * count / 2**20
     return [
         Row("preprocess_vs_naive", naive / project, "x", f"{count} TIFFs, {cores} workers vs 1 process"),

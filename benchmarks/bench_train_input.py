@@ -69,7 +69,7 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     paths = [folder / name for name in table["filename"]]
     labels = (table["particle_type"] == "Fe").to_numpy().astype(np.int64)
     array_path = workdir / "train_images.npy"
-    save_array(array_path, prepare_images(paths, PreprocessParams(size=SIZE)).images)
+    save_array(array_path, prepare_images(paths, PreprocessParams(image_size=SIZE)).images)
     images = np.load(array_path, mmap_mode="r")
     in_memory = list(iterate_batches(images, labels, BATCH))
 

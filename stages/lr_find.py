@@ -34,7 +34,7 @@ def main(params: Params) -> None:
     generator = make_deterministic(config.seed, device.type)
     images, table = load_split("train")
     labels = target.encode(table)
-    card = ModelCard(kind="cnn", architecture=config.model, in_channels=images.shape[1], size=images.shape[-1],
+    card = ModelCard(kind="cnn", architecture=config.model, in_channels=images.shape[1], image_size=images.shape[-1],
                      target=target.name, classes=list(target.outputs), preprocess=params.preprocess,
                      training=config.model_dump(mode="json"))
     model = build_model(card, Path(config.pretrained) if config.pretrained else None).to(device)

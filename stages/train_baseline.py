@@ -61,7 +61,7 @@ def train(params: Params, data: TrainingData) -> pd.DataFrame | None:
             live.next_step()
     del train_x, val_x  # the features go before saving, which imports skops (and torch with it)
     card = ModelCard(
-        kind="mlp", architecture="mlp", in_channels=train_images.shape[1], size=train_images.shape[-1],
+        kind="mlp", architecture="mlp", in_channels=train_images.shape[1], image_size=train_images.shape[-1],
         target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=data.control,
         training=config.model_dump(mode="json"), metrics={"epoch": config.epochs - 1, **scores},
         **layout_fields(params, target.multilabel),

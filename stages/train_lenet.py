@@ -53,7 +53,7 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
     generator = make_deterministic(config.seed, device.type)
     (train_images, train_table), (val_images, val_table) = data.load("train"), data.load("val")
     card = ModelCard(
-        kind="cnn", architecture=config.model, in_channels=train_images.shape[1], size=train_images.shape[-1],
+        kind="cnn", architecture=config.model, in_channels=train_images.shape[1], image_size=train_images.shape[-1],
         target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=data.control,
         training=config.model_dump(mode="json"), world_size=world.size, **layout_fields(params, target.multilabel),
     )

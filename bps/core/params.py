@@ -32,6 +32,12 @@ RUNTIME_FILE = "runtime.yaml"  # beside a params file: what changes speed, not r
 # The keys of runtime.yaml: where they sit in the params, and the only ones it may hold.
 RUNTIME_KEYS = (("data", "s3", "workers"), ("data", "s3", "retries"), ("data", "s3", "connect_timeout_s"),
                 ("preprocess", "workers"))
+# One seed scheme: the top-level `seed` seeds the whole study (the image sample, the simulator, the
+# split, every model's training, the bootstrap); `train.seed`, when set, re-seeds the training of
+# every model alone (a seed sweep). These fields are filled from them and may not be set by hand.
+STUDY_SEEDS = (("data", "sample_seed"), ("data", "synthetic", "seed"), ("split", "seed"), ("evaluate", "seed"))
+TRAINING_SEEDS = (("train", "seed"), ("baseline", "seed"), ("appearance", "seed"))
+RENAMED = {("preprocess", "size"): "preprocess.image_size"}  # old key: new key
 # Files the download writes into data/raw itself (bps/layout.py, bps/s3.py), which a metadata path may not be.
 RESERVED_RAW_NAMES = ("meta.csv", ".manifest.json")
 
@@ -200,7 +206,7 @@ class SplitParams(_Block):
 
 
 class PreprocessParams(_Block):
-    size: Annotated[StrictInt, Field(ge=16, le=512)] = 64
+    image_size: Annotated[StrictInt, Field(ge=16, le=512)] = 64
     normalize: Literal["fixed", "percentile", "minmax"] = "fixed"
     fixed_range: tuple[Annotated[StrictInt, Field(ge=0, le=65535)], Annotated[StrictInt, Field(ge=0, le=65535)]] = (
         200,
@@ -211,7 +217,8 @@ class PreprocessParams(_Block):
         99.9,
     )
     on_error: Literal["fail", "skip"] = "fail"
-    workers: Annotated[StrictInt, Field(ge=0, le=64)] = 0
+    # runtime.yaml: speed, not results; left out of what a model card or report records
+    workers: Annotated[StrictInt, Field(ge=0, le=64, exclude=True)] = 0
 
     @model_validator(mode="after")
     def _ranges_increase(self) -> PreprocessParams:
@@ -272,7 +279,7 @@ class TrainParams(_Block):
     lr: Annotated[float, Field(gt=0, le=1)] = 3e-4
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 10
-    seed: Seed = 0
+    seed: Seed = 0  # params.yaml: null (the study's seed) or a seed of its own: see TRAINING_SEEDS
     optimizer: Literal[options.OPTIMIZERS] = "adam"
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     augment: StrictBool = True
@@ -334,6 +341,7 @@ class EvaluateParams(_Block):
 
 
 class Params(_Block):
+    seed: Seed = 0
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
     preprocess: PreprocessParams = PreprocessParams()
@@ -346,21 +354,47 @@ class Params(_Block):
     evaluate: EvaluateParams = EvaluateParams()
     lr_find: LrFindParams = LrFindParams()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_seed(cls, raw: object) -> object:
+        """Refuse renamed keys and hand-set derived seeds; fill every seed field from ``seed`` and ``train.seed``."""
+        if not isinstance(raw, dict):
+            return raw
+        for old, new in RENAMED.items():
+            if _has(raw, old):
+                raise ValueError(f"{'.'.join(old)}: renamed to {new}")
+        for path in (*STUDY_SEEDS, *TRAINING_SEEDS[1:]):
+            if _has(raw, path):
+                raise ValueError(f"{'.'.join(path)}: one seed scheme: set the top-level `seed` (the whole study), "
+                                 "or train.seed (every model's training alone)")
+        study = raw.get("seed", 0)
+        if not isinstance(study, int) or isinstance(study, bool):
+            return raw  # reported as `seed` by the field's own check
+        train = raw.get("train")
+        training = train.get("seed") if isinstance(train, dict) else None
+        raw = _with(raw, TRAINING_SEEDS[0], study if training is None else training)
+        for path in STUDY_SEEDS:
+            raw = _with(raw, path, study)
+        for path in TRAINING_SEEDS[1:]:
+            raw = _with(raw, path, study if training is None else training)
+        return raw
+
     @model_validator(mode="after")
     def _mlp_fits_in_memory(self) -> Params:
         channels = len(self.data.layout.channels) if self.data.source == "layout" else 1
-        inputs = channels * self.preprocess.size**2
+        inputs = channels * self.preprocess.image_size**2
         count = mlp_parameters(inputs, self.baseline.hidden_layers)
         if count > MAX_MLP_PARAMETERS:
             raise ValueError(
                 f"baseline.hidden_layers: {self.baseline.hidden_layers} on {inputs} inputs ({channels} channels × "
-                f"preprocess.size {self.preprocess.size}²) is {count:,} parameters; at most {MAX_MLP_PARAMETERS:,}")
+                f"preprocess.image_size {self.preprocess.image_size}²) is {count:,} parameters; "
+                f"at most {MAX_MLP_PARAMETERS:,}")
         return self
 
     @model_validator(mode="after")
     def _crop_fits_image(self) -> Params:
-        if self.train.crop_pad >= self.preprocess.size:
-            raise ValueError(f"train.crop_pad ({self.train.crop_pad}) must be smaller than preprocess.size")
+        if self.train.crop_pad >= self.preprocess.image_size:
+            raise ValueError(f"train.crop_pad ({self.train.crop_pad}) must be smaller than preprocess.image_size")
         return self
 
     @model_validator(mode="after")
@@ -397,6 +431,25 @@ class Params(_Block):
         return self
 
 
+def _has(raw: dict, path: tuple[str, ...]) -> bool:
+    """Whether the nested mapping ``raw`` sets the key ``path``."""
+    for key in path[:-1]:
+        raw = raw.get(key)
+        if not isinstance(raw, dict):
+            return False
+    return path[-1] in raw
+
+
+def _with(raw: dict, path: tuple[str, ...], value: object) -> dict:
+    """``raw`` with the key ``path`` set to ``value`` (copied, never changed in place); a block that is
+    not a mapping is left for its own check to report."""
+    head, *rest = path
+    if not rest:
+        return {**raw, head: value}
+    inner = raw.get(head, {})
+    return {**raw, head: _with(inner, tuple(rest), value)} if isinstance(inner, dict) else raw
+
+
 def _format_error(error: ValidationError, source: Path) -> str:
     """One line per problem: the dotted key, what was wrong, and what is allowed."""
     lines = []
@@ -408,7 +461,8 @@ def _format_error(error: ValidationError, source: Path) -> str:
             model = Params
             for part in parent:
                 model = model.model_fields[str(part)].annotation
-            allowed = ", ".join(model.model_fields)
+            derived = (*STUDY_SEEDS, *TRAINING_SEEDS[1:])
+            allowed = ", ".join(name for name in model.model_fields if (*parent, name) not in derived)
             message = f"unknown key (allowed: {allowed})"
         elif problem["type"] == "value_error":
             message = message.removeprefix("Value error, ")

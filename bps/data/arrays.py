@@ -81,7 +81,7 @@ def collect_images(work: Callable[[P], object], items: list[P], channels: int, p
     With ``side``, ``work`` returns (image, value) and each kept item's value is appended to ``side``:
     a second output of the same decode (the classical features), so no file is decoded twice.
     """
-    images = np.empty((len(items), channels, params.size, params.size), dtype=np.uint8)
+    images = np.empty((len(items), channels, params.image_size, params.image_size), dtype=np.uint8)
     kept: list[int] = []
     failures: dict[str, str] = {}
     for index, result in map_images(work, items, params.workers, params.on_error, desc, failures, names):

@@ -200,7 +200,7 @@ def prepare_image(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
     brightness of a small focus that saturates the window.
     """
     low, high = intensity_window(image, params)
-    return to_uint8(apply_window(resize_area(pad_to_square(image), params.size), low, high))
+    return to_uint8(apply_window(resize_area(pad_to_square(image), params.image_size), low, high))
 
 
 def prepare(path: Path | str, params: PreprocessParams) -> np.ndarray:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bps.core import options
 from bps.core.errors import PipelineError
@@ -38,7 +38,9 @@ class ModelCard(BaseModel):
     target: Literal[options.TARGETS]
     classes: list[str] = Field(min_length=2)
     in_channels: int = Field(default=1, gt=0)
-    size: int | None = Field(default=None, gt=0)  # the square input side; None for feature models
+    # The square input side (preprocess.image_size); None for feature models. Cards written before
+    # the rename call it `size`.
+    image_size: int | None = Field(default=None, gt=0, validation_alias=AliasChoices("image_size", "size"))
     preprocess: PreprocessParams
     training: dict[str, Any]  # the trainer's params block (`train` or `baseline`), as validated
     metrics: dict[str, int | float] = {}  # the kept checkpoint's epoch and validation scores
@@ -50,6 +52,14 @@ class ModelCard(BaseModel):
     thresholds: list[Annotated[float, Field(ge=0, le=1)]] | None = None
     channels: list[str] | None = None  # a layout's channel names, in input order (data.layout.channels)
     bit_depth: Literal[8, 16] | None = None  # a layout's channel files' pixel depth (data.layout.bit_depth)
+
+    @field_validator("preprocess", mode="before")
+    @classmethod
+    def _renamed_size(cls, preprocess: object) -> object:
+        """Cards written before preprocess.size became preprocess.image_size still load."""
+        if isinstance(preprocess, dict) and "size" in preprocess:
+            preprocess = {("image_size" if key == "size" else key): value for key, value in preprocess.items()}
+        return preprocess
 
     @model_validator(mode="after")
     def _one_threshold_per_class(self) -> ModelCard:

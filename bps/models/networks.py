@@ -152,7 +152,7 @@ def build_model(card: ModelCard, pretrained: Path | None = None) -> nn.Module:
     """The network a model card describes; ``pretrained`` weights are for ResNets only."""
     architecture = ARCHITECTURES[card.architecture]
     extra = {"pretrained": pretrained} if pretrained is not None else {}
-    return architecture(card.in_channels, len(card.classes), card.size, **extra)
+    return architecture(card.in_channels, len(card.classes), card.image_size, **extra)
 
 
 def save_checkpoint(folder: Path, model: nn.Module, card: ModelCard) -> None:

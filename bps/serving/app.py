@@ -114,7 +114,7 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
         "target": card.target,
         "classes": card.classes,
         "architecture": card.architecture,
-        "input": {"channels": card.in_channels, "size": card.size},
+        "input": {"channels": card.in_channels, "size": card.image_size},
         "preprocess": card.preprocess.model_dump(mode="json"),
         "training": card.training,
         "metrics": card.metrics,

@@ -36,7 +36,7 @@ def test_repo_params_yaml_validates():
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     # Spot-check that the file's values, not just the defaults, came through.
     assert params.split.group_by == raw["split"]["group_by"]
-    assert params.preprocess.size == raw["preprocess"]["size"]
+    assert params.preprocess.image_size == raw["preprocess"]["image_size"]
     assert params.data.source == raw["data"]["source"]
     assert params.train.optimizer == raw["train"]["optimizer"]
 
@@ -48,10 +48,10 @@ def test_the_committed_files_hold_the_code_defaults():
 
 
 def test_runtime_settings_live_in_runtime_yaml_and_nowhere_else(tmp_path):
-    (tmp_path / "params.yaml").write_text("preprocess: {size: 32}\n")
+    (tmp_path / "params.yaml").write_text("preprocess: {image_size: 32}\n")
     (tmp_path / "runtime.yaml").write_text("preprocess: {workers: 2}\ndata: {s3: {retries: 1}}\n")
     params = load_params(tmp_path / "params.yaml")
-    assert (params.preprocess.size, params.preprocess.workers, params.data.s3.retries) == (32, 2, 1)
+    assert (params.preprocess.image_size, params.preprocess.workers, params.data.s3.retries) == (32, 2, 1)
     (tmp_path / "params.yaml").write_text("preprocess: {workers: 2}\n")
     with pytest.raises(ParamsError, match=r"params.yaml: preprocess.workers changes speed, not results: set it in "
                                           r"runtime.yaml"):
@@ -64,9 +64,9 @@ def test_runtime_settings_live_in_runtime_yaml_and_nowhere_else(tmp_path):
 
 def test_load_params_reads_a_file(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("preprocess:\n  size: 32\ntask:\n  target: condition\n")
+    path.write_text("preprocess:\n  image_size: 32\ntask:\n  target: condition\n")
     params = load_params(path)
-    assert params.preprocess.size == 32
+    assert params.preprocess.image_size == 32
     assert params.task.target == "condition"
     assert params.split == Params().split
 
@@ -90,13 +90,13 @@ def test_load_params_error_names_the_file(tmp_path):
 
 def test_unknown_top_level_key_lists_allowed_keys():
     message = _error({"splt": {"train": 0.7}})
-    allowed = "data, split, preprocess, task, baseline, train, features, appearance, foci, evaluate, lr_find"
+    allowed = "seed, data, split, preprocess, task, baseline, train, features, appearance, foci, evaluate, lr_find"
     assert message == f"params.yaml: splt: unknown key (allowed: {allowed})"
 
 
 def test_unknown_nested_key_names_dotted_key_and_allowed_keys():
     message = _error({"split": {"grop_by": "well"}})
-    allowed = "protocol, group_by, test_hour, train, val, test, seed"
+    allowed = "protocol, group_by, test_hour, train, val, test"
     assert message == f"params.yaml: split.grop_by: unknown key (allowed: {allowed})"
 
 
@@ -120,8 +120,8 @@ def test_block_of_wrong_type():
 
 
 def test_out_of_range_value():
-    message = _error({"preprocess": {"size": 8}})
-    assert message == "params.yaml: preprocess.size: Input should be greater than or equal to 16 (got 8)"
+    message = _error({"preprocess": {"image_size": 8}})
+    assert message == "params.yaml: preprocess.image_size: Input should be greater than or equal to 16 (got 8)"
 
 
 def test_bad_literal_names_allowed_values():
@@ -162,7 +162,7 @@ def test_fixed_range_must_increase():
 def test_one_line_per_problem():
     message = _error(
         {
-            "preprocess": {"size": 8, "normalize": "zscore"},
+            "preprocess": {"image_size": 8, "normalize": "zscore"},
             "task": {"target": "dose"},
             "split": {"grop_by": "well"},
         }
@@ -170,7 +170,7 @@ def test_one_line_per_problem():
     lines = message.splitlines()
     assert len(lines) == 4
     keys = sorted(line.split(": ")[1] for line in lines)
-    assert keys == ["preprocess.normalize", "preprocess.size", "split.grop_by", "task.target"]
+    assert keys == ["preprocess.image_size", "preprocess.normalize", "split.grop_by", "task.target"]
     assert all(line.startswith("params.yaml: ") for line in lines)
 
 
@@ -223,9 +223,37 @@ def test_more_processes_than_cores_or_gpus_is_refused_unless_forced():
 def test_an_mlp_too_large_for_memory_is_refused_naming_the_key():
     message = _error({"baseline": {"hidden_layers": [100000, 100000]}})
     assert message == ("params.yaml: baseline.hidden_layers: [100000, 100000] on 4096 inputs (1 channels × "
-                       "preprocess.size 64²) is 10,409,800,000 parameters; at most 50,000,000")
+                       "preprocess.image_size 64²) is 10,409,800,000 parameters; at most 50,000,000")
     layout = {"data": {"source": "layout"}, "task": {"target": "labels"}, "split": {"group_by": "none"},
-              "preprocess": {"size": 256}, "baseline": {"hidden_layers": [100]}}  # 4 channels × 256² × 100 ≈ 26 M
+              "preprocess": {"image_size": 256}, "baseline": {"hidden_layers": [100]}}  # 4 channels × 256² × 100 ≈ 26 M
     assert parse_params(layout).baseline.hidden_layers == [100]
     message = _error(layout | {"baseline": {"hidden_layers": [200]}})
     assert message.startswith("params.yaml: baseline.hidden_layers: [200] on 262144 inputs (4 channels × ")
+
+
+def test_one_seed_seeds_the_study_and_train_seed_the_training_alone():
+    study = parse_params({"seed": 3})
+    assert (study.data.sample_seed, study.data.synthetic.seed, study.split.seed, study.evaluate.seed) == (3, 3, 3, 3)
+    assert (study.train.seed, study.baseline.seed, study.appearance.seed) == (3, 3, 3)
+    sweep = parse_params({"seed": 3, "train": {"seed": 7}})
+    assert (sweep.split.seed, sweep.data.synthetic.seed, sweep.evaluate.seed) == (3, 3, 3)
+    assert (sweep.train.seed, sweep.baseline.seed, sweep.appearance.seed) == (7, 7, 7)
+    assert parse_params({"seed": 3, "train": {"seed": None}}) == study
+
+
+@pytest.mark.parametrize("key", ["data.sample_seed", "data.synthetic.seed", "split.seed", "evaluate.seed",
+                                 "baseline.seed", "appearance.seed"])
+def test_a_derived_seed_set_by_hand_is_one_line_naming_the_scheme(key):
+    raw: dict = {}
+    *blocks, last = key.split(".")
+    inner = raw
+    for block in blocks:
+        inner = inner.setdefault(block, {})
+    inner[last] = 1
+    assert _error(raw) == (f"params.yaml: {key}: one seed scheme: set the top-level `seed` (the whole study), "
+                           "or train.seed (every model's training alone)")
+
+
+def test_preprocess_size_is_renamed():
+    assert _error({"preprocess": {"size": 32}}) == "params.yaml: preprocess.size: renamed to preprocess.image_size"
+    assert parse_params({"preprocess": {"image_size": 32}}).preprocess.image_size == 32

@@ -205,14 +205,14 @@ def test_to_uint8():
 def test_prepare_shape_dtype_and_values(tmp_path):
     path = tmp_path / "flat.tif"
     tifffile.imwrite(path, np.full((90, 120), 1600, dtype=np.uint16), compression="zlib")
-    result = prepare(path, _params(size=32, normalize="fixed", fixed_range=(200, 3000)))
+    result = prepare(path, _params(image_size=32, normalize="fixed", fixed_range=(200, 3000)))
     assert result.shape == (32, 32)
     assert result.dtype == np.uint8
     assert (result == 128).all()  # (1600 - 200) / 2800 = 0.5 → round(127.5) = 128
 
 
 def test_prepare_simulated_image(simulated_folder):
-    result = prepare(simulated_folder[0], _params(size=64))
+    result = prepare(simulated_folder[0], _params(image_size=64))
     assert result.shape == (64, 64) and result.dtype == np.uint8
     assert result.max() > result.min()
 
@@ -221,7 +221,7 @@ def test_prepare_simulated_image(simulated_folder):
 
 
 def test_prepare_images_on_simulated_folder(simulated_folder):
-    params = _params(size=32, workers=2)
+    params = _params(image_size=32, workers=2)
     prepared = prepare_images(simulated_folder, params, desc="test")
     assert prepared.images.shape == (6, 1, 32, 32)
     assert prepared.images.dtype == np.uint8
@@ -235,7 +235,7 @@ def test_prepare_images_fail_on_corrupt_file(simulated_folder):
     bad = simulated_folder[2]
     _corrupt_truncated(bad)
     with pytest.raises(ImageError) as caught:
-        prepare_images(simulated_folder, _params(size=32, workers=2, on_error="fail"), desc="test")
+        prepare_images(simulated_folder, _params(image_size=32, workers=2, on_error="fail"), desc="test")
     assert str(bad) in str(caught.value)
     assert "on_error: skip" in str(caught.value)
 
@@ -243,7 +243,7 @@ def test_prepare_images_fail_on_corrupt_file(simulated_folder):
 def test_prepare_images_skip_corrupt_file(simulated_folder):
     bad = simulated_folder[2]
     _corrupt_random(bad)
-    params = _params(size=32, workers=2, on_error="skip")
+    params = _params(image_size=32, workers=2, on_error="skip")
     prepared = prepare_images(simulated_folder, params, desc="test")
     assert prepared.kept == [0, 1, 3, 4, 5]
     assert prepared.images.shape == (5, 1, 32, 32)
@@ -254,7 +254,7 @@ def test_prepare_images_skip_corrupt_file(simulated_folder):
 
 
 def test_prepare_images_of_nothing():
-    prepared = prepare_images([], _params(size=16, workers=1), desc="test")
+    prepared = prepare_images([], _params(image_size=16, workers=1), desc="test")
     assert prepared.images.shape == (0, 1, 16, 16)
     assert prepared.kept == []
 
@@ -281,5 +281,5 @@ def test_real_bps_file():
     assert image.dtype == np.uint16
     assert int(image.min()) == 257
     assert int(image.max()) == 2470
-    prepared = prepare(REAL_TIFF, _params(size=64))
+    prepared = prepare(REAL_TIFF, _params(image_size=64))
     assert prepared.shape == (64, 64) and prepared.dtype == np.uint8

@@ -104,9 +104,9 @@ def test_preprocess_names_a_bomb_or_skips_and_lists_it(bomb_files, crops):
     bomb = bomb_files["PNG 16000x16000"]
     paths = [crops[0], bomb, crops[1]]
     with pytest.raises(ImageError, match=f"{bomb}: TIFF compression PNG") as caught:
-        prepare_images(paths, PreprocessParams(size=32, workers=1, on_error="fail"), desc="test")
+        prepare_images(paths, PreprocessParams(image_size=32, workers=1, on_error="fail"), desc="test")
     assert "on_error: skip" in str(caught.value)
-    prepared = prepare_images(paths, PreprocessParams(size=32, workers=1, on_error="skip"), desc="test")
+    prepared = prepare_images(paths, PreprocessParams(image_size=32, workers=1, on_error="skip"), desc="test")
     assert prepared.kept == [0, 2]
     assert list(prepared.failures) == [str(bomb)]
     assert "not accepted" in prepared.failures[str(bomb)]

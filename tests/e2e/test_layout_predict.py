@@ -33,7 +33,7 @@ def trained(request, tmp_path_factory) -> Path:
     params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
                     yaml.safe_load((ROOT / "datasets" / dataset / "params.yaml").read_text()))
     params["data"]["layout"]["root"] = str(root / "fixture")
-    params["preprocess"]["size"] = 32
+    params["preprocess"]["image_size"] = 32
     params["train"] |= {"model": "resnet18", "epochs": 1, "device": "cpu"}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

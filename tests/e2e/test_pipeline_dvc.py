@@ -155,17 +155,17 @@ def test_exp_run_with_new_lr_reruns_only_training_and_evaluation(built, workspac
 
 
 def test_exp_run_with_new_size_reruns_from_preprocess(built, workspace):
-    result = dvc(workspace, built.env, "exp", "run", "-S", "preprocess.size=28")
+    result = dvc(workspace, built.env, "exp", "run", "-S", "preprocess.image_size=28")
 
-    # The run-cache already holds preprocess at size 32; DVC's run-cache key ignores keys named
-    # `size` (treeverse/dvc#10296), so this also guards the `preprocess.size` line in dvc.yaml.
+    # The run-cache already holds preprocess at 32 px. DVC's run-cache key ignores keys named `size`
+    # (treeverse/dvc#10296), which is why the key is preprocess.image_size: a new value is no cache hit.
     assert "is cached" not in output_of(result)
     expected = ["check-params", "preprocess", "train-baseline", "train-lenet", "lr-find", "train-baseline-control",
                 "train-lenet-control", "evaluate"]
     assert sorted(stages_run(result)) == sorted(expected)
     train_images = np.load(workspace / "data/prepared/train_images.npy")
     assert train_images.shape[1:] == (1, 28, 28)
-    assert read_json(workspace / "models/lenet/model.json")["size"] == 28
+    assert read_json(workspace / "models/lenet/model.json")["image_size"] == 28
     assert read_json(workspace / "metrics/evaluate.json")["lenet"]["n_test"] == len(
         pd.read_csv(workspace / "data/prepared/test.csv")
     )

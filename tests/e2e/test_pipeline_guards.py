@@ -9,6 +9,7 @@ unfinished model folder is refused by predict. The README's one restore command 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -65,7 +66,7 @@ def assert_restored(root: Path, env: dict[str, str]) -> None:
         ("train.lr=-0.1", "train.lr: Input should be greater than 0"),
         ("task.target=dose",
          "task.target: Input should be 'particle', 'particle_dose', 'condition', 'particle+dose' or 'labels'"),
-        ("preprocess.size=0", "preprocess.size: Input should be greater than or equal to 16"),
+        ("preprocess.image_size=0", "preprocess.image_size: Input should be greater than or equal to 16"),
         ("split.train=0.9", "split: train + val + test must sum to 1"),
     ],
 )
@@ -120,6 +121,25 @@ def test_a_valid_edit_reruns_only_the_stages_that_read_it(built, workspace):
     assert stages_run(dvc(workspace, env, "repro")) == []
     assert fingerprint(workspace, "models") == models
 
+
+
+TRAINERS = {"train-baseline", "train-baseline-control", "train-lenet", "train-lenet-control", "lr-find",
+            "train-appearance"}
+
+
+@pytest.mark.parametrize(("edit", "stages"), [
+    ({"train": {"seed": 1}}, {"check-params", *TRAINERS}),  # a seed sweep: same images, same split
+    ({"seed": 1}, {"check-params", "download", "split", *TRAINERS, "evaluate"}),  # a new replicate of the study
+])
+def test_one_seed_scheme_changes_only_the_stages_it_seeds(built, workspace, edit, stages):
+    """train.seed re-seeds every model's training and nothing else; the top-level seed the whole study
+    (preprocess and the deterministic foci model read neither)."""
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    for block, values in edit.items():
+        params[block] = {**params[block], **values} if isinstance(values, dict) else values
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(dvc(workspace, built.env, "status", "dvc.yaml", "--json").stdout)
+    assert set(status) == stages
 
 def process_state(pid: int) -> str | None:
     """The kernel's one-letter state of ``pid`` (Z: a zombie), or None when it is gone."""

@@ -91,7 +91,7 @@ def test_checkpoint_weights_load_weights_only(tmp_path):
     info = json.loads((tmp_path / "model.json").read_text())
     assert info["architecture"] == "lenet"
     assert info["classes"] == ["Fe", "X-ray"]
-    assert info["size"] == 32
+    assert info["image_size"] == 32
     assert info["in_channels"] == 1
 
 
@@ -110,7 +110,8 @@ def test_checkpoint_for_other_shape_does_not_load(tmp_path):
     # model.json must describe the weights: a config with another size cannot load them.
     save_checkpoint(tmp_path, LeNet5(1, 2, 64), _config(size=64))
     config = json.loads((tmp_path / "model.json").read_text())
-    (tmp_path / "model.json").write_text(json.dumps({**config, "size": 32, "preprocess": {"size": 32}}))
+    smaller = {**config, "image_size": 32, "preprocess": {**config["preprocess"], "image_size": 32}}
+    (tmp_path / "model.json").write_text(json.dumps(smaller))
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_checkpoint(tmp_path)
 

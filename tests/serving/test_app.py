@@ -106,7 +106,7 @@ def test_model_describes_the_checkpoint(url):
         "classes": CLASSES,
         "architecture": "lenet",
         "input": {"channels": 1, "size": 32},
-        "preprocess": PreprocessParams(size=32).model_dump(mode="json"),
+        "preprocess": PreprocessParams(image_size=32).model_dump(mode="json"),
         "training": {"lr": 0.001, "epochs": 3},
         "metrics": {"epoch": 2, "val_accuracy": 0.75},
     }

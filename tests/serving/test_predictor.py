@@ -28,7 +28,7 @@ from tests.support.model_cards import finished_card
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["Fe", "X-ray"]
 # What the model was trained with: not the defaults (size 64, fixed window), not params.yaml.
-STORED = PreprocessParams(size=32, normalize="percentile", workers=1)
+STORED = PreprocessParams(image_size=32, normalize="percentile")
 
 
 def _write_tiff(path: Path, image: np.ndarray) -> Path:
@@ -53,8 +53,8 @@ def lenet_folder(tmp_path_factory) -> Path:
     """A saved LeNet-5 checkpoint folder (untrained: only the plumbing is under test)."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("models") / "lenet"
-    config = finished_card("lenet", 1, STORED.size, CLASSES, preprocess=STORED)
-    save_checkpoint(folder, LeNet5(1, len(CLASSES), STORED.size), config)
+    config = finished_card("lenet", 1, STORED.image_size, CLASSES, preprocess=STORED)
+    save_checkpoint(folder, LeNet5(1, len(CLASSES), STORED.image_size), config)
     return folder
 
 
@@ -89,7 +89,7 @@ def test_predictor_matches_the_pipelines_preprocess_and_predict(lenet_folder, ti
 
 def test_stored_preprocessing_wins_over_params_yaml(lenet_folder, tiffs, tmp_path, monkeypatch):
     # A project whose params.yaml asks for something else entirely.
-    (tmp_path / "params.yaml").write_text("preprocess:\n  size: 48\n  normalize: fixed\n")
+    (tmp_path / "params.yaml").write_text("preprocess:\n  image_size: 48\n  normalize: fixed\n")
     monkeypatch.chdir(tmp_path)
     predictor = Predictor(lenet_folder)
     assert predictor.preprocess == STORED
@@ -98,7 +98,7 @@ def test_stored_preprocessing_wins_over_params_yaml(lenet_folder, tiffs, tmp_pat
     assert prepared.dtype == np.uint8
     np.testing.assert_array_equal(prepared[0], prepare(tiffs[0], STORED))
     # The stored normalisation, not the default fixed window: the check can tell them apart.
-    assert not np.array_equal(prepared[0], prepare(tiffs[0], PreprocessParams(size=32)))
+    assert not np.array_equal(prepared[0], prepare(tiffs[0], PreprocessParams(image_size=32)))
     # An open binary file works as well as a path.
     with open(tiffs[0], "rb") as stream:
         np.testing.assert_array_equal(predictor.prepare(stream, "upload.tif"), prepared)
@@ -106,14 +106,14 @@ def test_stored_preprocessing_wins_over_params_yaml(lenet_folder, tiffs, tmp_pat
 
 def test_baseline_folder_predicts(tmp_path, tiffs):
     rng = np.random.default_rng(0)
-    flat = pixel_mlp.flatten(rng.integers(0, 256, (40, 1, STORED.size, STORED.size), dtype=np.uint8))
+    flat = pixel_mlp.flatten(rng.integers(0, 256, (40, 1, STORED.image_size, STORED.image_size), dtype=np.uint8))
     labels = rng.integers(0, 2, 40)
     scaler = StandardScaler().fit(flat)
     mlp = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16))
     pixel_mlp.fit_epoch(mlp, scaler.transform(flat), labels, np.arange(2))
     pipeline = make_pipeline(scaler, mlp)
     folder = tmp_path / "baseline"
-    info = finished_card("mlp", 1, STORED.size, CLASSES, preprocess=STORED)
+    info = finished_card("mlp", 1, STORED.image_size, CLASSES, preprocess=STORED)
     sklearn_io.save(folder, pipeline, info)
 
     table = Predictor(folder).predict_files(tiffs)

@@ -33,7 +33,7 @@ EXCLUDED = ("dvc.lock", "metrics/", "tests/", "benchmarks/")
 TINY_PARAMS = {
     ("data", "synthetic", "images_per_condition"): 8,
     ("data", "hours"): [4],
-    ("preprocess", "size"): 32,
+    ("preprocess", "image_size"): 32,
     ("train", "epochs"): 1,
     ("baseline", "epochs"): 1,
     ("lr_find", "steps"): 20,

@@ -246,16 +246,16 @@ def test_lenet_learns_both_heads():
     assert result["particle_accuracy"] > 0.9 and result["dose_accuracy"] > 0.9
 
 
-STORED = PreprocessParams(size=32, normalize="percentile", workers=1)
+STORED = PreprocessParams(image_size=32, normalize="percentile")
 
 
 @pytest.fixture(scope="module")
 def two_head_lenet(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("models") / "lenet"
-    card = finished_card("lenet", size=STORED.size, classes=TWO_HEADS.outputs, preprocess=STORED,
+    card = finished_card("lenet", size=STORED.image_size, classes=TWO_HEADS.outputs, preprocess=STORED,
                          target="particle+dose")
-    save_checkpoint(folder, LeNet5(1, 5, STORED.size), card)
+    save_checkpoint(folder, LeNet5(1, 5, STORED.image_size), card)
     return folder
 
 
@@ -263,19 +263,19 @@ def two_head_lenet(tmp_path_factory):
 def two_head_baseline(tmp_path_factory):
     """The MLP as train-baseline fits it for particle+dose: on the six joint classes."""
     rng = np.random.default_rng(0)
-    flat = pixel_mlp.flatten(rng.integers(0, 256, (60, 1, STORED.size, STORED.size), dtype=np.uint8))
+    flat = pixel_mlp.flatten(rng.integers(0, 256, (60, 1, STORED.image_size, STORED.image_size), dtype=np.uint8))
     scaler = StandardScaler().fit(flat)
     mlp = pixel_mlp.make_mlp(BaselineParams(hidden_layers=[8], lr=1e-2, batch_size=16))
     pixel_mlp.fit_epoch(mlp, scaler.transform(flat), rng.integers(0, 6, 60), np.arange(6))
     folder = tmp_path_factory.mktemp("models") / "baseline"
-    card = finished_card("mlp", size=STORED.size, classes=TWO_HEADS.outputs, preprocess=STORED,
+    card = finished_card("mlp", size=STORED.image_size, classes=TWO_HEADS.outputs, preprocess=STORED,
                          target="particle+dose")
     sklearn_io.save(folder, make_pipeline(scaler, mlp), card)
     return folder
 
 
 def _images(count: int = 6) -> np.ndarray:
-    return np.random.default_rng(3).integers(0, 256, (count, 1, STORED.size, STORED.size), dtype=np.uint8)
+    return np.random.default_rng(3).integers(0, 256, (count, 1, STORED.image_size, STORED.image_size), dtype=np.uint8)
 
 
 @pytest.mark.parametrize("folder_fixture", ["two_head_lenet", "two_head_baseline"])

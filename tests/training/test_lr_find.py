@@ -107,7 +107,7 @@ def test_a_non_finite_loss_stops_the_test_and_is_not_recorded():
 
 def run_stage(folder: Path, seed: int) -> subprocess.CompletedProcess:
     """``python -m stages.lr_find`` in ``folder``, which holds data/prepared/ and a params.yaml."""
-    params = {"preprocess": {"size": 16}, "task": {"target": "particle+dose"},
+    params = {"preprocess": {"image_size": 16}, "task": {"target": "particle+dose"},
               "train": {"crop_pad": 2, "device": "cpu", "seed": seed, "batch_size": 16},
               "lr_find": {"steps": TINY_STEPS}}
     (folder / "params.yaml").write_text(yaml.safe_dump(params))

@@ -68,7 +68,7 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tables = write_prepared(tmp_path, np.random.default_rng(0))
     params = parse_params({
-        "preprocess": {"size": SIZE}, "task": {"target": "particle_dose"},
+        "preprocess": {"image_size": SIZE}, "task": {"target": "particle_dose"},
         "baseline": {"epochs": 2, "hidden_layers": [8]},
         "train": {"epochs": 1, "crop_pad": 2, "device": "cpu"},
         "evaluate": {"resamples": 200, "saliency_per_class": 1},
@@ -174,7 +174,7 @@ def test_under_leave_hour_out_the_controls_are_cross_validated_over_hours_and_sc
     tables = write_prepared(tmp_path, np.random.default_rng(1),
                             hours={"train": (4, 48), "val": (4, 48), "test": (24,)})
     params = parse_params({
-        "preprocess": {"size": SIZE}, "split": {"protocol": "leave_hour_out", "test_hour": 24},
+        "preprocess": {"image_size": SIZE}, "split": {"protocol": "leave_hour_out", "test_hour": 24},
         "baseline": {"epochs": 2, "hidden_layers": [8]}, "train": {"epochs": 1, "crop_pad": 2, "device": "cpu"},
         "evaluate": {"resamples": 200, "saliency_per_class": 0},
     })
