@@ -71,14 +71,15 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
         return None
     network = kept.restore()
     if target.multilabel:  # the kept epoch's thresholds, on the whole validation split
-        proba = predict_proba(network, val_images, device, multilabel=True)
+        proba = predict_proba(network, val_images, device, multilabel=True, tta=config.tta)
         store_thresholds(MODELS / data.name, choose_thresholds(target.encode(val_table), proba, params.task.threshold))
     if not data.primary:
         mark_complete(MODELS / data.name)  # the stage's own folder is marked last, by run_training_stage
     if not data.control:
         return None
     held_images, held_table = data.load("held_out")
-    return held_out_predictions(data, held_table, predict_proba(network, held_images, device, target.head_sizes))
+    held_out = predict_proba(network, held_images, device, target.head_sizes, tta=config.tta)
+    return held_out_predictions(data, held_table, held_out)
 
 
 if __name__ == "__main__":

@@ -283,6 +283,7 @@ class TrainParams(_Block):
     optimizer: Literal[options.OPTIMIZERS] = "adam"
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     augment: StrictBool = True
+    tta: StrictBool = False  # predictions averaged over the 8 flips/rotations (not the per-epoch validation)
     crop_pad: Annotated[StrictInt, Field(ge=0, le=32)] = 4
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"

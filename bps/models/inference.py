@@ -51,15 +51,30 @@ def probabilities(logits: torch.Tensor, head_sizes: Sequence[int] = (), multilab
     return torch.sigmoid(logits) if multilabel else head_softmax(logits, head_sizes)
 
 
+def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The batch under the 8 flips and 90° rotations of a square (4 flips when not square): nuclei
+    have no preferred orientation, so each view is as plausible as the image itself."""
+    if batch.shape[-1] != batch.shape[-2]:
+        return [batch, batch.flip(-1), batch.flip(-2), batch.flip(-1, -2)]
+    turned = [torch.rot90(batch, k, dims=(-2, -1)) for k in range(4)]
+    return [view for image in turned for view in (image, image.flip(-1))]
+
+
 @torch.no_grad()
-def predict_proba(
-    model: nn.Module, images: np.ndarray, device: torch.device, head_sizes: Sequence[int] = (), multilabel: bool = False
-) -> np.ndarray:
-    """Class probabilities for every image of a split, in order, never augmented (see :func:`probabilities`)."""
+def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, head_sizes: Sequence[int] = (),
+                  multilabel: bool = False, tta: bool = False) -> np.ndarray:
+    """Class probabilities for every image of a split, in order (see :func:`probabilities`); with
+    ``tta`` (test-time augmentation, ``train.tta``) the mean over the :func:`dihedral_views`."""
     model.eval()
+
+    def proba(batch: torch.Tensor) -> torch.Tensor:
+        if not tta:
+            return probabilities(model(batch), head_sizes, multilabel)
+        views = dihedral_views(batch)
+        return torch.stack([probabilities(model(view), head_sizes, multilabel) for view in views]).mean(dim=0)
+
     chunks = [
-        probabilities(model(to_device(to_float(np.array(images[start : start + EVAL_BATCH_SIZE])), device)), head_sizes,
-                      multilabel).cpu().numpy()
+        proba(to_device(to_float(np.array(images[start : start + EVAL_BATCH_SIZE])), device)).cpu().numpy()
         for start in range(0, len(images), EVAL_BATCH_SIZE)
     ]
     return np.concatenate(chunks) if chunks else np.empty((0, 0), dtype=np.float32)

@@ -64,8 +64,9 @@ def load_model(folder: Path | str, device: str = "auto") -> LoadedModel:
 
         torch_device = pick_device(device)
         network, _ = load_checkpoint(folder, torch_device)
+        tta = bool(card.training.get("tta", False))  # train.tta; cards from before it have none
         return LoadedModel(folder, card, target, lambda images: predict_proba(
-            network, images, torch_device, target.head_sizes, target.multilabel), network, torch_device)
+            network, images, torch_device, target.head_sizes, target.multilabel, tta), network, torch_device)
     estimator = sklearn_io.load(folder)
     if card.kind == "mlp":
         return LoadedModel(folder, card, target, lambda images: target.marginals(
