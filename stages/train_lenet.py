@@ -52,6 +52,7 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
     config, target = params.train, data.target
     generator = make_deterministic(config.seed, device.type)
     (train_images, train_table), (val_images, val_table) = data.load("train"), data.load("val")
+    val_labels = target.encode(val_table)
     card = ModelCard(
         kind="cnn", architecture=config.model, in_channels=train_images.shape[1], image_size=train_images.shape[-1],
         target=target.name, classes=list(target.outputs), preprocess=params.preprocess, control=data.control,
@@ -66,13 +67,13 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
     with Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) if world.is_main else SilentLive() as live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
         fit(model, config, target, Split(train_images, target.encode(train_table)),
-            Split(val_images, target.encode(val_table)), generator, device, world, live, kept)
+            Split(val_images, val_labels), generator, device, world, live, kept)
     if not world.is_main:
         return None
     network = kept.restore()
     if target.multilabel:  # the kept epoch's thresholds, on the whole validation split
         proba = predict_proba(network, val_images, device, multilabel=True, tta=config.tta)
-        store_thresholds(MODELS / data.name, choose_thresholds(target.encode(val_table), proba, params.task.threshold))
+        store_thresholds(MODELS / data.name, choose_thresholds(val_labels, proba, params.task.threshold))
     if not data.primary:
         mark_complete(MODELS / data.name)  # the stage's own folder is marked last, by run_training_stage
     if not data.control:
