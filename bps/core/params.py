@@ -207,6 +207,7 @@ class SplitParams(_Block):
 
 class PreprocessParams(_Block):
     image_size: Annotated[StrictInt, Field(ge=16, le=512)] = 64
+    scale: Literal["fit", "native"] = "fit"  # the whole crop shrunk to image_size, or its centre at native scale
     normalize: Literal["fixed", "percentile", "minmax"] = "fixed"
     fixed_range: tuple[Annotated[StrictInt, Field(ge=0, le=65535)], Annotated[StrictInt, Field(ge=0, le=65535)]] = (
         200,

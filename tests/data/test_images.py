@@ -8,7 +8,17 @@ import tifffile
 
 from bps.core.params import PreprocessParams
 from bps.data.arrays import prepare_images, save_array
-from bps.data.images import ImageError, normalize, pad_to_square, prepare, read_tiff, resize_area, to_uint8
+from bps.data.images import (
+    ImageError,
+    centre_window,
+    normalize,
+    pad_to_square,
+    prepare,
+    prepare_image,
+    read_tiff,
+    resize_area,
+    to_uint8,
+)
 from bps.sim.render import plan_dataset, simulate_image, write_tiff
 
 REAL_DIR = Path(__file__).resolve().parents[3] / "shared" / "bps-real"
@@ -173,6 +183,30 @@ def test_pad_to_square_tall_odd_image():
 def test_pad_to_square_leaves_square_images_alone():
     image = np.random.default_rng(0).random((12, 12)).astype(np.float32)
     np.testing.assert_array_equal(pad_to_square(image), image)
+
+
+def test_centre_window_cuts_a_large_crop_and_pads_a_small_one_at_native_scale():
+    large = np.arange(150 * 120, dtype=np.uint16).reshape(150, 120)
+    window = centre_window(large, 64)
+    assert window.shape == (64, 64) and window.dtype == np.float32
+    np.testing.assert_array_equal(window, pad_to_square(large)[43:107, 43:107])  # the square's centre
+    np.testing.assert_array_equal(window[:, 3:61], large[43:107, 31:89])  # pixels unshrunk
+    small = np.full((20, 30), 5, dtype=np.uint16)
+    small[8:12, 13:17] = 900
+    padded = centre_window(small, 64)
+    assert padded.shape == (64, 64)
+    np.testing.assert_array_equal(padded[22:42, 17:47], small)  # centred
+    assert (padded[:22] == 5).all() and (padded[:, :17] == 5).all()  # the border's median around it
+
+
+def test_native_scale_keeps_a_focus_at_its_real_width():
+    """A 5 px wide focus in a 150 px crop stays 5 px wide at native scale; fit shrinks it to ~2 px."""
+    crop = np.full((150, 150), 300, dtype=np.uint16)
+    crop[73:78, 73:78] = 2900
+    native = prepare_image(crop, _params(image_size=64, scale="native"))
+    fit = prepare_image(crop, _params(image_size=64, scale="fit"))
+    assert (native > 200).sum() == 25
+    assert (fit > 200).sum() <= 4
 
 
 def test_resize_area_of_constant_stays_constant():
