@@ -229,3 +229,11 @@ def test_an_mlp_too_large_for_memory_is_refused_naming_the_key():
     assert parse_params(layout).baseline.hidden_layers == [100]
     message = _error(layout | {"baseline": {"hidden_layers": [200]}})
     assert message.startswith("params.yaml: baseline.hidden_layers: [200] on 262144 inputs (4 channels × ")
+
+
+def test_intensity_augment_is_a_strength_from_0_to_1():
+    assert Params().train.intensity_augment == 0.0  # off by default: today's training
+    assert parse_params({"train": {"intensity_augment": 0.3}}).train.intensity_augment == 0.3
+    message = _error({"train": {"intensity_augment": 1.5}})
+    assert message == "params.yaml: train.intensity_augment: Input should be less than or equal to 1 (got 1.5)"
+    assert _error({"train": {"intensity_augmnet": 0.3}}).startswith("params.yaml: train.intensity_augmnet: unknown key")
