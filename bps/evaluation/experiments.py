@@ -45,8 +45,8 @@ def experiments(shown: list[dict], metrics_file: str) -> list[dict]:
     found = []
     for commit in shown:
         for experiment in commit.get("experiments") or []:
-            if experiment.get("executor"):
-                continue  # queued, running or failed: finished experiments have none
+            if (experiment.get("executor") or {}).get("state") in ("queued", "running"):
+                continue
             for rev in experiment.get("revs") or []:
                 data = rev.get("data") or {}
                 metrics = ((data.get("metrics") or {}).get(metrics_file) or {}).get("data")
