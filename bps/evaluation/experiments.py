@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", default=".",
                         help="regular expression picking metric keys (default: every one)")
     parser.add_argument("--file", default="metrics/headline.json", help="the metrics file to read (a DVC metric)")
+    parser.add_argument("--all-commits", action="store_true",
+                        help="the experiments of every commit (dvc exp show -A), not only of HEAD's")
     parser.add_argument("--by", action="append", default=[], metavar="PARAM",
                         help="one summary per value of this param, e.g. data.synthetic.plate_effect (repeatable)")
     parser.add_argument("--intervals", action="store_true",
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         shown = json.loads(args.json.read_text())
     else:
-        result = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if args.all_commits else [])]
+        result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             print(f"error: `dvc exp show --json` failed: {result.stderr.strip()}", file=sys.stderr)
             raise SystemExit(1)
