@@ -50,7 +50,8 @@ def _toy_data(argv: list[str]) -> None:
 COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "predict": (_predict, "class probabilities for new images from a trained model folder"),
     "serve": (_serve, "serve a trained model's predictions over HTTP"),
-    "exp-summary": (_exp_summary, "mean ± SD of every metric across DVC experiments (e.g. one per seed)"),
+    "exp-summary": (_exp_summary, "mean ± SD of every metric across DVC experiments (e.g. one per seed); "
+                                  "--by PARAM --intervals: the plate-drift stress test"),
     "realism": (_realism, "the simulator's crops measured against the real one (a Markdown table)"),
     "sham-probe": (_sham_probe, "how much of the simulated plate signal each split protocol lets through"),
     "toy-data": (_toy_data, "write a small offline dataset in the HPA or RxRx1 layout"),

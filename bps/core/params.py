@@ -286,6 +286,8 @@ class TrainParams(_Block):
     augment: StrictBool = True
     tta: StrictBool = False  # predictions averaged over the 8 flips/rotations (not the per-epoch validation)
     crop_pad: Annotated[StrictInt, Field(ge=0, le=32)] = 4
+    # Random gain, offset, gamma and blur per training image (bps/training/batches.py IntensityAugment); 0 = off.
+    intensity_augment: Annotated[float, Field(ge=0, le=1)] = 0.0
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: Literal[options.ARCHITECTURES] = "lenet"

@@ -4,6 +4,7 @@
     python -m bps exp-summary                          # every experiment in `dvc exp show`
     python -m bps exp-summary --metrics 'lenet\\.(irradiated|control)$'
     python -m bps exp-summary --json shown.json        # a saved `dvc exp show --json`
+    python -m bps exp-summary --by data.synthetic.plate_effect --intervals   # the plate-drift stress test
 
 One trained network is one draw: seeds 0-4 of LeNet-5 gave test accuracies 0.59-0.71 on the
 default data. Queue one experiment per seed, then summarise them here, so a comparison rests on
@@ -18,15 +19,18 @@ import re
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
-def flatten(data: object, prefix: str = "") -> Iterator[tuple[str, float]]:
-    """Numeric leaves of nested metrics as (dotted key, value), as ``dvc metrics show`` names them."""
+def flatten(data: object, prefix: str = "", numeric: bool = True) -> Iterator[tuple[str, object]]:
+    """Numeric leaves of nested metrics as (dotted key, value), as ``dvc metrics show`` names them;
+    with ``numeric`` False every leaf (params: ``preprocess.normalize`` is a name), lists as tuples."""
     if isinstance(data, dict):
         for key, value in data.items():
-            yield from flatten(value, f"{prefix}{key}.")
+            yield from flatten(value, f"{prefix}{key}.", numeric)
+    elif not numeric:
+        yield prefix.rstrip("."), tuple(data) if isinstance(data, list) else data
     elif isinstance(data, int | float) and not isinstance(data, bool):
         yield prefix.rstrip("."), float(data)
 
@@ -35,23 +39,26 @@ def experiments(shown: list[dict], metrics_file: str) -> list[dict]:
     """Every finished experiment of ``dvc exp show --json``: its name, params and flat metrics.
 
     The workspace and the commits themselves are left out: only experiments (``dvc exp run``,
-    queued or not) count, each once.
+    queued or not) count, each once. One still queued or running is left out too: an experiment
+    running in the workspace shows the workspace's old metrics until it ends.
     """
     found = []
     for commit in shown:
         for experiment in commit.get("experiments") or []:
+            if (experiment.get("executor") or {}).get("state") in ("queued", "running"):
+                continue
             for rev in experiment.get("revs") or []:
                 data = rev.get("data") or {}
                 metrics = ((data.get("metrics") or {}).get(metrics_file) or {}).get("data")
                 if not metrics:
-                    continue  # queued, running or failed
-                params = dict(flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {})))
-                found.append({"name": rev.get("name") or rev["rev"][:7], "params": params,
+                    continue  # failed
+                params = dict(flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}), numeric=False))
+                found.append({"name": rev.get("name") or rev["rev"][:7], "rev": rev["rev"], "params": params,
                               "metrics": dict(flatten(metrics))})
     return found
 
 
-def varied_params(found: list[dict]) -> dict[str, list[float]]:
+def varied_params(found: list[dict]) -> dict[str, list]:
     """Params whose value differs between the experiments (e.g. train.seed), with each one's values."""
     keys = sorted(set().union(*(e["params"] for e in found))) if found else []
     return {key: [e["params"].get(key) for e in found] for key in keys
@@ -70,17 +77,80 @@ def spread(found: list[dict], pattern: str = ".*") -> list[dict]:
     return rows
 
 
+def grouped(found: list[dict], keys: list[str]) -> dict[tuple, list[dict]]:
+    """The experiments by their values of the params ``keys`` (e.g. data.synthetic.plate_effect), in order."""
+    groups: dict[tuple, list[dict]] = {}
+    for experiment in found:
+        groups.setdefault(tuple(experiment["params"].get(key) for key in keys), []).append(experiment)
+    return groups
+
+
+def committed_json(rev: str, path: str = "metrics/evaluate.json") -> dict | None:
+    """A JSON file as an experiment's commit holds it (git tracks metrics/), or None if it has none."""
+    result = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+# The stress test's figures per model in metrics/evaluate.json: the block each sits in, and its key.
+STRESS_FIGURES = {"irradiated": ("", "irradiated_accuracy"), "sham": ("", "sham_accuracy"),
+                  "control": ("control", "accuracy")}
+
+
+def stress(evaluations: list[dict], chance: float = 0.5) -> list[dict]:
+    """Per model of ``evaluations`` (one ``evaluate.json`` per seed): irradiated and sham accuracy
+    and the negative control, each as mean and SD over the seeds and in how many seeds its 95 %
+    interval holds ``chance``. A model that reads plates, not damage, puts its sham accuracy and
+    control away from chance on plates it never saw."""
+    models = [name for name, scores in evaluations[0].items() if "sham_accuracy" in scores]
+    rows = []
+    for model in models:
+        row: dict = {"model": model, "n": len(evaluations)}
+        for figure, (block, key) in STRESS_FIGURES.items():
+            scored = [evaluation[model][block] if block else evaluation[model] for evaluation in evaluations]
+            values = [score[key] for score in scored]
+            row[figure] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan"))
+            row[f"{figure}_holds_chance"] = sum(score[f"{key}_ci95_low"] <= chance <= score[f"{key}_ci95_high"]
+                                                for score in scored)
+        rows.append(row)
+    return rows
+
+
+def print_stress(groups: dict[tuple, list[dict]], keys: list[str],
+                 read: Callable[[str], dict | None] = committed_json) -> None:
+    """The stress test's table per group: each model's irradiated, sham and control figures over its seeds."""
+    for values, group in groups.items():
+        evaluations = [evaluation for evaluation in map(read, (e["rev"] for e in group)) if evaluation]
+        varied = ", ".join(f"{key} = {found}" for key, found in varied_params(group).items()) or "nothing"
+        print(f"\n{', '.join(f'{key}={value}' for key, value in zip(keys, values))}: {len(evaluations)} "
+              f"experiments ({varied})")
+        if not evaluations:
+            continue
+        print(f"{'model':<12} {'irradiated':>15}  {'sham':>15} {'CI∋0.5':>6}  {'control':>15} {'CI∋0.5':>6}")
+        for row in stress(evaluations):
+            cells = [f"{row[name][0]:.3f} ± {row[name][1]:.3f}" for name in STRESS_FIGURES]
+            print(f"{row['model']:<12} {cells[0]:>15}  {cells[1]:>15} {row['sham_holds_chance']:>3}/{row['n']:<2}  "
+                  f"{cells[2]:>15} {row['control_holds_chance']:>3}/{row['n']:<2}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bps exp-summary", description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="a saved `dvc exp show --json` (default: run it now)")
     parser.add_argument("--metrics", default=".",
                         help="regular expression picking metric keys (default: every one)")
     parser.add_argument("--file", default="metrics/headline.json", help="the metrics file to read (a DVC metric)")
+    parser.add_argument("--all-commits", action="store_true",
+                        help="the experiments of every commit (dvc exp show -A), not only of HEAD's")
+    parser.add_argument("--by", action="append", default=[], metavar="PARAM",
+                        help="one summary per value of this param, e.g. data.synthetic.plate_effect (repeatable)")
+    parser.add_argument("--intervals", action="store_true",
+                        help="per model, irradiated and sham accuracy and the control over the seeds, and how many "
+                             "95 %% intervals hold 0.5 (each experiment's metrics/evaluate.json, from its commit)")
     args = parser.parse_args(argv)
     if args.json:
         shown = json.loads(args.json.read_text())
     else:
-        result = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if args.all_commits else [])]
+        result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             print(f"error: `dvc exp show --json` failed: {result.stderr.strip()}", file=sys.stderr)
             raise SystemExit(1)
@@ -91,8 +161,15 @@ def main(argv: list[str] | None = None) -> None:
               "(dvc exp run --queue -S 'train.seed=range(0, 5)' && dvc queue start)", file=sys.stderr)
         raise SystemExit(1)
     varied = ", ".join(f"{key} = {values}" for key, values in varied_params(found).items()) or "nothing"
-    print(f"{len(found)} experiments ({', '.join(e['name'] for e in found)}); params varied: {varied}\n")
-    print(f"{'metric':<40} {'n':>3}  {'mean ± SD':>17}  {'min':>7}  {'max':>7}")
-    for row in spread(found, args.metrics):
-        print(f"{row['metric']:<40} {row['n']:>3}  {row['mean']:>7.4f} ± {row['sd']:<7.4f}  "
-              f"{row['min']:>7.4f}  {row['max']:>7.4f}")
+    print(f"{len(found)} experiments ({', '.join(e['name'] for e in found)}); params varied: {varied}")
+    groups = grouped(found, args.by)
+    if args.intervals:
+        print_stress(groups, args.by)
+        return
+    for values, group in groups.items():
+        if args.by:
+            print(f"\n{', '.join(f'{key}={value}' for key, value in zip(args.by, values))}: {len(group)} experiments")
+        print(f"\n{'metric':<40} {'n':>3}  {'mean ± SD':>17}  {'min':>7}  {'max':>7}")
+        for row in spread(group, args.metrics):
+            print(f"{row['metric']:<40} {row['n']:>3}  {row['mean']:>7.4f} ± {row['sd']:<7.4f}  "
+                  f"{row['min']:>7.4f}  {row['max']:>7.4f}")

@@ -8,12 +8,14 @@ whole batch. Augmentation is a training-only step: evaluation batches come from
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from bps.core.params import TrainParams
 from bps.models.inference import to_float
 from bps.targets.multilabel import oversampling_weights, positive_weights
 
@@ -131,3 +133,78 @@ class RandomAugment:
             channels = torch.arange(batch.shape[1]).view(1, -1, 1, 1)
             batch = padded[samples, channels, rows, cols]
         return batch
+
+
+class IntensityAugment:
+    """Random staining drift, drawn per image (gain and offset per channel), applied per batch.
+
+    Plates differ in staining, background and focus; a network that sees only the training
+    plates' looks can learn to read the plate instead of the nucleus. Jittering every image's
+    intensities by about as much as plates differ (the RxRx1 winners' per-channel affine jitter,
+    plus a gamma and a slight Gaussian blur) leaves the foci but not the look to learn from.
+    ``strength`` s in 0..1: gain exp(N(0, s)) and offset N(0, s/2) per channel, the offset in
+    units of the channel's mean level (so it means the same after any ``preprocess.normalize``),
+    gamma exp(N(0, s/2)) and blur σ uniform in [0, 2s] px per image.
+    """
+
+    def __init__(self, generator: torch.Generator, strength: float) -> None:
+        self.generator = generator
+        self.strength = strength
+
+    def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
+        """Jitter ``batch``; ``part`` and ``drawn_for`` as in :meth:`RandomAugment.__call__`."""
+        count, channels = batch.shape[:2]
+        total = count if drawn_for is None else drawn_for
+        s = self.strength
+
+        def normal(*shape: int) -> torch.Tensor:
+            return torch.randn((total, *shape), generator=self.generator)[part].view(count, *shape, 1, 1)
+
+        gain, offset = (s * normal(channels)).exp(), s / 2 * normal(channels)
+        gamma = (s / 2 * normal(1)).exp()
+        sigma = 2 * s * torch.rand((total,), generator=self.generator)[part]
+        batch = gaussian_blur(batch, sigma, math.ceil(6 * s)).clamp(0, 1) ** gamma
+        return (batch * gain + offset * batch.mean((-2, -1), keepdim=True)).clamp(0, 1)
+
+
+def gaussian_blur(batch: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """Blur each image of ``batch`` with its own σ (px; 0 leaves it as it is): one grouped,
+    separable convolution over the whole batch, reflection at the borders. The kernels' ``radius``
+    (3σ of the largest σ drawable) does not depend on the draws, so an image blurs the same in any batch."""
+    count, channels, height, width = batch.shape
+    radius = min(radius, height - 1, width - 1)
+    if radius == 0:
+        return batch
+    x = torch.arange(-radius, radius + 1, dtype=batch.dtype)
+    kernel = torch.exp(-(x**2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(channels, 0)  # one row per image channel
+    flat = torch.nn.functional.pad(batch.reshape(1, count * channels, height, width), (radius,) * 4, mode="reflect")
+    flat = torch.nn.functional.conv2d(flat, kernel.view(-1, 1, 1, 2 * radius + 1), groups=count * channels)
+    flat = torch.nn.functional.conv2d(flat, kernel.view(-1, 1, 2 * radius + 1, 1), groups=count * channels)
+    return flat.view(count, channels, height, width)
+
+
+class Chain:
+    """Augmentations applied one after the other, each with the same rows of the same batch."""
+
+    def __init__(self, *steps: Augment) -> None:
+        self.steps = steps
+
+    def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
+        for step in self.steps:
+            batch = step(batch, part, drawn_for)
+        return batch
+
+
+def training_augment(generator: torch.Generator, config: TrainParams) -> Augment | None:
+    """What ``train.augment`` and ``train.intensity_augment`` ask for, drawn from ``generator``.
+
+    Geometry first, then intensities; with ``intensity_augment`` 0 (the default) exactly
+    :class:`RandomAugment`, so its draws and the trained weights are unchanged.
+    """
+    steps: list[Augment] = []
+    if config.augment:
+        steps.append(RandomAugment(generator, config.crop_pad))
+    if config.intensity_augment > 0:
+        steps.append(IntensityAugment(generator, config.intensity_augment))
+    return steps[0] if len(steps) == 1 else Chain(*steps) if steps else None

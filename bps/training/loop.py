@@ -22,7 +22,7 @@ from bps.core.params import TrainParams
 from bps.models.inference import to_device
 from bps.targets.labels import Target
 from bps.targets.metrics import validation_scores
-from bps.training.batches import Augment, RandomAugment, Shard, iterate_batches, training_weights
+from bps.training.batches import Augment, Shard, iterate_batches, training_augment, training_weights
 from bps.training.distributed import World, predict_whole_split, sum_over_ranks
 
 
@@ -193,7 +193,7 @@ def fit(model: nn.Module, config: TrainParams, target: Target, train: Split, val
     """
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
-    augment = RandomAugment(generator, config.crop_pad) if config.augment else None
+    augment = training_augment(generator, config)
     class_weights, sample_weights = training_weights(train.labels, len(target.classes))
     options = {
         "class_weights": class_weights if config.class_weight == "balanced" else None,

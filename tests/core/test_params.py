@@ -257,3 +257,11 @@ def test_a_derived_seed_set_by_hand_is_one_line_naming_the_scheme(key):
 def test_preprocess_size_is_renamed():
     assert _error({"preprocess": {"size": 32}}) == "params.yaml: preprocess.size: renamed to preprocess.image_size"
     assert parse_params({"preprocess": {"image_size": 32}}).preprocess.image_size == 32
+
+
+def test_intensity_augment_is_a_strength_from_0_to_1():
+    assert Params().train.intensity_augment == 0.0  # off by default: today's training
+    assert parse_params({"train": {"intensity_augment": 0.3}}).train.intensity_augment == 0.3
+    message = _error({"train": {"intensity_augment": 1.5}})
+    assert message == "params.yaml: train.intensity_augment: Input should be less than or equal to 1 (got 1.5)"
+    assert _error({"train": {"intensity_augmnet": 0.3}}).startswith("params.yaml: train.intensity_augmnet: unknown key")

@@ -1,4 +1,5 @@
-"""stages.exp_summary on the `dvc exp show --json` of a real, tiny DVC project with queued seeds."""
+"""bps.evaluation.experiments on the `dvc exp show --json` of a real, tiny DVC project with queued
+seeds (slow), and the plate-drift stress test's grouping and intervals on the same JSON's shape."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ import sys
 import pytest
 import yaml
 
-from bps.evaluation.experiments import experiments, spread, varied_params
+from bps.evaluation.experiments import experiments, grouped, print_stress, spread, stress, varied_params
 from tests.support.dvc_project import PROJECT_ROOT, dvc, git, isolated_env
-
-pytestmark = pytest.mark.slow
 
 FAKE_TRAIN = """\
 import json, pathlib, yaml
@@ -46,6 +45,7 @@ def shown(tmp_path_factory) -> list[dict]:
     return json.loads((base / "shown.json").read_text())
 
 
+@pytest.mark.slow
 def test_every_queued_experiment_is_read_once_with_its_seed(shown):
     found = experiments(shown, "metrics/evaluate.json")
     assert sorted(e["params"]["train.seed"] for e in found) == [1, 2, 3]
@@ -58,6 +58,7 @@ def test_every_queued_experiment_is_read_once_with_its_seed(shown):
     assert rows["lenet.control.leakage"]["mean"] == pytest.approx(0.04)
 
 
+@pytest.mark.slow
 def test_the_script_prints_mean_and_sd(shown, tmp_path):
     saved = tmp_path / "shown.json"
     saved.write_text(json.dumps(shown))
@@ -66,3 +67,61 @@ def test_the_script_prints_mean_and_sd(shown, tmp_path):
                             cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert "3 experiments" in result.stdout and "train.seed" in result.stdout
     assert "lenet.accuracy" in result.stdout and "0.6200 ± 0.0100" in result.stdout
+
+
+def _rev(sha: str, params: dict, metrics: dict) -> dict:
+    """One experiment's rev as `dvc exp show --json` (DVC 3) writes it."""
+    return {"rev": sha, "name": f"exp-{sha}", "error": None, "experiments": None,
+            "data": {"rev": sha, "timestamp": "2026-12-02T03:46:32", "meta": {}, "deps": {}, "outs": {},
+                     "params": {"params.yaml": {"data": params}},
+                     "metrics": {"metrics/headline.json": {"data": metrics}}}}
+
+
+def _stress_shown() -> list[dict]:
+    """Four finished experiments (plate_effect 0 and 0.3, simulator seeds 0 and 1) and one still
+    running in the workspace, whose metrics are the workspace's old ones."""
+    finished = [{"executor": None, "name": f"exp-{plate}{seed}", "revs": [_rev(f"{plate}{seed}", {
+        "data": {"synthetic": {"plate_effect": plate, "seed": seed}, "hours": [4, 24, 48]},
+        "split": {"protocol": "leave_hour_out"}, "preprocess": {"normalize": "fixed"}},
+        {"lenet": {"sham": 0.5 + plate + seed / 10}})]} for plate in (0, 0.3) for seed in (0, 1)]
+    running = {"executor": {"state": "running", "name": "workspace", "local": {"pid": 1}}, "name": "busy",
+               "revs": [_rev("workspace", {"data": {"synthetic": {"plate_effect": 0.3, "seed": 2}}},
+                             {"lenet": {"sham": 0.0}})]}
+    return [{"rev": "workspace", "name": None, "data": {}, "experiments": None},
+            {"rev": "885e831", "name": "main", "data": {}, "experiments": [running, *finished]}]
+
+
+def _evaluation(sham: float, control: float) -> dict:
+    """The slice of metrics/evaluate.json the stress test reads, with ±0.1 intervals."""
+    def scored(key: str, value: float) -> dict:
+        return {key: value, f"{key}_ci95_low": value - 0.1, f"{key}_ci95_high": value + 0.1}
+
+    return {"lenet": {**scored("irradiated_accuracy", 0.7), **scored("sham_accuracy", sham),
+                      "control": scored("accuracy", control)}, "paired": {"lenet_vs_foci": {"p": 0.5}}}
+
+
+def test_running_experiments_are_left_out_and_params_keep_their_names():
+    found = experiments(_stress_shown(), "metrics/headline.json")
+    assert [e["rev"] for e in found] == ["00", "01", "0.30", "0.31"]  # not the one running in the workspace
+    assert found[0]["params"]["preprocess.normalize"] == "fixed" and found[0]["params"]["data.hours"] == (4, 24, 48)
+    groups = grouped(found, ["data.synthetic.plate_effect"])
+    assert {key: [e["rev"] for e in group] for key, group in groups.items()} == {(0,): ["00", "01"],
+                                                                                (0.3,): ["0.30", "0.31"]}
+    assert varied_params(groups[(0.3,)]) == {"seed": [0, 1]}
+
+
+def test_stress_counts_the_seeds_whose_interval_holds_chance():
+    (row,) = stress([_evaluation(sham=0.5, control=0.45), _evaluation(sham=0.8, control=0.55)])
+    assert row["model"] == "lenet" and row["n"] == 2
+    assert row["irradiated"] == pytest.approx((0.7, 0.0))
+    assert row["sham"][0] == pytest.approx(0.65) and row["sham_holds_chance"] == 1  # 0.8 ± 0.1 misses 0.5
+    assert row["control"][0] == pytest.approx(0.5) and row["control_holds_chance"] == 2
+
+
+def test_the_stress_table_reads_each_experiments_evaluation(capsys):
+    found = experiments(_stress_shown(), "metrics/headline.json")
+    evaluations = {e["rev"]: _evaluation(e["metrics"]["lenet.sham"], 0.5) for e in found}
+    print_stress(grouped(found, ["data.synthetic.plate_effect"]), ["data.synthetic.plate_effect"], evaluations.get)
+    printed = capsys.readouterr().out
+    assert "data.synthetic.plate_effect=0.3: 2 experiments (seed = [0, 1])" in printed
+    assert "0.850 ± 0.071   0/2" in printed  # sham 0.8 and 0.9 (± 0.1): no interval holds 0.5

@@ -1,11 +1,25 @@
-"""bps.training.batches: what balanced weights and the weighted sampler draw, for one label or many."""
+"""bps.training.batches: what balanced weights and the weighted sampler draw, for one label or many;
+the intensity augmentation and how the training augmentations are composed."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
+from bps.core.params import TrainParams
 from bps.targets.multilabel import oversampling_weights, positive_weights
-from bps.training.batches import balanced_weights, training_weights
+from bps.training.batches import (
+    Chain,
+    IntensityAugment,
+    RandomAugment,
+    Shard,
+    balanced_weights,
+    gaussian_blur,
+    iterate_batches,
+    training_augment,
+    training_weights,
+)
 
 
 def test_training_weights_follow_the_label_shape():
@@ -17,3 +31,69 @@ def test_training_weights_follow_the_label_shape():
     class_weights, sample_weights = training_weights(labels, 2)
     np.testing.assert_array_equal(class_weights, balanced_weights(labels, 2))
     np.testing.assert_array_equal(sample_weights, balanced_weights(labels, 2)[labels])
+
+
+def _batch(count: int = 6, channels: int = 2, size: int = 16) -> torch.Tensor:
+    return torch.rand((count, channels, size, size), generator=torch.Generator().manual_seed(0))
+
+
+def test_intensity_augment_is_seeded_and_stays_in_range():
+    batch = _batch()
+    first = IntensityAugment(torch.Generator().manual_seed(5), 0.3)(batch)
+    again = IntensityAugment(torch.Generator().manual_seed(5), 0.3)(batch)
+    other = IntensityAugment(torch.Generator().manual_seed(6), 0.3)(batch)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.equal(first, other) and not torch.equal(first, batch)
+    assert first.shape == batch.shape and first.dtype == batch.dtype
+    assert first.min() >= 0 and first.max() <= 1
+
+
+def test_intensity_augment_moves_each_channel_of_each_image_on_its_own():
+    flat = torch.full((4, 3, 8, 8), 0.5)  # a flat image: blur and gamma keep it flat, gain and offset move it
+    out = IntensityAugment(torch.Generator().manual_seed(1), 0.3)(flat)
+    levels = out.amax(dim=(-2, -1))
+    torch.testing.assert_close(levels, out.amin(dim=(-2, -1)))  # still flat
+    assert len(torch.unique(levels)) == levels.numel()  # a level per image and channel
+
+
+def test_intensity_augment_strength_zero_changes_nothing():
+    batch = _batch()
+    torch.testing.assert_close(IntensityAugment(torch.Generator().manual_seed(0), 0.0)(batch), batch)
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_sharded_intensity_augment_gets_the_whole_batchs_draws(size):
+    images = np.random.default_rng(0).integers(0, 256, (30, 2, 12, 12), dtype=np.uint8)
+    labels = np.arange(30, dtype=np.int64)
+
+    def epoch(shard: Shard | None) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(3)
+        augment = training_augment(generator, TrainParams(crop_pad=2, intensity_augment=0.4))
+        return [batch for batch, _ in iterate_batches(images, labels, 10, generator, augment, None, shard)]
+
+    whole = epoch(None)
+    parts = [epoch(Shard(rank, size)) for rank in range(size)]
+    for step, batch in enumerate(whole):
+        for rank in range(size):
+            torch.testing.assert_close(parts[rank][step], batch[rank::size], rtol=0, atol=0)
+
+
+def test_gaussian_blur_per_image_sigma():
+    batch = _batch(count=3, channels=1)
+    sigma = torch.tensor([0.0, 1.0, 2.0])
+    out = gaussian_blur(batch, sigma, 6)
+    torch.testing.assert_close(out[0], batch[0])  # σ 0: unchanged
+    for index in (1, 2):  # each image as if blurred alone
+        torch.testing.assert_close(out[index], gaussian_blur(batch[index:index + 1], sigma[index:index + 1], 6)[0])
+    assert out[2].std() < out[1].std() < batch[1].std()  # more blur, less contrast
+    flat = torch.full((2, 1, 8, 8), 0.7)
+    torch.testing.assert_close(gaussian_blur(flat, sigma[1:], 6), flat)
+
+
+def test_training_augment_composes_what_train_asks_for():
+    generator = torch.Generator()
+    assert isinstance(training_augment(generator, TrainParams()), RandomAugment)  # the default: today's draws
+    assert training_augment(generator, TrainParams(augment=False)) is None
+    assert isinstance(training_augment(generator, TrainParams(augment=False, intensity_augment=0.2)), IntensityAugment)
+    both = training_augment(generator, TrainParams(intensity_augment=0.2))
+    assert isinstance(both, Chain) and [type(step) for step in both.steps] == [RandomAugment, IntensityAugment]
