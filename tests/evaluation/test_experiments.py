@@ -78,14 +78,14 @@ def _rev(sha: str, params: dict, metrics: dict) -> dict:
 
 
 def _stress_shown() -> list[dict]:
-    """Four finished experiments (plate_effect 0 and 0.3, simulator seeds 0 and 1) and one still
+    """Four finished experiments (plate_effect 0 and 0.3, seeds 0 and 1) and one still
     running in the workspace, whose metrics are the workspace's old ones."""
     finished = [{"executor": None, "name": f"exp-{plate}{seed}", "revs": [_rev(f"{plate}{seed}", {
-        "data": {"synthetic": {"plate_effect": plate, "seed": seed}, "hours": [4, 24, 48]},
+        "seed": seed, "data": {"synthetic": {"plate_effect": plate}, "hours": [4, 24, 48]},
         "split": {"protocol": "leave_hour_out"}, "preprocess": {"normalize": "fixed"}},
         {"lenet": {"sham": 0.5 + plate + seed / 10}})]} for plate in (0, 0.3) for seed in (0, 1)]
     running = {"executor": {"state": "running", "name": "workspace", "local": {"pid": 1}}, "name": "busy",
-               "revs": [_rev("workspace", {"data": {"synthetic": {"plate_effect": 0.3, "seed": 2}}},
+               "revs": [_rev("workspace", {"seed": 2, "data": {"synthetic": {"plate_effect": 0.3}}},
                              {"lenet": {"sham": 0.0}})]}
     return [{"rev": "workspace", "name": None, "data": {}, "experiments": None},
             {"rev": "885e831", "name": "main", "data": {}, "experiments": [running, *finished]}]
