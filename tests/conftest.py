@@ -78,7 +78,9 @@ def restore_torch_global_state():
     mode = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     rng = torch.get_rng_state()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     yield
+    torch.utils.deterministic.fill_uninitialized_memory = fill
     if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
         mode,
         warn_only,

@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from bps.core import options
@@ -93,7 +92,11 @@ def resnet(depth: int, in_channels: int, n_classes: int, size: int, pretrained: 
     """torchvision's ResNet with its first convolution and head fitted to the data.
 
     ``pretrained`` names a local state-dict file of the ImageNet model: nothing is downloaded.
+    torchvision is imported here, not with the module: its import (torch._dynamo included) is
+    seconds of every CNN stage's start, and only the ResNets use it.
     """
+    import torchvision
+
     del size  # global average pooling takes any input size
     model = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth](weights=None)
     if pretrained is not None:

@@ -99,40 +99,46 @@ class RandomAugment:
     Nuclei have no preferred orientation, so the dihedral group and small shifts give new,
     equally plausible images. Crops take a ``size``×``size`` window from the reflection-padded
     image at a random offset of up to ``pad`` pixels.
+
+    All three only move pixels, so each image's draws make one map from output to source pixel,
+    and the batch is augmented by a single gather through those maps (the maps of every flip,
+    rotation and offset are views of one small table, built once per image size): the same
+    pixels as flipping, rotating, padding and cropping in turn, at a fraction of the cost.
     """
 
     def __init__(self, generator: torch.Generator, pad: int = 4) -> None:
         self.generator = generator
         self.pad = pad
+        self._windows: dict[tuple[int, int], torch.Tensor] = {}
+
+    def windows(self, height: int, width: int) -> torch.Tensor:
+        """Source pixel (flat index) of every output pixel, per transform and crop offset:
+        ``[flip * 4 + turns, top, left]`` (``[flip, top, left]`` when the image is not square)
+        gives the height×width map. The maps come from applying the transforms to pixel indices."""
+        if (height, width) not in self._windows:
+            index = torch.arange(height * width).view(height, width)
+            flips = [index, index.flip(-1)]
+            maps = [torch.rot90(m, k) for m in flips for k in range(4)] if height == width else flips
+            padded = np.pad(torch.stack(maps).numpy(), ((0, 0), (self.pad,) * 2, (self.pad,) * 2), mode="reflect")
+            self._windows[(height, width)] = torch.from_numpy(padded).unfold(1, height, 1).unfold(2, width, 1)
+        return self._windows[(height, width)]
 
     def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
         """Augment ``batch``; with ``part`` and ``drawn_for``, it is those rows of a batch of
         ``drawn_for`` images, and gets the draws those rows would get in the whole batch."""
-        count, _, height, width = batch.shape
+        count, channels, height, width = batch.shape
         total = count if drawn_for is None else drawn_for
 
         def draw(high: int) -> torch.Tensor:
             return torch.randint(0, high, (total,), generator=self.generator)[part]
 
-        flip = draw(2).bool().view(-1, 1, 1, 1)
-        batch = torch.where(flip, batch.flip(-1), batch)
+        transform = draw(2)  # the draws in the order the transforms apply: flip, turns, crop offset
         if height == width:
-            turns = draw(4)
-            rotated = torch.empty_like(batch)
-            for k in range(4):
-                chosen = turns == k
-                rotated[chosen] = torch.rot90(batch[chosen], k, dims=(-2, -1))
-            batch = rotated
-        if self.pad:
-            padded = torch.nn.functional.pad(batch, (self.pad,) * 4, mode="reflect")
-            top = draw(2 * self.pad + 1)
-            left = draw(2 * self.pad + 1)
-            rows = (top[:, None] + torch.arange(height)).view(count, 1, height, 1)
-            cols = (left[:, None] + torch.arange(width)).view(count, 1, 1, width)
-            samples = torch.arange(count).view(count, 1, 1, 1)
-            channels = torch.arange(batch.shape[1]).view(1, -1, 1, 1)
-            batch = padded[samples, channels, rows, cols]
-        return batch
+            transform = transform * 4 + draw(4)
+        top, left = (draw(2 * self.pad + 1), draw(2 * self.pad + 1)) if self.pad else (0, 0)
+        source = self.windows(height, width)[transform, top, left].view(count, 1, height * width)
+        pixels = batch.reshape(count, channels, height * width)
+        return pixels.gather(2, source.expand(-1, channels, -1)).view(batch.shape)
 
 
 class IntensityAugment:

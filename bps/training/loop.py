@@ -30,10 +30,14 @@ def make_deterministic(seed: int, device_type: str = "cpu") -> torch.Generator:
     """Seed torch and insist on deterministic kernels: same params and seed, same numbers on CPU.
 
     On CUDA some kernels have no deterministic version: there it warns instead of failing.
+    Deterministic mode would also fill every new tensor with NaN, a debugging aid that catches reads
+    of uninitialised memory: no kernel here reads it (the kept models are byte-identical without
+    the fill), and the fill is an extra pass over every activation and gradient of every step.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=device_type != "cpu")
+    torch.utils.deterministic.fill_uninitialized_memory = False
     return torch.Generator().manual_seed(seed)
 
 

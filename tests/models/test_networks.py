@@ -3,6 +3,10 @@
 LeNet-5 itself and the weights-only checkpoint format are covered by test_models.py.
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -288,3 +292,13 @@ def test_unknown_model_names_the_allowed_values():
     assert "'vgg16'" in message
     for name in ARCHITECTURES:
         assert f"'{name}'" in message
+
+
+@pytest.mark.slow  # a fresh interpreter: seconds
+def test_the_cnn_stage_starts_without_torchvision():
+    """Only the ResNets need torchvision, whose import (torch._dynamo with it) is seconds of every start."""
+    code = "import sys, stages.train_lenet; print('torchvision' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "False"

@@ -239,6 +239,26 @@ def test_training_is_deterministic_for_a_seed():
     assert any(not torch.equal(first[name], other[name]) for name in first)
 
 
+def test_training_without_the_nan_fill_gives_the_same_weights(monkeypatch):
+    """make_deterministic skips filling new tensors with NaN: no kernel of a training step reads
+    uninitialised memory, so the weights are those of a run with the fill."""
+    images, labels = _images(200, seed=11), _labels(200, seed=11)
+    unfilled = _short_training(0, images, labels)
+    assert not torch.utils.deterministic.fill_uninitialized_memory
+
+    deterministic = make_deterministic
+
+    def filling(seed: int) -> torch.Generator:
+        generator = deterministic(seed)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+        return generator
+
+    monkeypatch.setitem(globals(), "make_deterministic", filling)
+    filled = _short_training(0, images, labels)
+    for name in unfilled:
+        assert torch.equal(unfilled[name], filled[name]), name
+
+
 # --- device and optimiser --------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from bps.core.errors import PipelineError
 from bps.core.params import SplitParams, parse_params
 from bps.models.card import mark_complete, read_card
 from bps.targets.labels import get_target
+from bps.training import negative_control
 from bps.training.negative_control import Fold, TrainingData, control_folds, control_requested, sham_pool, training_runs
 from stages import evaluate, train_baseline, train_classical, train_lenet
 
@@ -126,6 +127,17 @@ def test_control_flag_and_names():
     runs = training_runs("baseline", hour_out, control=True)
     assert [(run.name, run.primary) for run in runs] == [
         ("baseline-control", True), ("baseline-control/hour-4", False), ("baseline-control/hour-24", False)]
+
+
+def test_a_stage_s_hour_folds_read_the_sham_images_once(monkeypatch):
+    """Each fold trains its own model on its own shams, but the images come from one read for all."""
+    reads = []
+    monkeypatch.setattr(negative_control, "_image_pool", lambda: reads.append(1) or (np.zeros((0, 1, 4, 4)), None))
+    runs = training_runs("lenet", parse_params({"split": {"protocol": "leave_hour_out"}}), control=True)
+    assert len(runs) == 3 and not reads  # nothing is read before a fold needs it
+    for run in runs:
+        run.sham_images()
+    assert len(reads) == 1
 
 
 @pytest.mark.slow  # trains every model family and its control, then evaluates (~15 s)
