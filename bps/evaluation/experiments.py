@@ -120,14 +120,15 @@ def print_stress(groups: dict[tuple, list[dict]], keys: list[str],
     """The stress test's table per group: each model's irradiated, sham and control figures over its seeds."""
     for values, group in groups.items():
         evaluations = [evaluation for evaluation in map(read, (e["rev"] for e in group)) if evaluation]
-        varied = ", ".join(f"{key} = {found}" for key, found in varied_params(group).items()) or "nothing"
+        varied = ", ".join(f"{key} = {found}" for key, found in varied_params(group).items()) or "no other param varies"
         print(f"\n{', '.join(f'{key}={value}' for key, value in zip(keys, values))}: {len(evaluations)} "
-              f"experiments ({varied})")
+              f"experiment{'s' if len(evaluations) != 1 else ''} ({varied})")
         if not evaluations:
             continue
         print(f"{'model':<12} {'irradiated':>15}  {'sham':>15} {'CI∋0.5':>6}  {'control':>15} {'CI∋0.5':>6}")
         for row in stress(evaluations):
-            cells = [f"{row[name][0]:.3f} ± {row[name][1]:.3f}" for name in STRESS_FIGURES]
+            cells = [f"{row[name][0]:.3f} ± {row[name][1]:.3f}" if row["n"] > 1 else f"{row[name][0]:.3f}        "
+                     for name in STRESS_FIGURES]  # one experiment: no spread to give
             print(f"{row['model']:<12} {cells[0]:>15}  {cells[1]:>15} {row['sham_holds_chance']:>3}/{row['n']:<2}  "
                   f"{cells[2]:>15} {row['control_holds_chance']:>3}/{row['n']:<2}")
 
