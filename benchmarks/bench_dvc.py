@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.common import Row, best_of_each
+from bps.core.params import with_key
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -92,10 +93,7 @@ def set_params(root: Path, changes: dict[tuple[str, ...], object]) -> None:
     """Change some keys of a project's params.yaml (each key a path of names)."""
     params = yaml.safe_load((root / "params.yaml").read_text())
     for keys, value in changes.items():
-        block = params
-        for key in keys[:-1]:
-            block = block[key]
-        block[keys[-1]] = value
+        params = with_key(params, keys, value)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 

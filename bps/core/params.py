@@ -37,6 +37,7 @@ RUNTIME_KEYS = (("data", "s3", "workers"), ("data", "s3", "retries"), ("data", "
 # every model alone (a seed sweep). These fields are filled from them and may not be set by hand.
 STUDY_SEEDS = (("data", "sample_seed"), ("data", "synthetic", "seed"), ("split", "seed"), ("evaluate", "seed"))
 TRAINING_SEEDS = (("train", "seed"), ("baseline", "seed"), ("appearance", "seed"))
+DERIVED_SEEDS = (*STUDY_SEEDS, *TRAINING_SEEDS[1:])  # never in a params file
 RENAMED = {("preprocess", "size"): "preprocess.image_size"}  # old key: new key
 # Files the download writes into data/raw itself (bps/layout.py, bps/s3.py), which a metadata path may not be.
 RESERVED_RAW_NAMES = ("meta.csv", ".manifest.json")
@@ -367,7 +368,7 @@ class Params(_Block):
         for old, new in RENAMED.items():
             if _has(raw, old):
                 raise ValueError(f"{'.'.join(old)}: renamed to {new}")
-        for path in (*STUDY_SEEDS, *TRAINING_SEEDS[1:]):
+        for path in DERIVED_SEEDS:
             if _has(raw, path):
                 raise ValueError(f"{'.'.join(path)}: one seed scheme: set the top-level `seed` (the whole study), "
                                  "or train.seed (every model's training alone)")
@@ -376,11 +377,10 @@ class Params(_Block):
             return raw  # reported as `seed` by the field's own check
         train = raw.get("train")
         training = train.get("seed") if isinstance(train, dict) else None
-        raw = _with(raw, TRAINING_SEEDS[0], study if training is None else training)
         for path in STUDY_SEEDS:
-            raw = _with(raw, path, study)
-        for path in TRAINING_SEEDS[1:]:
-            raw = _with(raw, path, study if training is None else training)
+            raw = with_key(raw, path, study)
+        for path in TRAINING_SEEDS:
+            raw = with_key(raw, path, study if training is None else training)
         return raw
 
     @model_validator(mode="after")
@@ -444,14 +444,14 @@ def _has(raw: dict, path: tuple[str, ...]) -> bool:
     return path[-1] in raw
 
 
-def _with(raw: dict, path: tuple[str, ...], value: object) -> dict:
+def with_key(raw: dict, path: tuple[str, ...], value: object) -> dict:
     """``raw`` with the key ``path`` set to ``value`` (copied, never changed in place); a block that is
     not a mapping is left for its own check to report."""
     head, *rest = path
     if not rest:
         return {**raw, head: value}
     inner = raw.get(head, {})
-    return {**raw, head: _with(inner, tuple(rest), value)} if isinstance(inner, dict) else raw
+    return {**raw, head: with_key(inner, tuple(rest), value)} if isinstance(inner, dict) else raw
 
 
 def _format_error(error: ValidationError, source: Path) -> str:
@@ -465,8 +465,7 @@ def _format_error(error: ValidationError, source: Path) -> str:
             model = Params
             for part in parent:
                 model = model.model_fields[str(part)].annotation
-            derived = (*STUDY_SEEDS, *TRAINING_SEEDS[1:])
-            allowed = ", ".join(name for name in model.model_fields if (*parent, name) not in derived)
+            allowed = ", ".join(name for name in model.model_fields if (*parent, name) not in DERIVED_SEEDS)
             message = f"unknown key (allowed: {allowed})"
         elif problem["type"] == "value_error":
             message = message.removeprefix("Value error, ")

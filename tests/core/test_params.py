@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bps.core.params import Params, ParamsError, load_params, parse_params
+from bps.core.params import Params, ParamsError, load_params, parse_params, with_key
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -244,14 +244,9 @@ def test_one_seed_seeds_the_study_and_train_seed_the_training_alone():
 @pytest.mark.parametrize("key", ["data.sample_seed", "data.synthetic.seed", "split.seed", "evaluate.seed",
                                  "baseline.seed", "appearance.seed"])
 def test_a_derived_seed_set_by_hand_is_one_line_naming_the_scheme(key):
-    raw: dict = {}
-    *blocks, last = key.split(".")
-    inner = raw
-    for block in blocks:
-        inner = inner.setdefault(block, {})
-    inner[last] = 1
-    assert _error(raw) == (f"params.yaml: {key}: one seed scheme: set the top-level `seed` (the whole study), "
-                           "or train.seed (every model's training alone)")
+    assert _error(with_key({}, tuple(key.split(".")), 1)) == (
+        f"params.yaml: {key}: one seed scheme: set the top-level `seed` (the whole study), "
+        "or train.seed (every model's training alone)")
 
 
 def test_preprocess_size_is_renamed():

@@ -16,10 +16,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 import yaml
 
+from bps.core.params import with_key
 from tests.support.dvc_project import (
     DVC,
     dvc,
@@ -46,11 +48,10 @@ def fingerprint(root: Path, *folders: str) -> dict[str, str]:
 
 
 def edit_params(root: Path, **values) -> None:
-    """Set dotted keys (``train__epochs=5`` for train.epochs) in params.yaml."""
+    """Set keys (``train__epochs=5`` for train.epochs, ``seed=1`` for the top-level seed) in params.yaml."""
     params = yaml.safe_load((root / "params.yaml").read_text())
     for dotted, value in values.items():
-        block, key = dotted.split("__")
-        params[block][key] = value
+        params = with_key(params, tuple(dotted.split("__")), value)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -127,18 +128,16 @@ TRAINERS = {"train-baseline", "train-baseline-control", "train-lenet", "train-le
 
 
 @pytest.mark.parametrize(("edit", "stages"), [
-    ({"train": {"seed": 1}}, {"check-params", *TRAINERS}),  # a seed sweep: same images, same split
+    ({"train__seed": 1}, {"check-params", *TRAINERS}),  # a seed sweep: same images, same split
     ({"seed": 1}, {"check-params", "download", "split", *TRAINERS, "evaluate"}),  # a new replicate of the study
 ])
 def test_one_seed_scheme_changes_only_the_stages_it_seeds(built, workspace, edit, stages):
     """train.seed re-seeds every model's training and nothing else; the top-level seed the whole study
     (preprocess and the deterministic foci model read neither)."""
-    params = yaml.safe_load((workspace / "params.yaml").read_text())
-    for block, values in edit.items():
-        params[block] = {**params[block], **values} if isinstance(values, dict) else values
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(workspace, **edit)
     status = json.loads(dvc(workspace, built.env, "status", "dvc.yaml", "--json").stdout)
     assert set(status) == stages
+
 
 def process_state(pid: int) -> str | None:
     """The kernel's one-letter state of ``pid`` (Z: a zombie), or None when it is gone."""
@@ -146,6 +145,15 @@ def process_state(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError):
         return None
+
+
+def stop(repro: subprocess.Popen, log: IO[str], pid: int | None) -> None:
+    """Whatever a test left running: close dvc's log, kill dvc and the stage process ``pid``."""
+    log.close()
+    if repro.poll() is None:
+        repro.kill()
+    if pid and process_state(pid) not in (None, "Z"):
+        os.kill(pid, signal.SIGKILL)
 
 
 def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.2):
@@ -192,11 +200,7 @@ def test_a_trainer_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_pa
         assert "did not finish" in predicted.stderr or "not a model folder" in predicted.stderr
         assert not (tmp_path / "p.csv").exists()
     finally:
-        log.close()
-        if repro.poll() is None:
-            repro.kill()
-        if trainer and process_state(trainer) not in (None, "Z"):
-            os.kill(trainer, signal.SIGKILL)
+        stop(repro, log, trainer)
     assert_restored(workspace, env)
     run([sys.executable, "-m", "bps", "predict", f"models/{folder}", str(image), "--out", str(tmp_path / "p.csv")],
         workspace, env)
@@ -237,9 +241,5 @@ def test_every_stage_dies_with_dvc_and_is_never_run_twice(built, workspace, tmp_
         time.sleep(1)  # anything it had left to write would be written by now
         assert [out for out in stage_outs(workspace, stage) if out.exists()] == []
     finally:
-        log.close()
-        if repro.poll() is None:
-            repro.kill()
-        if pid and process_state(pid) not in (None, "Z"):
-            os.kill(pid, signal.SIGKILL)
+        stop(repro, log, pid)
     assert_restored(workspace, env)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bps.core.params import with_key
 from tests.support.s3_server import FAKE_KEY_ID, FAKE_SECRET, REGION
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -127,10 +128,7 @@ def source_files() -> list[str]:
 def tiny_params() -> dict:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     for keys, value in TINY_PARAMS.items():
-        block = params
-        for key in keys[:-1]:
-            block = block[key]
-        block[keys[-1]] = value
+        params = with_key(params, keys, value)
     return params
 
 
