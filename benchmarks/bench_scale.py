@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import bench_limits
-from benchmarks.bench_dvc import BIN, PEAK_RSS, QUICK, _run, project_copy, set_params, stage_rows, stage_runs
+from benchmarks.bench_dvc import BIN, PEAK_RSS, QUICK, StageRun, _run, project_copy, set_params, stage_rows, stage_runs
 from benchmarks.bench_limits import Limit
 from benchmarks.common import Row
 from bps.sim.render import plan_dataset
@@ -43,7 +43,7 @@ def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None 
     project = project_copy(workdir / "full", changes)
     load = os.getloadavg()[0]  # other work on the machine slows stages and limits alike, not always equally
     try:
-        runs = stage_runs(project, "full")
+        timed = stage_runs(project, "full")
     finally:  # the run's results table, for people: the project copy goes with the scratch folder
         if (project / "metrics" / "comparison.md").is_file():
             print((project / "metrics" / "comparison.md").read_text(), file=sys.stderr)
@@ -51,9 +51,10 @@ def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None 
     limit_of = {"download": bench_limits.render_limit(project)}
     limit_of["preprocess"], one_image = bench_limits.decode_limit(project)
     limit_of |= bench_limits.cnn_limits(project)
-    rows = stage_rows(project, "full", runs)
+    runs, _ = timed
+    rows = stage_rows(project, "full", timed)
     rows[-1].note += f"; {17 * count} simulated images"
-    seconds = {stage: stage_seconds for stage, stage_seconds, _ in runs}
+    seconds = {run.stage: run.seconds for run in runs}
     for stage, limit in limit_of.items():
         rows.append(Row(f"full_{stage}_vs_limit", seconds[stage] / limit.seconds, "x",
                         f"{seconds[stage]:.1f} s vs {limit.seconds:.1f} s: {limit.what}"))
@@ -66,13 +67,14 @@ def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None 
     return rows
 
 
-def write_results(folder: Path, count: int, runs: list[tuple[str, float, float]], limit_of: dict[str, Limit],
+def write_results(folder: Path, count: int, runs: list[StageRun], limit_of: dict[str, Limit],
                   one_image: dict[str, float], rows: list[Row], load: float) -> None:
     """The run's table as full_size_<N>.json (for docs to include) and the same as Markdown."""
-    stages = [{"stage": stage, "seconds": round(seconds, 1), "peak_rss_mib": round(rss_mb),
-               "limit_s": round(limit_of[stage].seconds, 1) if stage in limit_of else None,
-               "vs_limit": round(seconds / limit_of[stage].seconds, 2) if stage in limit_of else None,
-               "limit": limit_of[stage].what if stage in limit_of else None} for stage, seconds, rss_mb in runs]
+    stages = [{"stage": run.stage, "seconds": round(run.seconds, 1), "command_s": round(run.command_s, 1),
+               "peak_rss_mib": round(run.rss_mb),
+               "limit_s": round(limit_of[run.stage].seconds, 1) if run.stage in limit_of else None,
+               "vs_limit": round(run.seconds / limit_of[run.stage].seconds, 2) if run.stage in limit_of else None,
+               "limit": limit_of[run.stage].what if run.stage in limit_of else None} for run in runs]
     total = rows[len(runs)]
     table = {"command": f"python -m benchmarks --only full_size --images-per-condition {count}",
              "images_per_condition": count, "images": 17 * count, "cores": os.cpu_count(),
@@ -82,15 +84,17 @@ def write_results(folder: Path, count: int, runs: list[tuple[str, float, float]]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"full_size_{count}.json").write_text(json.dumps(table, indent=2) + "\n")
     lines = [f"`{table['command']}`: {table['images']:,} simulated images, {table['cores']} cores "
-             f"(load average {table['load_at_start']} at the start), {table['date']}. Peak RSS: the largest process "
-             "of the stage's `dvc repro -s` (dvc's own is ~100 MiB).",
-             "", "| stage | seconds | peak RSS (MiB) | limit (s) | × limit | limit, measured in the same run |",
-             "|---|---:|---:|---:|---:|---|"]
+             f"(load average {table['load_at_start']} at the start), {table['date']}. One `dvc repro` from scratch; "
+             "a stage's seconds run from its command's start to the next one's, so they include DVC hashing and "
+             "caching its outputs; peak RSS is its command's largest process (dvc's own is ~100 MiB).",
+             "", "| stage | seconds | its command (s) | peak RSS (MiB) | limit (s) | × limit "
+             "| limit, measured in the same run |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for stage in stages:
         limit = ("", "", "") if stage["limit_s"] is None else (stage["limit_s"], stage["vs_limit"], stage["limit"])
-        lines.append(f"| {stage['stage']} | {stage['seconds']} | {stage['peak_rss_mib']} | {limit[0]} | {limit[1]} "
-                     f"| {limit[2]} |")
-    lines += [f"| **whole `dvc repro`** | **{table['total_s']}** | | | | |", "", f"{total.note}.", "",
+        lines.append(f"| {stage['stage']} | {stage['seconds']} | {stage['command_s']} | {stage['peak_rss_mib']} "
+                     f"| {limit[0]} | {limit[1]} | {limit[2]} |")
+    lines += [f"| **whole `dvc repro`** | **{table['total_s']}** | | | | | |", "", f"{total.note}.", "",
               "One image's work on one core (ms): " + ", ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {v}"
                                                                for k, v in table["one_image_ms"].items()
                                                                if k != "images") + "."]

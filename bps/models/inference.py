@@ -14,7 +14,11 @@ from torch import nn
 
 from bps.core.errors import PipelineError
 
-EVAL_BATCH_SIZE = 512
+# Images per forward pass when predicting. On CPU a batch of 64 stays in the caches, where 512's
+# buffers are mapped afresh from the kernel each pass: a process predicting ten 3,243-image splits
+# with LeNet-5 took 0.52× the wall time at 64 (whole-process medians), outputs the same to the bit.
+# A GPU wants large batches.
+EVAL_BATCH_SIZES = {"cpu": 64, "cuda": 512}
 
 
 def pick_device(requested: str) -> torch.device:
@@ -73,8 +77,9 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, he
         views = dihedral_views(batch)
         return torch.stack([probabilities(model(view), head_sizes, multilabel) for view in views]).mean(dim=0)
 
+    step = EVAL_BATCH_SIZES.get(device.type, EVAL_BATCH_SIZES["cpu"])
     chunks = [
-        proba(to_device(to_float(np.array(images[start : start + EVAL_BATCH_SIZE])), device)).cpu().numpy()
-        for start in range(0, len(images), EVAL_BATCH_SIZE)
+        proba(to_device(to_float(np.array(images[start : start + step])), device)).cpu().numpy()
+        for start in range(0, len(images), step)
     ]
     return np.concatenate(chunks) if chunks else np.empty((0, 0), dtype=np.float32)

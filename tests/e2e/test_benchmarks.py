@@ -76,6 +76,9 @@ def test_full_size_run_reports_every_stage_and_its_limit_at_a_tiny_size(tmp_path
     table = json.loads((tmp_path / "results" / "full_size_12.json").read_text())
     assert [stage["stage"] for stage in table["stages"]] == list(STAGES)
     assert all(stage["peak_rss_mib"] > 0 for stage in table["stages"])
+    # One dvc repro: the stages' seconds add up to it, and each holds its command's.
+    assert sum(stage["seconds"] for stage in table["stages"]) == pytest.approx(table["total_s"], abs=0.6)
+    assert all(0 < stage["command_s"] <= stage["seconds"] for stage in table["stages"])
     assert {stage["stage"] for stage in table["stages"] if stage["vs_limit"]} == set(limited)
     markdown = (tmp_path / "results" / "full_size_12.md").read_text()
     assert "| preprocess |" in markdown and "bare TIFF decode" in markdown

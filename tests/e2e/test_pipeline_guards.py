@@ -34,7 +34,7 @@ from tests.support.dvc_project import (
 pytestmark = pytest.mark.slow
 
 # The README's one command after a failed stage (section "Reliability").
-RESTORE = "git checkout -- params.yaml dvc.lock metrics && dvc checkout --force"
+RESTORE = "git checkout HEAD -- params.yaml dvc.lock metrics && dvc checkout --force"
 
 
 def fingerprint(root: Path, *folders: str) -> dict[str, str]:
@@ -59,6 +59,19 @@ def assert_restored(root: Path, env: dict[str, str]) -> None:
     run(["sh", "-c", RESTORE], root, env)
     assert "Data and pipelines are up to date" in output_of(dvc(root, env, "status", "dvc.yaml"))
     assert git(root, env, "status", "--porcelain") == ""
+
+
+def test_new_images_leave_the_cached_ones_intact(built, workspace):
+    """Outputs are read-only hard links into DVC's cache (.dvc/config) and data/raw persists between
+    runs: new images must replace the links, never write through them into the committed ones."""
+    before = fingerprint(workspace, "data/raw")
+    edit_params(workspace, seed=1)
+    dvc(workspace, built.env, "repro", "-s", "download")
+    assert fingerprint(workspace, "data/raw") != before
+    image = next((workspace / "data/raw").glob("*.tif")).stat()
+    assert image.st_nlink == 2 and not image.st_mode & 0o222  # linked into the cache, read-only
+    assert_restored(workspace, built.env)
+    assert fingerprint(workspace, "data/raw") == before
 
 
 @pytest.mark.parametrize(

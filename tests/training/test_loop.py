@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from bps.core import options
 from bps.core.errors import PipelineError
 from bps.core.params import ParamsError, TrainParams, parse_params
-from bps.models.inference import EVAL_BATCH_SIZE, pick_device, predict_proba, to_float
+from bps.models.inference import EVAL_BATCH_SIZES, pick_device, predict_proba, to_float
 from bps.models.networks import LeNet5
 from bps.targets.labels import TARGET_NAMES, get_target
 from bps.training.batches import RandomAugment, iterate_batches
@@ -164,8 +164,8 @@ def test_predict_proba_is_a_plain_eval_forward_pass():
 
 
 def test_predict_proba_covers_the_whole_split(tmp_path):
-    count = 1030  # two full evaluation batches and a partial one
-    assert count % EVAL_BATCH_SIZE != 0 and count > 2 * EVAL_BATCH_SIZE
+    count = 1030  # full evaluation batches and a partial one
+    assert count % EVAL_BATCH_SIZES["cpu"] != 0 and count > 2 * EVAL_BATCH_SIZES["cpu"]
     torch.manual_seed(4)
     model = LeNet5(1, 3, 32)
     images = _images(count, seed=4)
