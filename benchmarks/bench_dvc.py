@@ -19,7 +19,6 @@ from bps.core.params import with_key
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = tuple(yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"])  # written in an order that runs
 
 
 def _env() -> dict[str, str]:
