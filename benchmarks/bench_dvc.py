@@ -113,11 +113,7 @@ def project_copy(root: Path, changes: dict[tuple[str, ...], object]) -> Path:
     return root
 
 
-PEAK_RSS = (
-    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-)
-# Wraps a stage's command inside the one `dvc repro`: when it started and ended, and its peak RSS.
+# Wraps a command (a stage's, inside the one `dvc repro`): when it started and ended, and its peak RSS.
 CLOCK = (
     "import json, resource, subprocess, sys, time; start = time.time(); "
     "subprocess.run(sys.argv[2:], check=True); "

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import bench_limits
-from benchmarks.bench_dvc import BIN, PEAK_RSS, QUICK, StageRun, _run, project_copy, set_params, stage_rows, stage_runs
+from benchmarks.bench_dvc import BIN, CLOCK, QUICK, StageRun, _run, project_copy, set_params, stage_rows, stage_runs
 from benchmarks.bench_limits import Limit
 from benchmarks.common import Row
 from bps.sim.render import plan_dataset
@@ -145,9 +145,11 @@ sio.dumps(make_pipeline(scaler, mlp))
 
 
 def _peak_rss_mb(command: list[str], cwd: Path) -> tuple[float, float]:
-    start = time.perf_counter()
-    output = _run(sys.executable, "-c", PEAK_RSS, *command, cwd=cwd)
-    return int(output.split()[-1]) / 1024, time.perf_counter() - start
+    """``command``'s peak RSS (MiB) and seconds, as :data:`CLOCK` records them."""
+    clock = cwd.parent / f"{cwd.name}-clock.json"
+    _run(sys.executable, "-c", CLOCK, str(clock), *command, cwd=cwd)
+    run = json.loads(clock.read_text())
+    return run["rss_kib"] / 1024, run["end"] - run["start"]
 
 
 def baseline_memory_rows(workdir: Path, quick: bool, images_per_condition: int | None = None) -> list[Row]:

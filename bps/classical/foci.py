@@ -57,8 +57,8 @@ def spots_at(response: np.ndarray, thresholds: list[float], mask: np.ndarray | N
     """The spots of one band-pass response at each threshold, filtering once for all of them.
 
     A spot is a local maximum of the response over its 3×3 neighbourhood; its area is the number
-    of pixels of its connected region above the threshold. Maxima are only looked for in the
-    box around the pixels above the lowest threshold.
+    of pixels of its connected region above the threshold. Maxima are looked for, and regions
+    labelled, only in the box around the pixels above the lowest threshold.
     """
     candidates = response > min(thresholds)
     if mask is not None:
@@ -67,16 +67,17 @@ def spots_at(response: np.ndarray, thresholds: list[float], mask: np.ndarray | N
     if not len(rows_any):
         empty = np.empty(0, dtype=np.intp)
         return [Spots(empty, empty, np.empty(0, dtype=response.dtype), empty) for _ in thresholds]
-    box = (slice(max(rows_any[0] - 1, 0), rows_any[-1] + 2), slice(max(cols_any[0] - 1, 0), cols_any[-1] + 2))
-    local_max = np.zeros_like(candidates)
-    local_max[box] = response[box] == ndimage.maximum_filter(response[box], size=3)
+    top, left = max(rows_any[0] - 1, 0), max(cols_any[0] - 1, 0)
+    box = (slice(top, rows_any[-1] + 2), slice(left, cols_any[-1] + 2))
+    response, candidates = response[box], candidates[box]  # nothing outside the box is a candidate
+    local_max = response == ndimage.maximum_filter(response, size=3)
     found = []
     for threshold in thresholds:
         above = candidates & (response > threshold)
         rows, cols = np.nonzero(above & local_max)
         regions, count = ndimage.label(above)
         areas = np.bincount(regions.ravel(), minlength=count + 1)[regions[rows, cols]]
-        found.append(Spots(rows, cols, response[rows, cols], areas))
+        found.append(Spots(rows + top, cols + left, response[rows, cols], areas))
     return found
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,29 +19,25 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PART_SUFFIX = ".part"
-# mkstemp creates files 0600; an output is an ordinary file, so it gets what open() would give:
-# 0666 less the umask. The umask can only be read by setting it, which is not thread-safe (the
-# downloads write from many threads), so it is read once, at import.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextmanager
 def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary sibling of ``path`` for writing; rename it into place on success."""
+    """Open a temporary sibling of ``path`` for writing; rename it into place on success.
+
+    The temporary name is unique to the process and thread (the downloads write from many
+    threads), and ``open`` gives it an ordinary file's mode, 0666 less the umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PART_SUFFIX)
-    os.close(handle)
-    tmp = Path(tmp_name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{PART_SUFFIX}")
     try:
-        os.chmod(tmp, FILE_MODE)
         with open(tmp, mode) as stream:
             yield stream
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text(path: Path | str, text: str) -> None:

@@ -36,7 +36,7 @@ import yaml
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from bps.core.files import FILE_MODE, PART_SUFFIX
+from bps.core.files import PART_SUFFIX
 from bps.core.params import DataParams, S3Params
 from bps.data import s3
 from bps.data.meta import MetaError
@@ -511,7 +511,9 @@ def test_an_object_replaced_at_the_same_size_is_fetched_again(bucket, proxy, tmp
     listed = list_objects(make_client(S3Params(endpoint_url=proxy.url, bucket=bucket.name)), bucket.name, PREFIX, 0)
     assert listed[changed].etag != f'"{hashlib.md5(bucket.blobs[changed]).hexdigest()}"'
     assert manifest == {name: {"etag": listed[name].etag, "size": listed[name].size} for name in names}
-    assert (folder / MANIFEST).stat().st_mode & 0o777 == FILE_MODE
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (folder / MANIFEST).stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file's mode
 
 
 def run_download_stage(project: Path, bucket: Bucket, endpoint: str, hours: list[int]) -> subprocess.CompletedProcess:
