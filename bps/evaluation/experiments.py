@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import yaml
+
 
 def flatten(data: object, prefix: str = "", numeric: bool = True) -> Iterator[tuple[str, object]]:
     """Numeric leaves of nested metrics as (dotted key, value), as ``dvc metrics show`` names them;
@@ -75,6 +77,19 @@ def spread(found: list[dict], pattern: str = ".*") -> list[dict]:
                      "sd": statistics.stdev(values) if len(values) > 1 else float("nan"),
                      "min": min(values), "max": max(values)})
     return rows
+
+
+def where(found: list[dict], conditions: list[str]) -> list[dict]:
+    """The experiments whose params match every ``PARAM=VALUE`` of ``conditions`` (the value read as
+    YAML, as ``dvc exp run -S`` reads it: ``0`` matches a param of 0.0)."""
+    wanted = {}
+    for condition in conditions:
+        key, equals, value = condition.partition("=")
+        if not equals or not key:
+            raise ValueError(f"--where {condition!r}: expected PARAM=VALUE, e.g. train.model=cnn")
+        value = yaml.safe_load(value)
+        wanted[key] = tuple(value) if isinstance(value, list) else value  # lists are flattened to tuples
+    return [e for e in found if all(e["params"].get(key) == value for key, value in wanted.items())]
 
 
 def grouped(found: list[dict], keys: list[str]) -> dict[tuple, list[dict]]:
@@ -141,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--file", default="metrics/headline.json", help="the metrics file to read (a DVC metric)")
     parser.add_argument("--all-commits", action="store_true",
                         help="the experiments of every commit (dvc exp show -A), not only of HEAD's")
+    parser.add_argument("--where", action="append", default=[], metavar="PARAM=VALUE",
+                        help="only the experiments with this param value, e.g. train.model=cnn (repeatable)")
     parser.add_argument("--by", action="append", default=[], metavar="PARAM",
                         help="one summary per value of this param, e.g. data.synthetic.plate_effect (repeatable)")
     parser.add_argument("--intervals", action="store_true",
@@ -156,9 +173,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: `dvc exp show --json` failed: {result.stderr.strip()}", file=sys.stderr)
             raise SystemExit(1)
         shown = json.loads(result.stdout)
-    found = experiments(shown, args.file)
+    try:
+        found = where(experiments(shown, args.file), args.where)
+    except ValueError as error:
+        parser.error(str(error))
     if len(found) < 2:
-        print(f"error: {len(found)} finished experiment(s) with {args.file}; queue at least two "
+        matching = f" matching --where {' '.join(args.where)}" if args.where else ""
+        print(f"error: {len(found)} finished experiment(s) with {args.file}{matching}; queue at least two "
               "(dvc exp run --queue -S 'train.seed=range(0, 5)' && dvc queue start)", file=sys.stderr)
         raise SystemExit(1)
     varied = ", ".join(f"{key} = {values}" for key, values in varied_params(found).items()) or "nothing"

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from bps.evaluation.experiments import experiments, grouped, print_stress, spread, stress, varied_params
+from bps.evaluation.experiments import experiments, grouped, print_stress, spread, stress, varied_params, where
 from tests.support.dvc_project import PROJECT_ROOT, dvc, git, isolated_env
 
 FAKE_TRAIN = """\
@@ -125,3 +125,28 @@ def test_the_stress_table_reads_each_experiments_evaluation(capsys):
     printed = capsys.readouterr().out
     assert "data.synthetic.plate_effect=0.3: 2 experiments (seed = [0, 1])" in printed
     assert "0.850 ± 0.071   0/2" in printed  # sham 0.8 and 0.9 (± 0.1): no interval holds 0.5
+
+
+def test_where_keeps_the_experiments_with_those_param_values():
+    found = experiments(_stress_shown(), "metrics/headline.json")
+    assert [e["rev"] for e in where(found, ["data.synthetic.plate_effect=0.3"])] == ["0.30", "0.31"]
+    assert [e["rev"] for e in where(found, ["data.synthetic.plate_effect=0", "seed=1"])] == ["01"]
+    assert [e["rev"] for e in where(found, ["data.hours=[4, 24, 48]", "preprocess.normalize=fixed"])] == [
+        "00", "01", "0.30", "0.31"]
+    assert where(found, ["preprocess.normalize=percentile"]) == []
+    with pytest.raises(ValueError, match="expected PARAM=VALUE"):
+        where(found, ["data.synthetic.plate_effect"])
+
+
+def test_the_script_names_a_filter_that_left_too_few(tmp_path):
+    saved = tmp_path / "shown.json"
+    saved.write_text(json.dumps(_stress_shown()))
+    command = [sys.executable, "-m", "bps", "exp-summary", "--json", str(saved)]
+    result = subprocess.run([*command, "--where", "seed=1", "--where", "data.synthetic.plate_effect=0"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: 1 finished experiment(s) with "
+                                                             "metrics/headline.json matching --where seed=1 "
+                                                             "data.synthetic.plate_effect=0")
+    result = subprocess.run([*command, "--where", "seed"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "expected PARAM=VALUE" in result.stderr
