@@ -1,7 +1,8 @@
 """evaluate: score every model, and its negative control, on the whole test split, with intervals.
 
 Writes metrics/evaluate.json (per model: every metric with its 95 % grouped-bootstrap interval,
-the protocol, the bootstrap unit, the negative control; per pair of models: a paired test),
+the protocol, the bootstrap unit, the negative control; per pair of models: a paired test on all
+test images, and one on the irradiated images alone),
 metrics/headline.json (what dvc exp show and dvc metrics diff compare: a few figures per model),
 metrics/comparison.md (for people: a verdict, then tables, accuracy per hour and per condition),
 metrics/accuracy_by_{condition,hour}.csv, and per model metrics/per_class/, metrics/confusion/
@@ -67,18 +68,21 @@ def main(params: Params) -> None:
                               ("confusion", confusion_rows(target, labels, predicted)), ("calibration", reliability)):
             write_csv(METRICS / folder / f"{scored.name}.csv", frame)
     pairs = {f"{a}_vs_{b}": paired_comparison(correct[a], correct[b], bootstrap) for a, b in combinations(correct, 2)}
+    # Sham nuclei carry no damage to read: on the irradiated ones alone, the pairs compare what each model reads of it.
+    irradiated_pairs = {key: paired_comparison(correct[a], correct[b], bootstrap, ~sham)
+                        for key, (a, b) in zip(pairs, combinations(correct, 2))} if sham.any() and (~sham).any() else {}
     by_condition = accuracy_by_condition(table, correct)
     by_hour = accuracy_by(table, correct, ["hr_post_exposure"], bootstrap)
     write_csv(METRICS / "accuracy_by_condition.csv", by_condition)
     write_csv(METRICS / "accuracy_by_hour.csv", by_hour)
     pictures = write_saliency(loaded["lenet"], images, table, labels, settings.saliency_per_class, settings.seed,
                               METRICS / "saliency")
-    write_json(METRICS / "evaluate.json", {**results, "paired": pairs})
+    write_json(METRICS / "evaluate.json", {**results, "paired": pairs, "paired_irradiated": irradiated_pairs})
     write_json(METRICS / "headline.json", headline(results))
     header = (f"# Test split: {len(labels)} images from {bootstrap.n_groups} {unit}s, target `{target.name}`, "
               f"protocol: {context['protocol']}")
-    write_text(METRICS / "comparison.md", bps_page(results, pairs, by_hour, by_condition, labels_of, header,
-                                                   settings.resamples, unit, control_text, pictures,
+    write_text(METRICS / "comparison.md", bps_page(results, pairs, irradiated_pairs, by_hour, by_condition, labels_of,
+                                                   header, settings.resamples, unit, control_text, pictures,
                                                    context["protocol"]))
     print(headline_table(results, labels_of))
     print(paired_table(pairs, labels_of) if pairs else "")

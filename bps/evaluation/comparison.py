@@ -124,11 +124,11 @@ def headline(results: dict[str, dict]) -> dict[str, dict[str, float]]:
             for name, scores in results.items()}
 
 
-def bps_page(results: dict[str, dict], pairs: dict[str, dict], by_hour: pd.DataFrame, by_condition: pd.DataFrame,
-             labels: dict[str, str], header: str, resamples: int, unit: str, control_text: str,
-             pictures: list[str], protocol: str) -> str:
-    """The BPS comparison: verdict, headline and controls, more metrics, model pairs, per hour and condition,
-    pictures."""
+def bps_page(results: dict[str, dict], pairs: dict[str, dict], irradiated_pairs: dict[str, dict],
+             by_hour: pd.DataFrame, by_condition: pd.DataFrame, labels: dict[str, str], header: str, resamples: int,
+             unit: str, control_text: str, pictures: list[str], protocol: str) -> str:
+    """The BPS comparison: verdict, headline and controls, more metrics, model pairs (on all test images and on
+    the irradiated ones alone), per hour and condition, pictures."""
     control_folds = control_fold_table(results, labels)
     return "\n".join([
         header + "\n",
@@ -143,6 +143,10 @@ def bps_page(results: dict[str, dict], pairs: dict[str, dict], by_hour: pd.DataF
         "## Model pairs (same test images)\n",
         "A pair is a tie when the paired bootstrap interval of the difference includes 0 or McNemar's p ≥ 0.05.\n",
         paired_table(pairs, labels) if pairs else "(one model)\n",
+        *(["## Model pairs on the irradiated nuclei alone\n",
+           "Sham nuclei carry no damage to read: on the irradiated ones, a pair compares what the two models "
+           "read of it (the same test, the same replicates, restricted to those images).\n",
+           paired_table(irradiated_pairs, labels)] if irradiated_pairs else []),
         f"## Accuracy per hour post exposure (intervals over test {unit}s)\n", frame_table(by_hour, labels),
         "## Accuracy per condition (one plate each; no interval: see the wells column)\n",
         frame_table(by_condition, labels),

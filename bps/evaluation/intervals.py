@@ -160,16 +160,19 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, in
     return only_a, only_b, float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, bootstrap: GroupedBootstrap) -> dict:
-    """Accuracy difference A − B with its paired grouped-bootstrap interval, and McNemar's exact test.
+def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, bootstrap: GroupedBootstrap,
+                      mask: np.ndarray | None = None) -> dict:
+    """Accuracy difference A − B with its paired grouped-bootstrap interval, and McNemar's exact test,
+    over the images in ``mask`` (default: all; e.g. the irradiated ones).
 
     ``tie`` is true when the interval includes 0 or p ≥ 0.05: the data do not order the two.
     """
     correct_a, correct_b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
-    low, high = interval(bootstrap.mean(correct_a - correct_b))
-    only_a, only_b, p_value = mcnemar_exact(correct_a > 0, correct_b > 0)
+    mask = np.ones(len(correct_a), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    low, high = interval(bootstrap.mean(correct_a - correct_b, mask))
+    only_a, only_b, p_value = mcnemar_exact(correct_a[mask] > 0, correct_b[mask] > 0)
     return {
-        "accuracy_difference": round(float(np.mean(correct_a - correct_b)), 6),
+        "accuracy_difference": round(float(np.mean(correct_a[mask] - correct_b[mask])), 6),
         "accuracy_difference_ci95_low": round(low, 6),
         "accuracy_difference_ci95_high": round(high, 6),
         "only_first_right": only_a,

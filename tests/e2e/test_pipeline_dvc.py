@@ -80,7 +80,8 @@ def test_repro_builds_every_output_then_has_nothing_to_do(built):
     assert set(raw_meta["hr_post_exposure"]) == {4}
 
     results = read_json(root / "metrics/evaluate.json")
-    assert set(results) == {*SCORED, "paired"}
+    assert set(results) == {*SCORED, "paired", "paired_irradiated"}
+    assert set(results["paired_irradiated"]) == set(results["paired"])
     n_test = len(pd.read_csv(root / "data/prepared/test.csv"))
     n_sham = int((pd.read_csv(root / "data/prepared/test.csv")["dose_Gy"] == 0).sum())
     for model in SCORED:
@@ -226,7 +227,8 @@ def test_exp_run_from_an_s3_bucket(built, workspace, nasa_bucket):
 
     results = read_json(workspace / "metrics/evaluate.json")
     n_test = len(pd.read_csv(workspace / "data/prepared/test.csv"))
-    assert set(results) == {*SCORED, "paired"}
+    assert set(results) == {*SCORED, "paired", "paired_irradiated"}
+    assert set(results["paired_irradiated"]) == set(results["paired"])
     for scores in (results[model] for model in SCORED):
         assert set(scores) >= METRIC_KEYS
         assert scores["n_test"] == n_test
@@ -273,7 +275,8 @@ def test_exp_run_with_a_resnet18(built, workspace):
     assert state["conv1.weight"].shape[1] == 1
     assert "layer4.1.bn2.running_mean" in state
     results = read_json(workspace / "metrics/evaluate.json")
-    assert set(results) == {*SCORED, "paired"}
+    assert set(results) == {*SCORED, "paired", "paired_irradiated"}
+    assert set(results["paired_irradiated"]) == set(results["paired"])
     assert results["baseline"] == before["baseline"]  # the baseline was not retrained
     n_test = len(pd.read_csv(workspace / "data/prepared/test.csv"))
     for scores in (results[model] for model in SCORED):

@@ -110,3 +110,16 @@ def test_paired_comparison_calls_a_small_difference_a_tie_and_a_large_one_not():
     assert result["tie"] is False
     assert result["accuracy_difference_ci95_low"] > 0
     assert result["mcnemar_p"] < 0.05
+
+
+def test_paired_comparison_on_a_mask_counts_only_those_images():
+    groups = np.repeat(np.arange(20), 30)
+    bootstrap = GroupedBootstrap.draw(groups, groups % 2, 500, 0)
+    irradiated = groups < 10  # A is right on every one of these, B on none; elsewhere the reverse
+    a, b = irradiated.copy(), ~irradiated
+    assert paired_comparison(a, b, bootstrap)["accuracy_difference"] == 0.0
+    result = paired_comparison(a, b, bootstrap, irradiated)
+    assert result["accuracy_difference"] == 1.0
+    assert result["accuracy_difference_ci95_low"] == result["accuracy_difference_ci95_high"] == 1.0
+    assert (result["only_first_right"], result["only_second_right"]) == (300, 0)
+    assert result["tie"] is False

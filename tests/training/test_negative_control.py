@@ -172,8 +172,13 @@ def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
         assert results[model]["n_test"] == len(tables["test"])
         assert results[model]["protocol"] == "grouped by well"
     assert set(results["paired"]) == {f"{a}_vs_{b}" for a, b in combinations(("baseline", "lenet", *FAMILIES), 2)}
+    test_irradiated = int((tables["test"]["dose_Gy"] > 0).sum())
+    for key, pair in results["paired_irradiated"].items():  # the same pairs, counted on the irradiated images
+        assert pair["only_first_right"] + pair["only_second_right"] <= test_irradiated, key
+    assert set(results["paired_irradiated"]) == set(results["paired"])
     comparison = (root / "metrics/comparison.md").read_text()
     assert "negative control" in comparison and "McNemar" in comparison
+    assert "## Model pairs on the irradiated nuclei alone" in comparison
     assert "fold by fold" not in comparison  # scored on the test split: no folds
     assert len(list((root / "metrics/saliency").glob("lenet_*.png"))) == 6  # one per particle_dose class
     by_hour = pd.read_csv(root / "metrics/accuracy_by_hour.csv")
