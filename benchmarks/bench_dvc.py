@@ -168,7 +168,8 @@ def stage_runs(root: Path, prefix: str) -> tuple[list[StageRun], float]:
 def accuracy_note(root: Path) -> str:
     """Each scored model's test accuracy, from the project's metrics/evaluate.json."""
     scores = json.loads((root / "metrics" / "evaluate.json").read_text())
-    return ", ".join(f"{model} {values['accuracy']:.3f}" for model, values in scores.items() if model != "paired")
+    # The paired tests ("paired", "paired_irradiated") sit beside the models and have no accuracy of their own.
+    return ", ".join(f"{model} {values['accuracy']:.3f}" for model, values in scores.items() if "accuracy" in values)
 
 
 def stage_rows(root: Path, prefix: str, timed: tuple[list[StageRun], float] | None = None) -> list[Row]:
