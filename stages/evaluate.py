@@ -67,10 +67,11 @@ def main(params: Params) -> None:
         for folder, frame in (("per_class", pd.DataFrame(per_class(target, labels, predicted))),
                               ("confusion", confusion_rows(target, labels, predicted)), ("calibration", reliability)):
             write_csv(METRICS / folder / f"{scored.name}.csv", frame)
-    pairs = {f"{a}_vs_{b}": paired_comparison(correct[a], correct[b], bootstrap) for a, b in combinations(correct, 2)}
+    named_pairs = {f"{a}_vs_{b}": (a, b) for a, b in combinations(correct, 2)}
+    pairs = {key: paired_comparison(correct[a], correct[b], bootstrap) for key, (a, b) in named_pairs.items()}
     # Sham nuclei carry no damage to read: on the irradiated ones alone, the pairs compare what each model reads of it.
     irradiated_pairs = {key: paired_comparison(correct[a], correct[b], bootstrap, ~sham)
-                        for key, (a, b) in zip(pairs, combinations(correct, 2))} if sham.any() and (~sham).any() else {}
+                        for key, (a, b) in named_pairs.items()} if sham.any() and (~sham).any() else {}
     by_condition = accuracy_by_condition(table, correct)
     by_hour = accuracy_by(table, correct, ["hr_post_exposure"], bootstrap)
     write_csv(METRICS / "accuracy_by_condition.csv", by_condition)
