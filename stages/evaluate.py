@@ -1,4 +1,4 @@
-"""evaluate: score every model, and its negative control, on the whole test split, with intervals.
+"""evaluate: score every model, the soft vote of the CNN and the foci count, and their negative controls.
 
 Writes metrics/evaluate.json (per model: every metric with its 95 % grouped-bootstrap interval,
 the protocol, the bootstrap unit, the negative control; per pair of models: a paired test on all
@@ -48,18 +48,23 @@ def main(params: Params) -> None:
                "n_test_groups": bootstrap.n_groups}
     models = scored_models(params)
     results, correct, loaded, labels_of = {}, {}, {}, {model.name: model.label for model in models}
+    probabilities = {}
     control_text = "none of these models has one"
     for scored in tqdm(models, desc="evaluate", unit="model"):
-        model = loaded[scored.name] = load_model(MODELS / scored.name, params.train.device)
-        check_target(model.folder, model.card, target.name)
-        proba = model.probabilities(model_inputs(model, images, table))
-        predicted = target.predict(proba)
+        if scored.members:
+            proba = sum(probabilities[name] for name in scored.members) / len(scored.members)
+        else:
+            model = loaded[scored.name] = load_model(MODELS / scored.name, params.train.device)
+            check_target(model.folder, model.card, target.name)
+            proba = model.probabilities(model_inputs(model, images, table))
+        probabilities[scored.name], predicted = proba, target.predict(proba)
         results[scored.name] = {**context, **model_scores(target, labels, proba, sham, bootstrap,
                                                           settings.calibration_bins)}
         if scored.control:
-            check_target(MODELS / control_name(scored.name), read_card(MODELS / control_name(scored.name)),
-                         CONTROL_TARGET)
-            control, control_text = score_control(MODELS / control_name(scored.name), settings)
+            folders = [MODELS / control_name(name) for name in scored.members or (scored.name,)]
+            for folder in folders:
+                check_target(folder, read_card(folder), CONTROL_TARGET)
+            control, control_text = score_control(folders, settings)
             if control is not None:
                 results[scored.name]["control"] = control
         correct[scored.name] = predicted == labels

@@ -34,6 +34,7 @@ class ScoredModel:
     name: str
     label: str
     control: bool = True
+    members: tuple[str, ...] = ()  # a soft vote: the mean of these models' probabilities (and of their controls')
 
 
 def scored_models(params: Params) -> list[ScoredModel]:
@@ -48,6 +49,8 @@ def scored_models(params: Params) -> list[ScoredModel]:
         ScoredModel("lenet", cnn_label(params)),
         ScoredModel("appearance", "appearance only (no foci)"),
         ScoredModel("foci", "foci count"),
+        # Late fusion, nothing trained: each member reads what the other misses (docs/experiments.md).
+        ScoredModel("hybrid", f"{cnn_label(params)} + foci count", members=("lenet", "foci")),
     ]
 
 
@@ -69,14 +72,32 @@ def model_inputs(model: LoadedModel, images: np.ndarray, table: pd.DataFrame) ->
     return features[family_columns(features, model.card.architecture)].to_numpy()
 
 
-def score_control(folder: Path, settings: EvaluateParams) -> tuple[dict | None, str]:
+def mean_held_out(folders: list[Path]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The controls' pooled held-out rows and the mean of their probabilities: a soft vote's control.
+
+    The controls must have held out the same images in the same folds (they share the split and its folds).
+    """
+    table, proba = read_held_out(folders[0])
+    keys = pd.MultiIndex.from_frame(table[["filename", "fold"]])
+    for folder in folders[1:]:
+        other, other_proba = read_held_out(folder)
+        where = pd.MultiIndex.from_frame(other[["filename", "fold"]]).get_indexer(keys)
+        if len(other) != len(table) or (where < 0).any():
+            raise PipelineError(f"{folder} held out other images than {folders[0]}: re-run both controls")
+        proba = proba + other_proba[where]
+    return table, proba / len(folders)
+
+
+def score_control(folders: list[Path], settings: EvaluateParams) -> tuple[dict | None, str]:
     """A negative control from its pooled held-out predictions, and how it was scored, for people.
+
+    With several folders, the control of a soft vote: the mean of theirs (:func:`mean_held_out`).
 
     Cross-validated over hours (leave_hour_out), its models change with the folds, so its
     intervals come from the spread of the fold scores; otherwise it is scored on the test split
     with the usual grouped bootstrap.
     """
-    table, proba = read_held_out(folder)
+    table, proba = mean_held_out(folders)
     particles = sorted(set(table["particle_type"]))
     if particles != ["Fe", "X-ray"]:
         return None, (f"**not scored here**: its held-out images include shams of {particles or 'no particle'}; "

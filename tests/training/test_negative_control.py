@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from sklearn.metrics import balanced_accuracy_score
 
 from bps.classical.features import FAMILIES
 from bps.core.errors import PipelineError
@@ -19,6 +20,7 @@ from stages import evaluate, train_baseline, train_classical, train_lenet
 
 CONDITIONS = [("Fe", 0.0), ("Fe", 0.3), ("Fe", 0.82), ("X-ray", 0.0), ("X-ray", 0.1), ("X-ray", 1.0)]
 SIZE = 16
+SCORED = ("baseline", "lenet", *FAMILIES, "hybrid")  # hybrid: the soft vote of lenet and foci
 
 
 def write_prepared(root, rng, hours: dict[str, tuple[int, ...]] | None = None) -> dict[str, pd.DataFrame]:
@@ -161,7 +163,7 @@ def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
 
     results = json.loads((root / "metrics/evaluate.json").read_text())
     test_shams = tables["test"][tables["test"]["dose_Gy"] == 0]
-    for model in ("baseline", "lenet", *FAMILIES):
+    for model in SCORED:
         control = results[model]["control"]
         assert control["n_test"] == len(test_shams)
         assert control["n_test_groups"] == test_shams["well"].nunique()
@@ -171,7 +173,13 @@ def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
             "balanced_accuracy_ci95_high"]
         assert results[model]["n_test"] == len(tables["test"])
         assert results[model]["protocol"] == "grouped by well"
-    assert set(results["paired"]) == {f"{a}_vs_{b}" for a, b in combinations(("baseline", "lenet", *FAMILIES), 2)}
+    assert set(results["paired"]) == {f"{a}_vs_{b}" for a, b in combinations(SCORED, 2)}
+    lenet, foci = (pd.read_csv(root / f"models/{name}-control/held_out.csv").set_index("filename")
+                   for name in ("lenet", "foci"))
+    mean = (lenet[["p_Fe", "p_X-ray"]] + foci.loc[lenet.index, ["p_Fe", "p_X-ray"]]) / 2  # the hybrid's control
+    truth = (lenet["particle_type"] == "X-ray").to_numpy()
+    assert results["hybrid"]["control"]["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(truth, mean.to_numpy().argmax(axis=1) == 1), abs=1e-6)
     test_irradiated = int((tables["test"]["dose_Gy"] > 0).sum())
     for key, pair in results["paired_irradiated"].items():  # the same pairs, counted on the irradiated images
         assert pair["only_first_right"] + pair["only_second_right"] <= test_irradiated, key
@@ -210,7 +218,7 @@ def test_under_leave_hour_out_the_controls_are_cross_validated_over_hours_and_sc
     evaluate.main(params)
 
     results = json.loads((tmp_path / "metrics/evaluate.json").read_text())
-    for model in ("baseline", "lenet", *FAMILIES):
+    for model in SCORED:
         control = results[model]["control"]
         assert (control["n_test"], control["n_folds"]) == (len(shams), 3)
         assert control["interval"] == "corrected t over 3 hour folds (Nadeau & Bengio 2003)"
