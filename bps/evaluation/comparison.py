@@ -107,13 +107,19 @@ def verdict(results: dict[str, dict], pairs: dict[str, dict], labels: dict[str, 
     if not controls:
         return text + " No negative control was scored, so how much plate signal could explain is not measured."
     leaky = max(controls, key=lambda name: controls[name]["balanced_accuracy"])
-    control = controls[leaky]
-    text += (f" The negative controls reach a balanced accuracy of {cell(control, 'balanced_accuracy')} at most "
-             f"({labels[leaky]}): ")
-    if control.get("balanced_accuracy" + LOW, control["balanced_accuracy"]) > 0.5:
-        return text + (f"plate signal alone could explain up to {control['balanced_accuracy'] - 0.5:.3f} above "
-                       "chance under this protocol, so a margin of that size is not evidence of radiation damage.")
-    return text + "their intervals hold chance (0.5): no plate signal is measurable under this protocol."
+    text += (f" The negative controls reach a balanced accuracy of {cell(controls[leaky], 'balanced_accuracy')} at "
+             f"most ({labels[leaky]}): ")
+    # Any control whose whole interval is above chance measures plate signal, not only the highest one.
+    above = [name for name, control in controls.items()
+             if control.get("balanced_accuracy" + LOW, control["balanced_accuracy"]) > 0.5]
+    if not above:
+        return text + "their intervals hold chance (0.5): no plate signal is measurable under this protocol."
+    signal = max(controls[name]["balanced_accuracy"] for name in above) - 0.5
+    names = [labels[name] for name in above]
+    where = "" if above == [leaky] else (f"the interval of {names[0]} lies above chance; " if len(names) == 1 else
+                                         f"the intervals of {', '.join(names[:-1])} and {names[-1]} lie above chance; ")
+    return text + (f"{where}plate signal alone could explain up to {signal:.3f} above chance under this protocol, "
+                   "so a margin of that size is not evidence of radiation damage.")
 
 
 def headline(results: dict[str, dict]) -> dict[str, dict[str, float]]:

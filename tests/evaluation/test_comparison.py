@@ -38,6 +38,14 @@ def test_controls_that_hold_chance_say_no_plate_signal_is_measurable():
     assert "No negative control" in verdict({"foci": _scores(0.7)}, {}, LABELS, "grouped by well")
 
 
+def test_a_control_above_chance_is_named_even_when_a_wider_one_scores_higher():
+    # The full-size hour folds: LeNet-5's control is highest but its interval holds 0.5; the soft vote's does not.
+    results = {"cnn": _scores(0.62, (0.713, 0.258, 1.0)), "foci": _scores(0.64, (0.622, 0.544, 0.700))}
+    text = verdict(results, {"cnn_vs_foci": {"tie": False}}, LABELS, "leave_hour_out")
+    assert "0.713 [0.258, 1.000] at most (LeNet-5): the interval of foci count lies above chance;" in text
+    assert "plate signal alone could explain up to 0.122 above chance" in text
+
+
 def test_the_headline_holds_three_figures_per_model_and_no_interval_ends():
     results = {"cnn": _scores(0.60, (0.61, 0.52, 0.83)), "foci": _scores(0.68)}
     assert headline(results) == {"cnn": {"irradiated": pytest.approx(0.62), "sham": 0.5, "control": 0.61},
