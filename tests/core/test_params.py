@@ -255,8 +255,8 @@ def test_preprocess_size_is_renamed():
 
 
 def test_intensity_augment_is_a_strength_from_0_to_1():
-    assert Params().train.intensity_augment == 0.0  # off by default: today's training
-    assert parse_params({"train": {"intensity_augment": 0.3}}).train.intensity_augment == 0.3
+    assert Params().train.intensity_augment == 0.3  # on by default: chosen under plate drift
+    assert parse_params({"train": {"intensity_augment": 0.0}}).train.intensity_augment == 0.0
     message = _error({"train": {"intensity_augment": 1.5}})
     assert message == "params.yaml: train.intensity_augment: Input should be less than or equal to 1 (got 1.5)"
     assert _error({"train": {"intensity_augmnet": 0.3}}).startswith("params.yaml: train.intensity_augmnet: unknown key")

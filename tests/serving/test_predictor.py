@@ -97,8 +97,8 @@ def test_stored_preprocessing_wins_over_params_yaml(lenet_folder, tiffs, tmp_pat
     assert prepared.shape == (1, 32, 32)
     assert prepared.dtype == np.uint8
     np.testing.assert_array_equal(prepared[0], prepare(tiffs[0], STORED))
-    # The stored normalisation, not the default fixed window: the check can tell them apart.
-    assert not np.array_equal(prepared[0], prepare(tiffs[0], PreprocessParams(image_size=32)))
+    # The stored normalisation, not the project's fixed window: the check can tell them apart.
+    assert not np.array_equal(prepared[0], prepare(tiffs[0], PreprocessParams(image_size=32, normalize="fixed")))
     # An open binary file works as well as a path.
     with open(tiffs[0], "rb") as stream:
         np.testing.assert_array_equal(predictor.prepare(stream, "upload.tif"), prepared)

@@ -93,8 +93,8 @@ def test_gaussian_blur_per_image_sigma():
 
 def test_training_augment_composes_what_train_asks_for():
     generator = torch.Generator()
-    assert isinstance(training_augment(generator, TrainParams()), RandomAugment)  # the default: today's draws
-    assert training_augment(generator, TrainParams(augment=False)) is None
+    assert isinstance(training_augment(generator, TrainParams(intensity_augment=0)), RandomAugment)
+    assert training_augment(generator, TrainParams(augment=False, intensity_augment=0)) is None
     assert isinstance(training_augment(generator, TrainParams(augment=False, intensity_augment=0.2)), IntensityAugment)
     both = training_augment(generator, TrainParams(intensity_augment=0.2))
     assert isinstance(both, Chain) and [type(step) for step in both.steps] == [RandomAugment, IntensityAugment]
