@@ -86,7 +86,7 @@ def save(folder: Path, model: ClassifierMixin, family: str, target: Target, para
     """The fitted model in skops format and its model card (kind ``classical``, architecture = family)."""
     card = ModelCard(
         kind="classical", architecture=family, target=target.name, classes=list(target.classes),
-        preprocess=params.preprocess, control=control,
+        control=control,
         training={"features": params.features.model_dump(mode="json"),
                   family: getattr(params, family).model_dump(mode="json")},
     )

@@ -41,7 +41,9 @@ class ModelCard(BaseModel):
     # The square input side (preprocess.image_size); None for feature models. Cards written before
     # the rename call it `size`.
     image_size: int | None = Field(default=None, gt=0, validation_alias=AliasChoices("image_size", "size"))
-    preprocess: PreprocessParams
+    # How the image models' inputs were prepared; None for feature models, which read data/features and whose
+    # stages do not depend on these params (recording them would make dvc.lock depend on untracked values).
+    preprocess: PreprocessParams | None = None
     training: dict[str, Any]  # the trainer's params block (`train` or `baseline`), as validated
     metrics: dict[str, int | float] = {}  # the kept checkpoint's epoch and validation scores
     control: bool = False  # a negative control: trained on sham images only (bps/controls.py)

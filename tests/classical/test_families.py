@@ -2,6 +2,7 @@
 from simulated images, the negative control trained and scored on sham images only, and
 probabilities in the target's class order."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,8 @@ def test_predict_proba_covers_a_whole_split_in_class_order(trained, family):
     assert (proba.argmax(axis=1) != 0).any() or (target.encode(table) == 0).all()
     card = model.card
     assert card.classes == list(target.classes) and (card.kind, card.architecture) == ("classical", family)
+    # Its stage does not depend on preprocess.*, so its card must not record them (dvc.lock would follow them).
+    assert card.preprocess is None
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -93,8 +96,6 @@ def test_negative_control_is_trained_and_scored_on_sham_images_only(trained, fam
 
 
 def test_training_logs_validation_and_control_scores_and_the_dose_response(trained):
-    import json
-
     for family in FAMILIES:
         scores = json.loads((Path("metrics") / family / "metrics.json").read_text())
         assert {"val_accuracy", "val_loss", "val_macro_f1", "control_val_accuracy", "control_val_n"} <= set(scores)
