@@ -17,10 +17,10 @@ from bps.targets.labels import get_target
 from bps.training import negative_control
 from bps.training.negative_control import Fold, TrainingData, control_folds, control_requested, sham_pool, training_runs
 from stages import evaluate, train_baseline, train_classical, train_lenet
+from tests.support.dvc_project import SCORED
 
 CONDITIONS = [("Fe", 0.0), ("Fe", 0.3), ("Fe", 0.82), ("X-ray", 0.0), ("X-ray", 0.1), ("X-ray", 1.0)]
 SIZE = 16
-SCORED = ("baseline", "lenet", *FAMILIES, "hybrid")  # hybrid: the soft vote of lenet and foci
 
 
 def write_prepared(root, rng, hours: dict[str, tuple[int, ...]] | None = None) -> dict[str, pd.DataFrame]:
