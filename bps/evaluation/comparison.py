@@ -116,8 +116,12 @@ def verdict(results: dict[str, dict], pairs: dict[str, dict], labels: dict[str, 
         return text + "their intervals hold chance (0.5): no plate signal is measurable under this protocol."
     signal = max(controls[name]["balanced_accuracy"] for name in above) - 0.5
     names = [labels[name] for name in above]
-    where = "" if above == [leaky] else (f"the interval of {names[0]} lies above chance; " if len(names) == 1 else
-                                         f"the intervals of {', '.join(names[:-1])} and {names[-1]} lie above chance; ")
+    if above == [leaky]:
+        where = ""  # the highest control, named already
+    elif len(names) == 1:
+        where = f"the interval of {names[0]} lies above chance; "
+    else:
+        where = f"the intervals of {', '.join(names[:-1])} and {names[-1]} lie above chance; "
     return text + (f"{where}plate signal alone could explain up to {signal:.3f} above chance under this protocol, "
                    "so a margin of that size is not evidence of radiation damage.")
 
