@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bps.evaluation.intervals import p_value_text
 from bps.evaluation.scores import HIGH, LOW
 
 HEADLINE = {
@@ -75,7 +76,8 @@ def paired_table(pairs: dict[str, dict], labels: dict[str, str]) -> str:
         first, second = key.split("_vs_")
         better = labels[first] if pair["accuracy_difference"] > 0 else labels[second]
         rows.append([f"{labels[first]} − {labels[second]}", cell(pair, "accuracy_difference"),
-                     str(pair["only_first_right"]), str(pair["only_second_right"]), f"{pair['mcnemar_p']:.3g}",
+                     str(pair["only_first_right"]), str(pair["only_second_right"]),
+                     p_value_text(pair["mcnemar_log10_p"]),
                      "tie" if pair["tie"] else f"{better} better"])
     return markdown(header, rows)
 

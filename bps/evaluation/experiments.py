@@ -115,19 +115,32 @@ def stress(evaluations: list[dict], chance: float = 0.5) -> list[dict]:
     """Per model of ``evaluations`` (one ``evaluate.json`` per seed): irradiated and sham accuracy
     and the negative control, each as mean and SD over the seeds and in how many seeds its 95 %
     interval holds ``chance``. A model that reads plates, not damage, puts its sham accuracy and
-    control away from chance on plates it never saw."""
-    models = [name for name, scores in evaluations[0].items() if "sham_accuracy" in scores]
+    control away from chance on plates it never saw. A model that only some experiments scored
+    (one added to ``evaluate`` later) is summarised over those, and its ``n`` says how many."""
+    models = dict.fromkeys(name for evaluation in evaluations for name, scores in evaluation.items()
+                           if "sham_accuracy" in scores)
     rows = []
     for model in models:
-        row: dict = {"model": model, "n": len(evaluations)}
+        scoring = [evaluation[model] for evaluation in evaluations if model in evaluation]
+        row: dict = {"model": model, "n": len(scoring)}
         for figure, (block, key) in STRESS_FIGURES.items():
-            scored = [evaluation[model][block] if block else evaluation[model] for evaluation in evaluations]
+            scored = [scores[block] if block else scores for scores in scoring]
             values = [score[key] for score in scored]
             row[figure] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan"))
             row[f"{figure}_holds_chance"] = sum(score[f"{key}_ci95_low"] <= chance <= score[f"{key}_ci95_high"]
                                                 for score in scored)
         rows.append(row)
     return rows
+
+
+# evaluate.json's models that hold the network train-lenet trained (``train.model``), whatever it is.
+NETWORK_ROWS = ("lenet", "hybrid")
+
+
+def row_name(model: str, group: list[dict]) -> str:
+    """``model``, naming the network behind it when it is not LeNet-5: ``lenet (cnn)``, ``hybrid (cnn)``."""
+    networks = sorted({str(e["params"].get("train.model", "lenet")) for e in group})
+    return model if model not in NETWORK_ROWS or networks == ["lenet"] else f"{model} ({'/'.join(networks)})"
 
 
 def print_stress(groups: dict[tuple, list[dict]], keys: list[str],
@@ -140,12 +153,16 @@ def print_stress(groups: dict[tuple, list[dict]], keys: list[str],
               f"experiment{'s' if len(evaluations) != 1 else ''} ({varied})")
         if not evaluations:
             continue
-        print(f"{'model':<12} {'irradiated':>15}  {'sham':>15} {'CI∋0.5':>6}  {'control':>15} {'CI∋0.5':>6}")
-        for row in stress(evaluations):
-            cells = [f"{row[name][0]:.3f} ± {row[name][1]:.3f}" if row["n"] > 1 else f"{row[name][0]:.3f}        "
-                     for name in STRESS_FIGURES]  # one experiment: no spread to give
-            print(f"{row['model']:<12} {cells[0]:>15}  {cells[1]:>15} {row['sham_holds_chance']:>3}/{row['n']:<2}  "
-                  f"{cells[2]:>15} {row['control_holds_chance']:>3}/{row['n']:<2}")
+        rows = stress(evaluations)
+        names = [row_name(row["model"], group) for row in rows]
+        width = max(12, *map(len, names))
+        print(f"{'model':<{width}} {'irradiated':>15}  {'sham':>15} {'CI∋0.5':>6}  {'control':>15} {'CI∋0.5':>6}")
+        for name, row in zip(names, rows):
+            cells = [f"{row[figure][0]:.3f} ± {row[figure][1]:.3f}" if row["n"] > 1 else f"{row[figure][0]:.3f}        "
+                     for figure in STRESS_FIGURES]  # one experiment: no spread to give
+            n = row["n"]
+            print(f"{name:<{width}} {cells[0]:>15}  {cells[1]:>15} {row['sham_holds_chance']:>3}/{n:<2}  "
+                  f"{cells[2]:>15} {row['control_holds_chance']:>3}/{n:<2}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.special import gammaln, logsumexp
 from scipy.stats import t as student_t
 
 LEVEL = 0.95
@@ -149,15 +149,27 @@ def cross_validation_interval(fold_scores: np.ndarray, estimate: float, held_out
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
-    """Exact two-sided McNemar test: (images only A gets right, images only B gets right, p-value).
+    """Exact two-sided McNemar test: (images only A gets right, images only B gets right, log10 of
+    the p-value).
 
-    Under the null both models err equally often, so each discordant image is a fair coin.
+    Under the null both models err equally often, so each discordant image is a fair coin and p is
+    twice the binomial tail of the smaller count. The tail is summed in log space: with thousands
+    of discordant images at full size a p of 1e-900 is common, and as a float it would read 0.
     """
     correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     only_a, only_b = int(np.sum(correct_a & ~correct_b)), int(np.sum(~correct_a & correct_b))
-    if only_a + only_b == 0:
-        return 0, 0, 1.0
-    return only_a, only_b, float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    n, k = only_a + only_b, np.arange(min(only_a, only_b) + 1)
+    log_tail = logsumexp(gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)) - n * np.log(2)
+    return only_a, only_b, min(0.0, float((np.log(2) + log_tail) / np.log(10)))
+
+
+def p_value_text(log10_p: float) -> str:
+    """A p-value to 3 significant digits from its log10, however small (``2.5e-912``)."""
+    exponent = int(np.floor(log10_p))
+    mantissa = 10 ** (log10_p - exponent)
+    if mantissa >= 9.995:  # rounds up to the next power of ten
+        mantissa, exponent = 1.0, exponent + 1
+    return f"{10**log10_p:.3g}" if exponent >= -300 else f"{mantissa:.3g}e{exponent}"
 
 
 def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, bootstrap: GroupedBootstrap,
@@ -170,13 +182,14 @@ def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, bootstrap: G
     correct_a, correct_b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
     mask = np.ones(len(correct_a), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     low, high = interval(bootstrap.mean(correct_a - correct_b, mask))
-    only_a, only_b, p_value = mcnemar_exact(correct_a[mask] > 0, correct_b[mask] > 0)
+    only_a, only_b, log10_p = mcnemar_exact(correct_a[mask] > 0, correct_b[mask] > 0)
     return {
         "accuracy_difference": round(float(np.mean(correct_a[mask] - correct_b[mask])), 6),
         "accuracy_difference_ci95_low": round(low, 6),
         "accuracy_difference_ci95_high": round(high, 6),
         "only_first_right": only_a,
         "only_second_right": only_b,
-        "mcnemar_p": float(f"{p_value:.4g}"),  # significant digits: a tiny p is not 0
-        "tie": bool(low <= 0.0 <= high or p_value >= ALPHA),
+        "mcnemar_p": float(f"{10**log10_p:.4g}"),  # significant digits: a tiny p is not 0 (unless below 1e-308)
+        "mcnemar_log10_p": round(log10_p, 4),
+        "tie": bool(low <= 0.0 <= high or 10**log10_p >= ALPHA),
     }

@@ -10,7 +10,16 @@ import sys
 import pytest
 import yaml
 
-from bps.evaluation.experiments import experiments, grouped, print_stress, spread, stress, varied_params, where
+from bps.evaluation.experiments import (
+    experiments,
+    grouped,
+    print_stress,
+    row_name,
+    spread,
+    stress,
+    varied_params,
+    where,
+)
 from tests.support.dvc_project import PROJECT_ROOT, dvc, git, isolated_env
 
 FAKE_TRAIN = """\
@@ -118,6 +127,14 @@ def test_stress_counts_the_seeds_whose_interval_holds_chance():
     assert row["control"][0] == pytest.approx(0.5) and row["control_holds_chance"] == 2
 
 
+def test_a_model_only_later_experiments_scored_is_summarised_over_those():
+    older = _evaluation(sham=0.5, control=0.45)
+    newer = {**_evaluation(sham=0.6, control=0.5), "hybrid": _evaluation(sham=0.7, control=0.5)["lenet"]}
+    rows = {row["model"]: row for row in stress([older, newer, newer])}
+    assert rows["lenet"]["n"] == 3 and rows["hybrid"]["n"] == 2
+    assert rows["hybrid"]["sham"] == pytest.approx((0.7, 0.0))
+
+
 def test_the_stress_table_reads_each_experiments_evaluation(capsys):
     found = experiments(_stress_shown(), "metrics/headline.json")
     evaluations = {e["rev"]: _evaluation(e["metrics"]["lenet.sham"], 0.5) for e in found}
@@ -125,6 +142,14 @@ def test_the_stress_table_reads_each_experiments_evaluation(capsys):
     printed = capsys.readouterr().out
     assert "data.synthetic.plate_effect=0.3: 2 experiments (seed = [0, 1])" in printed
     assert "0.850 ± 0.071   0/2" in printed  # sham 0.8 and 0.9 (± 0.1): no interval holds 0.5
+
+
+def test_the_rows_of_the_trained_network_name_it_when_it_is_not_lenet():
+    lenet, cnn = {"params": {"train.model": "lenet"}}, {"params": {"train.model": "cnn"}}
+    assert row_name("lenet", [lenet, lenet]) == "lenet" and row_name("hybrid", [lenet]) == "hybrid"
+    assert row_name("lenet", [cnn, cnn]) == "lenet (cnn)" and row_name("hybrid", [cnn]) == "hybrid (cnn)"
+    assert row_name("foci", [cnn]) == "foci"
+    assert row_name("lenet", [lenet, cnn]) == "lenet (cnn/lenet)"
 
 
 def test_where_keeps_the_experiments_with_those_param_values():

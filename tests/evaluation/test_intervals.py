@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from scipy.stats import binom
+from scipy.stats import binom, binomtest
 
 from bps.evaluation.intervals import (
     GroupedBootstrap,
@@ -11,6 +11,7 @@ from bps.evaluation.intervals import (
     interval,
     macro_f1,
     mcnemar_exact,
+    p_value_text,
     paired_comparison,
 )
 from bps.targets.labels import get_target
@@ -92,10 +93,30 @@ def test_mcnemar_exact_matches_hand_computed_binomial_tails():
     # 8 discordant images favour A, 2 favour B: p = 2 · P(X ≤ 2 | 10, ½) = 2 · (1 + 10 + 45) / 1024.
     a = np.array([1] * 8 + [0] * 2 + [1] * 5 + [0] * 3, dtype=bool)
     b = np.array([0] * 8 + [1] * 2 + [1] * 5 + [0] * 3, dtype=bool)
-    assert mcnemar_exact(a, b) == (8, 2, pytest.approx(112 / 1024))
-    assert mcnemar_exact(np.zeros(6, bool), np.ones(6, bool)) == (0, 6, pytest.approx(2 / 64))
-    assert mcnemar_exact(np.ones(5, bool), np.ones(5, bool)) == (0, 0, 1.0)
-    assert mcnemar_exact(a[:10], a[:10][::-1])[2] == pytest.approx(min(1.0, 2 * binom.cdf(2, 4, 0.5)))
+    assert mcnemar_exact(a, b) == (8, 2, pytest.approx(np.log10(112 / 1024)))
+    assert mcnemar_exact(np.zeros(6, bool), np.ones(6, bool)) == (0, 6, pytest.approx(np.log10(2 / 64)))
+    assert mcnemar_exact(np.ones(5, bool), np.ones(5, bool)) == (0, 0, 0.0)
+    assert mcnemar_exact(a[:10], a[:10][::-1])[2] == pytest.approx(np.log10(min(1.0, 2 * binom.cdf(2, 4, 0.5))))
+
+
+@pytest.mark.parametrize(("only_a", "only_b"), [(0, 1), (3, 3), (7, 2), (40, 61), (2116, 5407)])
+def test_mcnemar_exact_agrees_with_scipys_binomial_test(only_a, only_b):
+    a = np.array([True] * only_a + [False] * only_b)
+    log10_p = mcnemar_exact(a, ~a)[2]
+    assert 10**log10_p == pytest.approx(binomtest(only_a, only_a + only_b, 0.5).pvalue, rel=1e-9, abs=1e-300)
+
+
+def test_a_p_value_below_the_float_range_is_not_printed_as_zero():
+    # Full size: 1,482 images only A gets right, 5,203 only B; scipy's float p is exactly 0.
+    a = np.array([True] * 1482 + [False] * 5203)
+    assert binomtest(1482, 6685, 0.5).pvalue == 0.0
+    log10_p = mcnemar_exact(a, ~a)[2]
+    assert -1000 < log10_p < -308
+    mantissa, exponent = p_value_text(log10_p).split("e")
+    assert 1 <= float(mantissa) < 10 and int(exponent) == int(np.floor(log10_p))
+    assert p_value_text(np.log10(0.0154)) == "0.0154"
+    assert p_value_text(np.log10(4.82e-10)) == "4.82e-10"
+    assert p_value_text(0.0) == "1"
 
 
 def test_paired_comparison_calls_a_small_difference_a_tie_and_a_large_one_not():
