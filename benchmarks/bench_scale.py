@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,8 +46,12 @@ def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None 
     try:
         timed = stage_runs(project, "full")
     finally:  # the run's results table, for people: the project copy goes with the scratch folder
-        if (project / "metrics" / "comparison.md").is_file():
-            print((project / "metrics" / "comparison.md").read_text(), file=sys.stderr)
+        comparison = project / "metrics" / "comparison.md"
+        if comparison.is_file():
+            print(comparison.read_text(), file=sys.stderr)
+            if results is not None:  # every model with its intervals and paired tests, for the docs
+                results.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(comparison, results / f"full_size_{count}_comparison.md")
     print("  limits: rendering, decoding and the CNN in memory, on the same data", file=sys.stderr, flush=True)
     limit_of = {"download": bench_limits.render_limit(project)}
     limit_of["preprocess"], one_image = bench_limits.decode_limit(project)
