@@ -24,7 +24,7 @@ from bps.classical import foci
 from bps.classical.foci import nucleus_mask
 from bps.core.params import FeatureParams, PreprocessParams
 from bps.data.arrays import PreparedArray, collect_images
-from bps.data.images import prepare_image, read_tiff
+from bps.data.images import apply_window, intensity_window, prepare_image, read_tiff, shrink, to_uint8
 
 FAMILIES = ("appearance", "foci")
 
@@ -82,11 +82,33 @@ def image_features(image: np.ndarray, params: FeatureParams) -> dict[str, float]
     return features
 
 
+# The foci channel maps this fraction of the image's intensity window to full scale: a focus stands
+# a few tenths of the window above its nucleus, so it spans most of the 8 bits.
+FOCI_CHANNEL_RANGE = 0.25
+
+
+def model_input(image: np.ndarray, preprocess: PreprocessParams) -> np.ndarray:
+    """One decoded crop to the CNN's C×size×size uint8 input: the image, then, with
+    ``preprocess.foci_channel``, the band-pass response that the foci count thresholds.
+
+    Shrinking a ~145 px crop to 64 px takes a focus from ~5 px wide to ~2; the band pass finds it
+    at native scale first, and area averaging keeps its integrated response. The channel is in
+    units of the image's own intensity window (so a plate's staining gain cancels), and only
+    bright spots (positive responses) are kept.
+    """
+    channels = [prepare_image(image, preprocess)]
+    if preprocess.foci_channel:
+        low, high = intensity_window(image, preprocess)
+        response = shrink(foci.band_pass(image), preprocess)
+        channels.append(to_uint8(apply_window(response, 0.0, FOCI_CHANNEL_RANGE * (high - low))))
+    return np.stack(channels)
+
+
 def prepared_and_features(path: Path, preprocess: PreprocessParams, params: FeatureParams
                           ) -> tuple[np.ndarray, dict[str, float]]:
     """One TIFF decoded once into both of its outputs: the model input and the classical features."""
     image = read_tiff(path)
-    return prepare_image(image, preprocess), image_features(image, params)
+    return model_input(image, preprocess), image_features(image, params)
 
 
 def prepare_with_features(paths: list[Path], preprocess: PreprocessParams, params: FeatureParams,
@@ -99,6 +121,6 @@ def prepare_with_features(paths: list[Path], preprocess: PreprocessParams, param
     fail``) or is left out of both outputs (``skip``).
     """
     rows: list[dict[str, float]] = []
-    prepared = collect_images(partial(prepared_and_features, preprocess=preprocess, params=params), paths, 1,
-                              preprocess, desc, side=rows)
+    prepared = collect_images(partial(prepared_and_features, preprocess=preprocess, params=params), paths,
+                              1 + preprocess.foci_channel, preprocess, desc, side=rows)
     return prepared, pd.DataFrame(rows)

@@ -220,6 +220,9 @@ class PreprocessParams(_Block):
         99.9,
     )
     on_error: Literal["fail", "skip"] = "fail"
+    # a second CNN input channel: the band-pass response that the foci count thresholds, taken at native
+    # scale (where a focus is ~5 px wide), then shrunk like the image (bps/classical/features.py)
+    foci_channel: StrictBool = False
     # runtime.yaml: speed, not results; left out of what a model card or report records
     workers: Annotated[StrictInt, Field(ge=0, le=64, exclude=True)] = 0
 
@@ -386,7 +389,7 @@ class Params(_Block):
 
     @model_validator(mode="after")
     def _mlp_fits_in_memory(self) -> Params:
-        channels = len(self.data.layout.channels) if self.data.source == "layout" else 1
+        channels = len(self.data.layout.channels) if self.data.source == "layout" else 1 + self.preprocess.foci_channel
         inputs = channels * self.preprocess.image_size**2
         count = mlp_parameters(inputs, self.baseline.hidden_layers)
         if count > MAX_MLP_PARAMETERS:
@@ -394,6 +397,13 @@ class Params(_Block):
                 f"baseline.hidden_layers: {self.baseline.hidden_layers} on {inputs} inputs ({channels} channels × "
                 f"preprocess.image_size {self.preprocess.image_size}²) is {count:,} parameters; "
                 f"at most {MAX_MLP_PARAMETERS:,}")
+        return self
+
+    @model_validator(mode="after")
+    def _foci_channel_is_for_nuclei(self) -> Params:
+        if self.preprocess.foci_channel and self.data.source == "layout":
+            raise ValueError("preprocess.foci_channel: true is for BPS nuclei (one TIFF each); "
+                             "data.source layout has its own channels")
         return self
 
     @model_validator(mode="after")

@@ -209,12 +209,15 @@ def prepare_image(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
     affine map on 20× fewer pixels; clipping after area averaging also keeps the integrated
     brightness of a small focus that saturates the window.
     """
-    low, high = intensity_window(image, params)
+    return to_uint8(apply_window(shrink(image, params), *intensity_window(image, params)))
+
+
+def shrink(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """A crop (or any map of it) to ``image_size``² float32, as ``preprocess.scale`` says: the whole
+    crop shrunk to fit (``fit``) or its centre at native scale (``native``)."""
     if params.scale == "native":
-        pixels = centre_window(image, params.image_size)
-    else:
-        pixels = resize_area(pad_to_square(image), params.image_size)
-    return to_uint8(apply_window(pixels, low, high))
+        return centre_window(image, params.image_size)
+    return resize_area(pad_to_square(image), params.image_size)
 
 
 def prepare(path: Path | str, params: PreprocessParams) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from bps.classical.features import model_input
 from bps.core import options
 from bps.core.errors import PipelineError
 from bps.data.images import MAX_SIDE, prepare_image, read_tiff, tiff_size
@@ -48,8 +49,10 @@ class Predictor:
         self.preprocess = card.preprocess
         self.architecture = card.architecture
         self.channels = card.channels or ["image"]  # the files one sample takes, in order
-        if not self.layout and card.in_channels != 1:
-            raise PipelineError(f"{self.folder}: this model takes {card.in_channels} channels; BPS TIFFs have one")
+        made = 1 + bool(self.preprocess and self.preprocess.foci_channel)  # the image, and the foci channel
+        if not self.layout and card.in_channels != made:
+            raise PipelineError(f"{self.folder}: this model takes {card.in_channels} channels; its preprocessing "
+                                f"makes {made} from a BPS TIFF")
         try:
             self.model = load_model(self.folder)
         except PipelineError:
@@ -63,10 +66,10 @@ class Predictor:
         BPS TIFF, or a layout sample's channel files (PNG or TIFF of the card's bit depth, one size)."""
         if self.layout:
             images = read_sample(sources, self.card.bit_depth, names, max_side)
-        else:
-            labels = names if names is not None else [None] * len(sources)
-            images = [read_tiff(source, name, max_side) for source, name in zip(sources, labels)]
-        return np.stack([prepare_image(image, self.preprocess) for image in images])
+            return np.stack([prepare_image(image, self.preprocess) for image in images])
+        labels = names if names is not None else [None] * len(sources)
+        images = [read_tiff(source, name, max_side) for source, name in zip(sources, labels)]
+        return np.concatenate([model_input(image, self.preprocess) for image in images])
 
     def declared_pixels(self, sources: Sequence[Path | BinaryIO], names: Sequence[str],
                         max_side: int = MAX_SIDE) -> int:
@@ -76,7 +79,7 @@ class Predictor:
         return sum(math.prod(size(source, name, max_side)) for source, name in zip(sources, names))
 
     def prepare(self, source: Path | str | BinaryIO, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
-        """One TIFF (path or open binary file) → the model's 1×size×size uint8 input."""
+        """One TIFF (path or open binary file) → the model's C×size×size uint8 input (2 channels with the foci one)."""
         return self.prepare_sample([source], None if name is None else [name], max_side)
 
     def samples(self, names: list[str]) -> list[list[int]]:

@@ -260,3 +260,12 @@ def test_intensity_augment_is_a_strength_from_0_to_1():
     message = _error({"train": {"intensity_augment": 1.5}})
     assert message == "params.yaml: train.intensity_augment: Input should be less than or equal to 1 (got 1.5)"
     assert _error({"train": {"intensity_augmnet": 0.3}}).startswith("params.yaml: train.intensity_augmnet: unknown key")
+
+
+def test_the_foci_channel_doubles_the_mlps_inputs_and_is_for_bps_nuclei_only():
+    message = _error({"preprocess": {"foci_channel": True}, "baseline": {"hidden_layers": [100000, 100000]}})
+    assert "on 8192 inputs (2 channels × preprocess.image_size 64²)" in message
+    layout = {"data": {"source": "layout"}, "task": {"target": "labels"}, "split": {"group_by": "none"}}
+    assert _error(layout | {"preprocess": {"foci_channel": True}}) == (
+        "params.yaml: preprocess.foci_channel: true is for BPS nuclei (one TIFF each); data.source layout has its own "
+        "channels")

@@ -13,8 +13,9 @@ import torch
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bps.classical.features import prepare_with_features
 from bps.core.errors import PipelineError
-from bps.core.params import BaselineParams, PreprocessParams
+from bps.core.params import BaselineParams, FeatureParams, PreprocessParams
 from bps.data.arrays import prepare_images
 from bps.data.images import ImageError, prepare
 from bps.models import pixel_mlp, sklearn_io
@@ -85,6 +86,18 @@ def test_predictor_matches_the_pipelines_preprocess_and_predict(lenet_folder, ti
     assert expected.shape == (len(tiffs), 2)
     _check_table(table, tiffs, expected)
     assert table[["p_Fe", "p_X-ray"]].nunique().min() > 1  # distinct images, distinct outputs
+
+
+def test_a_model_trained_with_the_foci_channel_gets_it_from_its_card(tiffs, tmp_path):
+    stored = STORED.model_copy(update={"foci_channel": True})
+    torch.manual_seed(0)
+    folder = tmp_path / "lenet"
+    save_checkpoint(folder, LeNet5(2, len(CLASSES), stored.image_size),
+                    finished_card("lenet", 2, stored.image_size, CLASSES, preprocess=stored))
+    prepared, _ = prepare_with_features(tiffs, stored, FeatureParams())  # what the preprocess stage writes
+    assert prepared.images.shape[1] == 2
+    expected = predict_proba(load_checkpoint(folder)[0], prepared.images, torch.device("cpu"))
+    _check_table(Predictor(folder).predict_files(tiffs), tiffs, expected)
 
 
 def test_stored_preprocessing_wins_over_params_yaml(lenet_folder, tiffs, tmp_path, monkeypatch):
