@@ -1,8 +1,8 @@
 """preprocess: decode each split's images once into one .npy array and a table of classical features.
 
-Writes data/prepared/{split}_images.npy (N×1×size×size uint8; value/255 is the normalised
-intensity), {split}.csv (labels, row for row) and report.json (settings but the worker count,
-counts, skipped files); and data/features/{split}.csv: the split table's columns (file, labels,
+Writes data/prepared/{split}_images.npy (N×1×size×size uint8, N×2×... with the foci channel; value/255
+is the normalised intensity), {split}.csv (labels, row for row) and report.json (settings but the
+worker count, counts, skipped files); and data/features/{split}.csv: the split table's columns (file, labels,
 plate/well/field) and the appearance_* and foci_* features of bps/classical/features.py, row for
 row. Both outputs come from the same decode of each file (the features once had a stage of their
 own that decoded every file again); a new ``features`` param re-runs this stage, and the prepared
