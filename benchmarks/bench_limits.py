@@ -8,6 +8,11 @@
   size, torch's default threads as in the stage, augmentation off): one epoch of training over the
   train split and one forward pass over the val split, times the stage's epochs (lr-find: its steps).
 
+A shared 2-core host can run at half its speed for minutes, so a limit taken after a run of many minutes
+may not describe the moment a stage ran. :func:`host_rate` (the same network on random tensors, a few
+seconds) says how fast the host was before the run; the benchmark also re-runs train-lenet's command
+right between two measurements of its limit, so that the ratio compares two things timed together.
+
 Each limit is a floor, not a target: the stage also starts Python, reads tables and writes files.
 """
 
@@ -95,6 +100,36 @@ def _one_image_split(paths: list[Path], params: Params) -> dict[str, float]:
             "features_ms": (done - prepared) * per_ms, "images": len(paths)}
 
 
+def _train_rate(model, batches: list, lr: float) -> float:
+    """Images per second of training steps over ``batches`` (after one warm-up step)."""
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step(images: torch.Tensor, target: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), target).backward()
+        optimizer.step()
+
+    step(*batches[0])  # first-call allocations
+    start = time.perf_counter()
+    for images, target in batches:
+        step(images, target)
+    return sum(len(target) for _, target in batches) / (time.perf_counter() - start)
+
+
+def host_rate(size: int = 64, batch: int = 64, steps: int = 100) -> float:
+    """The host's speed now: LeNet-5's training rate (images/s) on random ``size``-pixel tensors."""
+    import torch
+
+    from bps.models.networks import LeNet5
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(batch, 1, size, size, generator=generator), torch.arange(batch) % 2)] * steps
+    torch.manual_seed(0)
+    return _train_rate(LeNet5(1, 2, size), batches, lr=3e-4)
+
+
 def cnn_limits(project: Path) -> dict[str, Limit]:
     """train-lenet's and lr-find's floors: LeNet-5 on in-memory tensors, timed over one epoch and one val pass."""
     import torch
@@ -116,18 +151,8 @@ def cnn_limits(project: Path) -> dict[str, Limit]:
     val_batches = [images for images, _ in iterate_batches(val_images, np.zeros(len(val_images), np.int64), batch)]
     torch.manual_seed(0)
     model = LeNet5(train_images.shape[1], 2, size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
-
-    def step(images: torch.Tensor, target: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(images), target).backward()
-        optimizer.step()
-
-    step(*train_batches[0])  # warm-up: first-call allocations
-    start = time.perf_counter()
-    for images, target in train_batches:
-        step(images, target)
-    epoch = time.perf_counter() - start
+    rate = _train_rate(model, train_batches, train.lr)
+    epoch = len(train_images) / rate
     model.eval()
     start = time.perf_counter()
     with torch.no_grad():
@@ -135,7 +160,6 @@ def cnn_limits(project: Path) -> dict[str, Limit]:
             model(images)
     val_pass = time.perf_counter() - start
     threads = torch.get_num_threads()
-    rate = len(train_images) / epoch
     return {
         "train-lenet": Limit(
             train.epochs * (epoch + val_pass),

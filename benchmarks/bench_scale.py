@@ -43,6 +43,7 @@ def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None 
         changes |= {("train", "epochs"): 1, ("baseline", "epochs"): 1}
     project = project_copy(workdir / "full", changes)
     load = os.getloadavg()[0]  # other work on the machine slows stages and limits alike, not always equally
+    host = {"before": bench_limits.host_rate()}
     try:
         timed = stage_runs(project, "full")
     finally:  # the run's results table, for people: the project copy goes with the scratch folder
@@ -56,6 +57,8 @@ def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None 
     limit_of = {"download": bench_limits.render_limit(project)}
     limit_of["preprocess"], one_image = bench_limits.decode_limit(project)
     limit_of |= bench_limits.cnn_limits(project)
+    host["after"] = bench_limits.host_rate()
+    rerun = rerun_between_limits(project, limit_of["train-lenet"])
     runs, _ = timed
     rows = stage_rows(project, "full", timed)
     rows[-1].note += f"; {17 * count} simulated images"
@@ -65,15 +68,35 @@ def full_size_rows(workdir: Path, quick: bool, images_per_condition: int | None 
                         f"{seconds[stage]:.1f} s vs {limit.seconds:.1f} s: {limit.what}"))
     split = ", ".join(f"{part.removesuffix('_ms').replace('_', ' ')} {one_image[part]:.2f} ms"
                       for part in ("decode_ms", "model_input_ms", "features_ms"))
+    rows.append(Row("full_train-lenet_rerun_vs_limit", rerun["vs_limit"], "x",
+                    f"its command again after the run, {rerun['command_s']:.1f} s, between two limits "
+                    f"({rerun['limit_before_s']:.1f} s and {rerun['limit_after_s']:.1f} s)"))
+    rows.append(Row("full_host_rate", host["before"], "images/s",
+                    f"LeNet-5 on random tensors before the run; {host['after']:.0f} after it"))
     rows.append(Row("full_features_vs_decode", one_image["features_ms"] / one_image["decode_ms"], "x",
                     f"one image's work on one core: {split}"))
     if results is not None:
-        write_results(results, count, runs, limit_of, one_image, rows, load)
+        write_results(results, count, runs, limit_of, one_image, rows, load, host, rerun)
     return rows
 
 
+def rerun_between_limits(project: Path, before: Limit) -> dict[str, float]:
+    """train-lenet's command run again (same data and params: the same bytes out), then its limit measured
+    again: its ratio to the mean of the two limits that bracket it, which a host whose speed drifts over a
+    long run cannot skew the way it can skew a ratio of two measurements minutes apart."""
+    print("  train-lenet again, between two measurements of its limit", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    _run(sys.executable, "-m", "stages.train_lenet", cwd=project)
+    seconds = time.perf_counter() - start
+    after = bench_limits.cnn_limits(project)["train-lenet"]
+    return {"command_s": round(seconds, 1), "limit_before_s": round(before.seconds, 2),
+            "limit_after_s": round(after.seconds, 2),
+            "vs_limit": round(2 * seconds / (before.seconds + after.seconds), 2)}
+
+
 def write_results(folder: Path, count: int, runs: list[StageRun], limit_of: dict[str, Limit],
-                  one_image: dict[str, float], rows: list[Row], load: float) -> None:
+                  one_image: dict[str, float], rows: list[Row], load: float, host: dict[str, float],
+                  rerun: dict[str, float]) -> None:
     """The run's table as full_size_<N>.json (for docs to include) and the same as Markdown."""
     stages = [{"stage": run.stage, "seconds": round(run.seconds, 1), "command_s": round(run.command_s, 1),
                "peak_rss_mib": round(run.rss_mb),
@@ -85,7 +108,8 @@ def write_results(folder: Path, count: int, runs: list[StageRun], limit_of: dict
              "images_per_condition": count, "images": 17 * count, "cores": os.cpu_count(),
              "load_at_start": round(load, 1),
              "date": time.strftime("%Y-%m-%d", time.gmtime()), "stages": stages, "total_s": round(total.value, 1),
-             "result": total.note, "one_image_ms": {k: round(v, 3) for k, v in one_image.items()}}
+             "result": total.note, "one_image_ms": {k: round(v, 3) for k, v in one_image.items()},
+             "host_rate": {k: round(v) for k, v in host.items()}, "train_lenet_rerun": rerun}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"full_size_{count}.json").write_text(json.dumps(table, indent=2) + "\n")
     lines = [f"`{table['command']}`: {table['images']:,} simulated images, {table['cores']} cores "
@@ -102,7 +126,12 @@ def write_results(folder: Path, count: int, runs: list[StageRun], limit_of: dict
     lines += [f"| **whole `dvc repro`** | **{table['total_s']}** | | | | | |", "", f"{total.note}.", "",
               "One image's work on one core (ms): " + ", ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {v}"
                                                                for k, v in table["one_image_ms"].items()
-                                                               if k != "images") + "."]
+                                                               if k != "images") + ".", "",
+              f"train-lenet's command again after the run, between two measurements of its limit: "
+              f"{rerun['command_s']} s against {rerun['limit_before_s']} s and {rerun['limit_after_s']} s, "
+              f"**{rerun['vs_limit']} × its limit**.", "",
+              f"The host's speed (LeNet-5 training on random tensors, images/s): {table['host_rate']['before']:,} "
+              f"before the run, {table['host_rate']['after']:,} after it."]
     (folder / f"full_size_{count}.md").write_text("\n".join(lines) + "\n")
 
 

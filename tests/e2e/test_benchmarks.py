@@ -69,7 +69,8 @@ def test_full_size_run_reports_every_stage_and_its_limit_at_a_tiny_size(tmp_path
     names = [row["name"] for row in rows]
     limited = ["download", "preprocess", "train-lenet", "lr-find"]
     assert names == ([f"full_{stage}_s" for stage in STAGES] + ["full_dvc_repro_s"]
-                     + [f"full_{stage}_vs_limit" for stage in limited] + ["full_features_vs_decode"])
+                     + [f"full_{stage}_vs_limit" for stage in limited]
+                     + ["full_train-lenet_rerun_vs_limit", "full_host_rate", "full_features_vs_decode"])
     assert all("peak RSS" in row["note"] for row in rows[: len(STAGES)])
     assert "204 simulated images" in rows[len(STAGES)]["note"]
     assert "full_train-lenet_vs_limit" in result.stdout
@@ -80,6 +81,10 @@ def test_full_size_run_reports_every_stage_and_its_limit_at_a_tiny_size(tmp_path
     assert sum(stage["seconds"] for stage in table["stages"]) == pytest.approx(table["total_s"], abs=0.6)
     assert all(0 < stage["command_s"] <= stage["seconds"] for stage in table["stages"])
     assert {stage["stage"] for stage in table["stages"] if stage["vs_limit"]} == set(limited)
+    rerun = table["train_lenet_rerun"]  # the same command again, bracketed by two limits
+    limits = rerun["limit_before_s"] + rerun["limit_after_s"]  # rounded to 0.01 s: tenths of a second here
+    assert rerun["vs_limit"] == pytest.approx(2 * rerun["command_s"] / limits, rel=0.1)
+    assert all(rate > 0 for rate in table["host_rate"].values())
     markdown = (tmp_path / "results" / "full_size_12.md").read_text()
     assert "| preprocess |" in markdown and "bare TIFF decode" in markdown
     comparison = (tmp_path / "results" / "full_size_12_comparison.md").read_text()  # the run's own evaluate
