@@ -16,7 +16,6 @@ from bps.core.files import write_csv, write_json
 from bps.core.params import Params
 from bps.core.paths import METRICS
 from bps.core.stage import run_stage
-from bps.data.arrays import load_split
 from bps.models.card import ModelCard
 from bps.models.inference import pick_device
 from bps.models.networks import build_model
@@ -24,6 +23,7 @@ from bps.targets.labels import task_target
 from bps.training import lr_find
 from bps.training.batches import RandomAugment, training_weights
 from bps.training.loop import make_deterministic, make_optimizer
+from bps.training.negative_control import load_training_split
 
 OUTPUT = METRICS / "lr_find"
 
@@ -32,7 +32,7 @@ def main(params: Params) -> None:
     config, settings, target = params.train, params.lr_find, task_target(params)
     device = pick_device(config.device)
     generator = make_deterministic(config.seed, device.type)
-    images, table = load_split("train")
+    images, table = load_training_split("train", config.shams)
     labels = target.encode(table)
     card = ModelCard(kind="cnn", architecture=config.model, in_channels=images.shape[1], image_size=images.shape[-1],
                      target=target.name, classes=list(target.outputs), preprocess=params.preprocess,

@@ -42,7 +42,8 @@ def main(params: Params, control: bool = False) -> None:
         relaunch_under_torchrun(params.train.processes, "stages.train_lenet", ["--control"] if control else [])
         return
     with process_group(world, pick_device(params.train.device)) as device:
-        predictions = [train(params, world, device, run) for run in training_runs("lenet", params, control)]
+        runs = training_runs("lenet", params, control, params.train.shams)
+        predictions = [train(params, world, device, run) for run in runs]
         if control and world.is_main:
             write_held_out("lenet", predictions)
 

@@ -293,6 +293,8 @@ class TrainParams(_Block):
     crop_pad: Annotated[StrictInt, Field(ge=0, le=32)] = 4
     # Random gain, offset, gamma and blur per training image (bps/training/batches.py IntensityAugment); 0 = off.
     intensity_augment: Annotated[float, Field(ge=0, le=1)] = 0.3  # chosen at drift 0.15 (docs/experiments.md)
+    # exclude: train and validate on irradiated nuclei only; a sham's particle label is its plate's, not its own.
+    shams: Literal["include", "exclude"] = "include"
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: Literal[options.ARCHITECTURES] = "lenet"
@@ -404,6 +406,13 @@ class Params(_Block):
         if self.preprocess.foci_channel and self.data.source == "layout":
             raise ValueError("preprocess.foci_channel: true is for BPS nuclei (one TIFF each); "
                              "data.source layout has its own channels")
+        return self
+
+    @model_validator(mode="after")
+    def _shams_leave_particle_to_learn(self) -> Params:
+        if self.train.shams == "exclude" and self.task.target != "particle":
+            raise ValueError(f"train.shams: exclude is for task.target particle; {self.task.target} "
+                             "learns from every image")
         return self
 
     @model_validator(mode="after")

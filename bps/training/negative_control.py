@@ -116,6 +116,7 @@ class TrainingData:
     target: Target
     fold: Fold | None = None  # a negative control's fold; None: the model on its split
     primary: bool = True  # the folder the stage's lock guards (a control's other folds: False)
+    shams: str = "include"  # the model's own run: train.shams (a control learns from shams alone)
     # Every split's sham images and rows; training_runs shares one cached loader among a stage's folds.
     sham_images: Callable[[], tuple[np.ndarray, pd.DataFrame]] = field(default=_image_pool, compare=False, repr=False)
 
@@ -126,7 +127,7 @@ class TrainingData:
     def load(self, role: str) -> tuple[np.ndarray, pd.DataFrame]:
         """The images and rows playing ``role`` (train, val or held_out)."""
         if self.fold is None:
-            return load_split(ROLE_SPLITS[role])
+            return load_training_split(ROLE_SPLITS[role], self.shams)
         images, pool = self.sham_images()
         keep = np.flatnonzero(self.fold.mask(pool, role))
         return images[keep], self.rows(pool, role)
@@ -138,15 +139,26 @@ class TrainingData:
         return table
 
 
-def training_runs(model: str, params: Params, control: bool) -> list[TrainingData]:
-    """The model ``model`` on ``task.target``, or (``control``) one particle-on-shams run per fold."""
+def load_training_split(split: str, shams: str = "include") -> tuple[np.ndarray, pd.DataFrame]:
+    """A split's images and rows as a model learns from them: ``shams`` ``exclude`` leaves the sham
+    nuclei out (read into memory; the rest stay memory-mapped when nothing is left out)."""
+    images, table = load_split(split)
+    if shams == "include":
+        return images, table
+    keep = ~is_sham(table)
+    return np.asarray(images[keep]), table[keep].reset_index(drop=True)
+
+
+def training_runs(model: str, params: Params, control: bool, shams: str = "include") -> list[TrainingData]:
+    """The model ``model`` on ``task.target`` (``shams``: see :func:`load_training_split`), or
+    (``control``) one particle-on-shams run per fold."""
     if not control:
-        return [TrainingData(model, task_target(params))]
+        return [TrainingData(model, task_target(params), shams=shams)]
     folds = control_folds(params.split, params.data.hours)
     name = control_name(model)
-    shams = cache(_image_pool)  # read once for all folds, and only if a fold loads images
+    pool = cache(_image_pool)  # read once for all folds, and only if a fold loads images
     return [TrainingData(name if index == 0 else f"{name}/{fold.name}", get_target(CONTROL_TARGET), fold, index == 0,
-                         shams) for index, fold in enumerate(folds)]
+                         sham_images=pool) for index, fold in enumerate(folds)]
 
 
 def held_out_predictions(run: TrainingData, table: pd.DataFrame, proba: np.ndarray) -> pd.DataFrame:

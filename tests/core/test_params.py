@@ -269,3 +269,10 @@ def test_the_foci_channel_doubles_the_mlps_inputs_and_is_for_bps_nuclei_only():
     assert _error(layout | {"preprocess": {"foci_channel": True}}) == (
         "params.yaml: preprocess.foci_channel: true is for BPS nuclei (one TIFF each); data.source layout has its own "
         "channels")
+
+
+def test_leaving_shams_out_of_training_is_for_the_particle_target_only():
+    assert parse_params({"train": {"shams": "exclude"}}).train.shams == "exclude"
+    assert _error({"train": {"shams": "exclude"}, "task": {"target": "particle_dose"}}) == (
+        "params.yaml: train.shams: exclude is for task.target particle; particle_dose learns from every image")
+    assert _error({"train": {"shams": "none"}}).startswith("params.yaml: train.shams: Input should be 'include' or")

@@ -142,6 +142,20 @@ def test_a_stage_s_hour_folds_read_the_sham_images_once(monkeypatch):
     assert len(reads) == 1
 
 
+def test_train_shams_exclude_leaves_the_shams_out_of_the_model_s_splits_but_not_its_control_s(project):
+    root, tables, _ = project
+    params = parse_params({"train": {"shams": "exclude"}})
+    (model,), (control, *_) = training_runs("lenet", params, False, "exclude"), training_runs("lenet", params, True)
+    for role, split in (("train", "train"), ("val", "val")):
+        images, table = model.load(role)
+        irradiated = tables[split]["dose_Gy"] > 0
+        assert table["filename"].tolist() == tables[split]["filename"][irradiated].tolist()
+        assert (images == 255).all() and len(images) == irradiated.sum()  # write_prepared: irradiated pixels are 255
+        assert (control.load(role)[1]["dose_Gy"] == 0).all()
+    images, table = training_runs("lenet", params, False)[0].load("train")  # include: the whole split, mapped
+    assert len(table) == len(tables["train"]) and isinstance(images, np.memmap)
+
+
 @pytest.mark.slow  # trains every model family and its control, then evaluates (~15 s)
 def test_controls_train_on_training_shams_and_are_scored_on_test_shams(project):
     root, tables, params = project
