@@ -89,8 +89,8 @@ def rerun_between_limits(project: Path, before: Limit) -> dict[str, float]:
     _run(sys.executable, "-m", "stages.train_lenet", cwd=project)
     seconds = time.perf_counter() - start
     after = bench_limits.cnn_limits(project)["train-lenet"]
-    return {"command_s": round(seconds, 1), "limit_before_s": round(before.seconds, 2),
-            "limit_after_s": round(after.seconds, 2),
+    return {"command_s": round(seconds, 2), "limit_before_s": round(before.seconds, 3),
+            "limit_after_s": round(after.seconds, 3),
             "vs_limit": round(2 * seconds / (before.seconds + after.seconds), 2)}
 
 
@@ -128,7 +128,7 @@ def write_results(folder: Path, count: int, runs: list[StageRun], limit_of: dict
                                                                for k, v in table["one_image_ms"].items()
                                                                if k != "images") + ".", "",
               f"train-lenet's command again after the run, between two measurements of its limit: "
-              f"{rerun['command_s']} s against {rerun['limit_before_s']} s and {rerun['limit_after_s']} s, "
+              f"{rerun['command_s']:.1f} s against {rerun['limit_before_s']:.2f} s and {rerun['limit_after_s']:.2f} s, "
               f"**{rerun['vs_limit']} × its limit**.", "",
               f"The host's speed (LeNet-5 training on random tensors, images/s): {table['host_rate']['before']:,} "
               f"before the run, {table['host_rate']['after']:,} after it."]
