@@ -17,14 +17,16 @@ def main(params: Params) -> None:
     config = params.split
     table = with_groups(read_meta(META))
     fractions = (config.train, config.val, config.test)
-    split = assign_splits(table, config.group_by, fractions, config.seed, config.protocol, config.test_hour)
+    split = assign_splits(table, config.group_by, fractions, config.seed, config.protocol, config.test_hour,
+                          config.val_unit)
     summary = summarise(table, split, config)
     for name in SPLITS:
         write_text(split_table(name), table[split == name].to_csv(index=False))
     write_json(SPLIT_SUMMARY, summary)
     counts = ", ".join(f"{name} {summary['splits'][name]['images']}" for name in SPLITS)
     disjoint = "plate-disjoint" if summary["plate_disjoint"] else "test plates also in training"
-    print(f"split ({config.protocol}, by {config.group_by}): {counts}; {disjoint}")
+    unit = "val by plate" if config.val_unit == "plate" else f"by {config.group_by}"
+    print(f"split ({config.protocol}, {unit}): {counts}; {disjoint}")
 
 
 if __name__ == "__main__":

@@ -191,6 +191,8 @@ class SplitParams(_Block):
     # (checked in Params, which sees both blocks).
     group_by: str = "well"
     test_hour: Literal[4, 24, 48] = 24
+    # plate (leave_hour_out, task.target particle): validation is whole irradiated plates of the training hours
+    val_unit: Literal["group", "plate"] = "group"
     train: Fraction = 0.7
     val: Fraction = 0.15
     test: Fraction = 0.15
@@ -413,6 +415,14 @@ class Params(_Block):
         if self.train.shams == "exclude" and self.task.target != "particle":
             raise ValueError(f"train.shams: exclude is for task.target particle; {self.task.target} "
                              "learns from every image")
+        return self
+
+    @model_validator(mode="after")
+    def _validation_plates_need_unseen_plates_and_particle(self) -> Params:
+        split, target = self.split, self.task.target
+        if split.val_unit == "plate" and (split.protocol != "leave_hour_out" or target != "particle"):
+            raise ValueError(f"split.val_unit: plate is for split.protocol leave_hour_out and task.target particle "
+                             f"(got {split.protocol} and {target}): a held-out plate is a held-out condition")
         return self
 
     @model_validator(mode="after")

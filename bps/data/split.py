@@ -10,7 +10,11 @@ of radiation damage. ``split.protocol`` chooses what the test split holds out:
   plate: plate recognition is rewarded.
 * ``leave_hour_out``: the test split is every image taken ``split.test_hour`` hours after
   exposure; train and val deal whole groups of the other hours' plates. Plate-disjoint: no test
-  plate (and no test hour) is seen in training. Validation shares plates with training.
+  plate (and no test hour) is seen in training. Validation shares plates with training, unless
+  ``split.val_unit`` is ``plate``: then it is whole irradiated plates of the training hours (each
+  batch's share, at least one), so what is chosen on validation is chosen on unseen plates too.
+  Sham plates stay in training: a sham's particle label is its batch's, so a sham plate in
+  validation would score plate reading, the thing plate-disjoint validation is there to catch.
 * ``leave_wells_out``: whole well *positions* (e.g. ``C7``) of each batch (the Fe plates, the
   X-ray plates) go to test, and others to val, on every plate of that batch. Well-disjoint
   (in case wells are animals or strains) but not plate-disjoint: every plate is in every split.
@@ -104,7 +108,7 @@ def _grouped(table, group_by, fractions, rng, split) -> None:
         _deal(split, rows.index, groups, names, _group_counts(len(names), fractions), SPLITS)
 
 
-def _leave_hour_out(table, group_by, fractions, rng, split, test_hour: int) -> None:
+def _leave_hour_out(table, group_by, fractions, rng, split, test_hour: int, val_unit: str) -> None:
     held_out = table["hr_post_exposure"] == test_hour
     present = sorted(table["hr_post_exposure"].unique().tolist())
     if not held_out.any() or held_out.all():
@@ -113,6 +117,9 @@ def _leave_hour_out(table, group_by, fractions, rng, split, test_hour: int) -> N
             f"and not the only one (found {present}); change split.test_hour or data.hours"
         )
     split[held_out] = "test"
+    if val_unit == "plate":
+        _validation_plates(table[~held_out], fractions, rng, split)
+        return
     groups = _groups(table, group_by)
     fix = _more_groups(group_by)
     for key, rows in table[~held_out].groupby(CONDITION_COLUMNS, sort=True):
@@ -123,6 +130,20 @@ def _leave_hour_out(table, group_by, fractions, rng, split, test_hour: int) -> N
         rng.shuffle(names)
         n_val = _val_count(len(names), fractions)
         _deal(split, rows.index, groups, names, (len(names) - n_val, n_val), ("train", "val"))
+
+
+def _validation_plates(table, fractions, rng, split) -> None:
+    """Per batch, its val share of the plates (at least one) from its irradiated ones; the rest train."""
+    split[table.index] = "train"
+    for batch, rows in table.groupby(BATCH_COLUMN, sort=True):
+        irradiated = np.array(sorted(set(rows.loc[rows["dose_Gy"] > 0, "plate"])))
+        if len(irradiated) < 2:
+            raise _too_few(f"batch {batch}", len(irradiated), "irradiated plates outside the test hour",
+                           "train and val", "leave_hour_out with split.val_unit plate",
+                           "add an hour to data.hours, or use split.val_unit group")
+        rng.shuffle(irradiated)
+        n_val = min(len(irradiated) - 1, _val_count(rows["plate"].nunique(), fractions))
+        split[rows.index[rows["plate"].isin(irradiated[:n_val])]] = "val"
 
 
 def _leave_wells_out(table, fractions, rng, split) -> None:
@@ -143,30 +164,34 @@ def assign_splits(
     seed: int,
     protocol: str = "grouped",
     test_hour: int = 24,
+    val_unit: str = "group",
 ) -> pd.Series:
     """Return the split name of every row, or raise :class:`SplitError` before any is assigned.
 
     ``group_by`` is a column of ``table`` (``well``, ``field``) or ``none`` for single images;
     ``leave_wells_out`` ignores it (its unit is the well position), and ``leave_hour_out``
-    ignores ``fractions[2]`` (its test split is the whole held-out hour).
+    ignores ``fractions[2]`` (its test split is the whole held-out hour) and, with ``val_unit``
+    ``plate``, ``group_by`` too (its validation unit is the plate).
     """
     split = pd.Series("", index=table.index, dtype=object)
     rng = np.random.default_rng(seed)
     if protocol == "grouped":
         _grouped(table, group_by, fractions, rng, split)
     elif protocol == "leave_hour_out":
-        _leave_hour_out(table, group_by, fractions, rng, split, test_hour)
+        _leave_hour_out(table, group_by, fractions, rng, split, test_hour, val_unit)
     elif protocol == "leave_wells_out":
         _leave_wells_out(table, fractions, rng, split)
     else:
         raise SplitError(f"split: unknown split.protocol {protocol!r} (allowed: {list(PROTOCOLS)})")
-    _check_training_holds_every_condition(table, split, protocol)
+    _check_training_holds_every_condition(table, split, protocol, val_unit)
     return split
 
 
-def _check_training_holds_every_condition(table: pd.DataFrame, split: pd.Series, protocol: str) -> None:
-    """Training must see every condition it is meant to (all but a held-out hour's)."""
-    meant = table if protocol != "leave_hour_out" else table[split != "test"]
+def _check_training_holds_every_condition(table: pd.DataFrame, split: pd.Series, protocol: str,
+                                          val_unit: str) -> None:
+    """Training must see every condition it is meant to (all but a held-out hour's and held-out plates')."""
+    held_out = ["test", "val"] if val_unit == "plate" else ["test"]
+    meant = table if protocol != "leave_hour_out" else table[~split.isin(held_out)]
     trained = set(map(tuple, table.loc[split == "train", CONDITION_COLUMNS].drop_duplicates().to_numpy()))
     for key in sorted(set(map(tuple, meant[CONDITION_COLUMNS].drop_duplicates().to_numpy()))):
         if key not in trained:
@@ -207,6 +232,8 @@ def summarise(table: pd.DataFrame, split: pd.Series, params: SplitParams) -> dic
     }
     if params.protocol == "leave_hour_out":
         summary["test_hour"] = params.test_hour
+    if params.val_unit == "plate":  # only when set: the default's summary.json stays byte for byte
+        summary["val_unit"] = params.val_unit
     contents = {name: _contents(table, split.index[split == name]) for name in SPLITS}
     for name in SPLITS:
         rows = table[split == name]

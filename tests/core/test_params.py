@@ -96,7 +96,7 @@ def test_unknown_top_level_key_lists_allowed_keys():
 
 def test_unknown_nested_key_names_dotted_key_and_allowed_keys():
     message = _error({"split": {"grop_by": "well"}})
-    allowed = "protocol, group_by, test_hour, train, val, test"
+    allowed = "protocol, group_by, test_hour, val_unit, train, val, test"
     assert message == f"params.yaml: split.grop_by: unknown key (allowed: {allowed})"
 
 
@@ -276,3 +276,13 @@ def test_leaving_shams_out_of_training_is_for_the_particle_target_only():
     assert _error({"train": {"shams": "exclude"}, "task": {"target": "particle_dose"}}) == (
         "params.yaml: train.shams: exclude is for task.target particle; particle_dose learns from every image")
     assert _error({"train": {"shams": "none"}}).startswith("params.yaml: train.shams: Input should be 'include' or")
+
+
+def test_validation_by_plate_is_for_leave_hour_out_and_the_particle_target_only():
+    plate = {"split": {"protocol": "leave_hour_out", "val_unit": "plate"}}
+    assert parse_params(plate).split.val_unit == "plate"
+    assert _error({"split": {"val_unit": "plate"}}) == (
+        "params.yaml: split.val_unit: plate is for split.protocol leave_hour_out and task.target particle "
+        "(got grouped and particle): a held-out plate is a held-out condition")
+    assert "got leave_hour_out and condition" in _error(plate | {"task": {"target": "condition"}})
+    assert _error({"split": {"val_unit": "well"}}).startswith("params.yaml: split.val_unit: Input should be 'group' or")

@@ -143,9 +143,8 @@ SEEDS = range(12)
 
 
 def _split(table: pd.DataFrame, params: SplitParams) -> pd.Series:
-    return assign_splits(
-        table, params.group_by, (params.train, params.val, params.test), params.seed, params.protocol, params.test_hour
-    )
+    return assign_splits(table, params.group_by, (params.train, params.val, params.test), params.seed,
+                         params.protocol, params.test_hour, params.val_unit)
 
 
 def _positions(table: pd.DataFrame) -> pd.Series:
@@ -243,6 +242,37 @@ def test_leave_hour_out_deals_train_and_val_by_their_share(table):
         # val gets its share of train + val (0.15 / 0.85) of the condition's wells, at least one.
         assert wells["val"] == max(1, round(0.15 / 0.85 * rows["well"].nunique()))
         assert wells["train"] + wells["val"] == rows["well"].nunique()
+
+
+@pytest.mark.parametrize("test_hour", HOURS)
+def test_validation_by_plate_holds_out_whole_irradiated_plates_that_training_never_sees(table, test_hour):
+    chosen = set()
+    for seed in SEEDS:
+        params = SplitParams(protocol="leave_hour_out", test_hour=test_hour, val_unit="plate", seed=seed)
+        split = _split(table, params)
+        by_group = _split(table, SplitParams(protocol="leave_hour_out", test_hour=test_hour, seed=seed))
+        assert ((split == "test") == (by_group == "test")).all()  # the test split is the protocol's, unchanged
+        val, train = table[split == "val"], table[split == "train"]
+        assert set(val["plate"]).isdisjoint(train["plate"])
+        assert (val["dose_Gy"] > 0).all()  # shams stay in training: their label is their batch's
+        assert (split[(table["dose_Gy"] == 0) & (table["hr_post_exposure"] != test_hour)] == "train").all()
+        assert val.groupby("particle_type")["plate"].nunique().to_dict() == {"Fe": 1, "X-ray": 1}  # 1 of 5 or 6
+        summary = summarise(table, split, params)
+        assert summary["val_unit"] == "plate" and summary["plate_disjoint"] is True
+        assert summary["splits"]["val"]["shared_with_train"]["plates"] == []
+        chosen.add(tuple(sorted(set(val["plate"]))))
+    assert len(chosen) > 3  # the seed chooses which plates
+
+
+def test_validation_by_plate_needs_two_irradiated_plates_per_batch_outside_the_test_hour():
+    one_dose = with_groups(plan_dataset(6, [4, 24], seed=0))
+    one_dose = one_dose[one_dose["dose_Gy"].isin([0.0, 0.82, 1.0])]  # one irradiated plate per batch in hour 4
+    with pytest.raises(SplitError) as caught:
+        _split(one_dose, SplitParams(protocol="leave_hour_out", test_hour=24, val_unit="plate"))
+    assert str(caught.value) == (
+        "split: batch Fe has 1 irradiated plates outside the test hour, too few to give train and val one each "
+        "(split.protocol leave_hour_out with split.val_unit plate); add an hour to data.hours, "
+        "or use split.val_unit group")
 
 
 def test_default_protocol_is_unchanged_by_the_new_parameters(table):
