@@ -5,6 +5,7 @@
     python -m bps exp-summary --metrics 'lenet\\.(irradiated|control)$'
     python -m bps exp-summary --json shown.json        # a saved `dvc exp show --json`
     python -m bps exp-summary --by data.synthetic.plate_effect --intervals   # the plate-drift stress test
+    python -m bps exp-summary --rows > runs.csv        # one row each: the CNN's validation and test figures
 
 One trained network is one draw: seeds 0-4 of LeNet-5 gave test accuracies 0.59-0.71 on the
 default data. Queue one experiment per seed, then summarise them here, so a comparison rests on
@@ -14,6 +15,7 @@ the spread across seeds and not on one lucky run.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import statistics
@@ -165,6 +167,30 @@ def print_stress(groups: dict[tuple, list[dict]], keys: list[str],
                   f"{cells[2]:>15} {row['control_holds_chance']:>3}/{n:<2}")
 
 
+def experiment_row(experiment: dict, keys: list[str], read: Callable[..., dict | None] = committed_json) -> dict:
+    """One experiment as a CSV row: the params ``keys``, what its CNN's kept epoch scored on validation
+    (what chose it), and on the test split its irradiated and sham accuracy and its paired difference
+    from the foci count on the irradiated nuclei, with that difference's 95 % interval."""
+    val = read(experiment["rev"], "metrics/lenet/metrics.json") or {}
+    test = read(experiment["rev"]) or {}
+    cnn = test.get("lenet", {})
+    pair = test.get("paired_irradiated", {}).get("lenet_vs_foci", {})
+    rounded = {key: round(cnn[key], 3) if key in cnn else None for key in ("irradiated_accuracy", "sham_accuracy")}
+    return {"experiment": experiment["name"], **{key: experiment["params"].get(key) for key in keys},
+            **{key: val.get(key) for key in ("val_macro_f1", "val_accuracy", "best_epoch")},
+            "lenet.irradiated": rounded["irradiated_accuracy"], "lenet.sham": rounded["sham_accuracy"],
+            "lenet-foci.irradiated": pair.get("accuracy_difference"),
+            **{f"ci95_{end}": pair.get(f"accuracy_difference_ci95_{end}") for end in ("low", "high")}}
+
+
+def print_rows(found: list[dict], read: Callable[..., dict | None] = committed_json) -> None:
+    """Every experiment as a CSV row (see :func:`experiment_row`), with the params that vary between them."""
+    keys = list(varied_params(found))
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(experiment_row(found[0], keys, read)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(experiment_row(experiment, keys, read) for experiment in found)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bps exp-summary", description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="a saved `dvc exp show --json` (default: run it now)")
@@ -180,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--intervals", action="store_true",
                         help="per model, irradiated and sham accuracy and the control over the seeds, and how many "
                              "95 %% intervals hold 0.5 (each experiment's metrics/evaluate.json, from its commit)")
+    parser.add_argument("--rows", action="store_true",
+                        help="one CSV row per experiment: the params that vary, the CNN's kept epoch's validation "
+                             "scores, and its test figures beside the foci count's (from each experiment's commit)")
     args = parser.parse_args(argv)
     if args.json:
         shown = json.loads(args.json.read_text())
@@ -199,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {len(found)} finished experiment(s) with {args.file}{matching}; queue at least two "
               "(dvc exp run --queue -S 'train.seed=range(0, 5)' && dvc queue start)", file=sys.stderr)
         raise SystemExit(1)
+    if args.rows:
+        print_rows(found)
+        return
     varied = ", ".join(f"{key} = {values}" for key, values in varied_params(found).items()) or "nothing"
     print(f"{len(found)} experiments ({', '.join(e['name'] for e in found)}); params varied: {varied}")
     groups = grouped(found, args.by)

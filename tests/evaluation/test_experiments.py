@@ -13,6 +13,7 @@ import yaml
 from bps.evaluation.experiments import (
     experiments,
     grouped,
+    print_rows,
     print_stress,
     row_name,
     spread,
@@ -175,3 +176,20 @@ def test_the_script_names_a_filter_that_left_too_few(tmp_path):
                                                              "data.synthetic.plate_effect=0")
     result = subprocess.run([*command, "--where", "seed"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "expected PARAM=VALUE" in result.stderr
+
+
+def test_one_row_per_experiment_holds_its_validation_and_test_figures(capsys):
+    found = where(experiments(_stress_shown(), "metrics/headline.json"), ["data.synthetic.plate_effect=0.3"])
+    pair = {"accuracy_difference": 0.012, "accuracy_difference_ci95_low": -0.004,
+            "accuracy_difference_ci95_high": 0.03}
+    tested = {**_evaluation(0.5, 0.5), "paired_irradiated": {"lenet_vs_foci": pair}}
+    committed = {("0.30", "metrics/lenet/metrics.json"): {"val_macro_f1": 0.61, "val_accuracy": 0.62, "best_epoch": 4},
+                 ("0.30", "metrics/evaluate.json"): tested,
+                 ("0.31", "metrics/evaluate.json"): _evaluation(0.5004, 0.5)}  # no validation file: empty cells
+    print_rows(found, lambda rev, path="metrics/evaluate.json": committed.get((rev, path)))
+    assert capsys.readouterr().out.splitlines() == [
+        "experiment,seed,val_macro_f1,val_accuracy,best_epoch,lenet.irradiated,lenet.sham,lenet-foci.irradiated,"
+        "ci95_low,ci95_high",
+        "exp-0.30,0,0.61,0.62,4,0.7,0.5,0.012,-0.004,0.03",
+        "exp-0.31,1,,,,0.7,0.5,,,",
+    ]
