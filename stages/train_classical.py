@@ -13,7 +13,6 @@ dose, from the features of every split) for ``dvc plots``.
 import sys
 from functools import partial
 
-import numpy as np
 import pandas as pd
 from dvclive import Live
 from sklearn.base import ClassifierMixin
@@ -41,11 +40,7 @@ def main(params: Params, family: str) -> None:
 
     val_proba = target.marginals(families.class_probabilities(model, family, val, target))  # per head if several
     scores = validation_scores(target, target.encode(val), val_proba)
-    val_sham = families.sham_rows(val)
-    control_proba = families.class_probabilities(control, family, val_sham, control_target)
-    correct = control_proba.argmax(axis=1) == control_target.encode(val_sham)
-    scores["control_val_accuracy"] = round(float(np.mean(correct)), 6) if len(val_sham) else None
-    scores["control_val_n"] = len(val_sham)
+    scores.update(families.control_scores(control, family, val, control_target))
     with Live(str(METRICS / family), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params({"task": target.name, "features": params.features.model_dump(mode="json"),
                          family: getattr(params, family).model_dump(mode="json")})
@@ -56,8 +51,9 @@ def main(params: Params, family: str) -> None:
         for (particle, hours), curve in families.dose_response(every_image).items():
             path = METRICS / "foci" / "dose_response" / f"{particle}_{hours}h.csv"
             write_text(path, curve.to_csv(index=False, float_format="%.6g"))
-    print(f"train-{family}: val accuracy {scores['val_accuracy']:.3f}, control (Fe-sham vs X-ray-sham) "
-          f"val accuracy {scores['control_val_accuracy']} on {len(val_sham)} sham images")
+    control_val = (f"val accuracy {scores['control_val_accuracy']:.3f} on {scores['control_val_n']} sham images"
+                   if scores["control_val_n"] else "no sham images in val")
+    print(f"train-{family}: val accuracy {scores['val_accuracy']:.3f}, control (Fe-sham vs X-ray-sham) {control_val}")
 
 
 def fit_controls(params: Params, family: str) -> ClassifierMixin:

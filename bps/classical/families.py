@@ -82,6 +82,19 @@ def class_probabilities(model: ClassifierMixin, family: str, table: pd.DataFrame
     return sklearn_io.class_probabilities(model, table[family_columns(table, family)].to_numpy(), len(target.classes))
 
 
+def control_scores(control: ClassifierMixin, family: str, val: pd.DataFrame, target: Target) -> dict[str, float]:
+    """The control's accuracy on the validation split's shams and their count.
+
+    The accuracy is left out when validation holds no shams (``split.val_unit: plate`` validates
+    on irradiated plates only), so that no metric is logged without a value.
+    """
+    shams = sham_rows(val)
+    if shams.empty:
+        return {"control_val_n": 0}
+    correct = class_probabilities(control, family, shams, target).argmax(axis=1) == target.encode(shams)
+    return {"control_val_accuracy": round(float(np.mean(correct)), 6), "control_val_n": len(shams)}
+
+
 def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, control: bool) -> None:
     """The fitted model in skops format and its model card (kind ``classical``, architecture = family)."""
     card = ModelCard(

@@ -108,6 +108,16 @@ def test_training_logs_validation_and_control_scores_and_the_dose_response(train
     assert xray["foci_per_nucleus"].is_monotonic_increasing
 
 
+def test_the_control_score_is_left_out_when_validation_holds_no_shams(trained):
+    # split.val_unit: plate validates on irradiated plates only; dvclive refuses a metric without a value.
+    control, target = sklearn_io.load(families.model_folder("foci", control=True)), get_target("particle")
+    val = pd.read_csv("data/features/val.csv")
+    assert families.control_scores(control, "foci", val[val["dose_Gy"] > 0], target) == {"control_val_n": 0}
+    scores = families.control_scores(control, "foci", val, target)
+    assert scores["control_val_n"] == int((val["dose_Gy"] == 0).sum()) > 0
+    assert 0 <= scores["control_val_accuracy"] <= 1
+
+
 def test_a_class_missing_from_training_is_one_clear_error(features_project):
     table = pd.read_csv(features_project / "data/features/train.csv")
     only_fe = table[table["particle_type"] == "Fe"]

@@ -42,3 +42,18 @@ def test_a_held_out_hour_outside_the_data_is_refused_before_any_stage_runs(built
     assert "split.test_hour (48) must be one of data.hours [4]" in output
     assert "Traceback" not in output
     assert stages_run(result) == ["check-params"]  # checked with the whole params.yaml, before any stage
+
+
+def test_plate_validation_runs_every_stage_with_no_shams_in_val(built, workspace):
+    result = dvc(workspace, built.env, "exp", "run", "-S", "data.hours=[4, 24]", "-S", "split.protocol=leave_hour_out",
+                 "-S", "split.val_unit=plate")
+
+    assert sorted(stages_run(result)) == sorted(STAGES)
+    assert read_json(workspace / "data/split/summary.json")["val_unit"] == "plate"
+    val = pd.read_csv(workspace / "data/split/val.csv")
+    assert len(val) and (val["dose_Gy"] > 0).all()
+    for family in ("appearance", "foci"):  # their control has no validation shams to be scored on
+        scores = read_json(workspace / "metrics" / family / "metrics.json")
+        assert scores["control_val_n"] == 0 and "control_val_accuracy" not in scores
+    n_test = len(pd.read_csv(workspace / "data/split/test.csv"))
+    assert read_json(workspace / "metrics/evaluate.json")["lenet"]["n_test"] == n_test
