@@ -113,13 +113,9 @@ def project_copy(root: Path, changes: dict[tuple[str, ...], object]) -> Path:
     return root
 
 
-# Wraps a command (a stage's, inside the one `dvc repro`): when it started and ended, and its peak RSS.
-CLOCK = (
-    "import json, resource, subprocess, sys, time; start = time.time(); "
-    "subprocess.run(sys.argv[2:], check=True); "
-    "open(sys.argv[1], 'w').write(json.dumps({'start': start, 'end': time.time(), "
-    "'rss_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
-)
+# Wraps a command (a stage's, inside the one `dvc repro`): when it started and ended, its peak RSS and
+# its peak anonymous memory. Run by path: the project copies it runs in have no benchmarks/.
+CLOCK = [sys.executable, str(Path(__file__).with_name("clock.py"))]
 
 
 def end_to_end_rows(workdir: Path, quick: bool) -> list[Row]:
@@ -130,12 +126,14 @@ def end_to_end_rows(workdir: Path, quick: bool) -> list[Row]:
 @dataclass(frozen=True)
 class StageRun:
     """One stage of a timed ``dvc repro``: ``seconds`` with DVC's own work for it, of which ``command_s``
-    its command alone; ``rss_mb`` the peak RSS of the command's largest process."""
+    its command alone; ``rss_mb`` the peak RSS of the command's largest process, ``anon_mb`` the peak of
+    its anonymous memory (RSS less the file-backed pages, such as a memory-mapped array's)."""
 
     stage: str
     seconds: float
     command_s: float
     rss_mb: float
+    anon_mb: float
 
 
 def stage_runs(root: Path, prefix: str) -> tuple[list[StageRun], float]:
@@ -145,7 +143,7 @@ def stage_runs(root: Path, prefix: str) -> tuple[list[StageRun], float]:
     clocks.mkdir()
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
     for stage, spec in pipeline["stages"].items():
-        spec["cmd"] = f'{sys.executable} -c "{CLOCK}" {clocks / stage}.json {spec["cmd"]}'
+        spec["cmd"] = " ".join([*CLOCK, f"{clocks / stage}.json", spec["cmd"]])
     (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     _commit(root)
     start = time.time()
@@ -157,11 +155,12 @@ def stage_runs(root: Path, prefix: str) -> tuple[list[StageRun], float]:
     # so that DVC hashing and caching its outputs counts as its own (with the next stage's checks).
     marks = [start] + [clock[stage]["start"] for stage in order[1:]] + [end]
     runs = [StageRun(stage, marks[i + 1] - marks[i], clock[stage]["end"] - clock[stage]["start"],
-                     clock[stage]["rss_kib"] / 1024) for i, stage in enumerate(order)]
+                     clock[stage]["rss_kib"] / 1024, clock[stage]["anon_kib"] / 1024)
+            for i, stage in enumerate(order)]
     runs.sort(key=lambda run: list(pipeline["stages"]).index(run.stage))  # dvc.yaml's order, as the docs list it
     for run in runs:
         print(f"  {prefix} {run.stage}: {run.seconds:.1f} s ({run.command_s:.1f} s its command), "
-              f"peak RSS {run.rss_mb:.0f} MiB", file=sys.stderr, flush=True)
+              f"peak RSS {run.rss_mb:.0f} MiB ({run.anon_mb:.0f} MiB anonymous)", file=sys.stderr, flush=True)
     return runs, end - start
 
 
@@ -177,6 +176,7 @@ def stage_rows(root: Path, prefix: str, timed: tuple[list[StageRun], float] | No
     ``timed`` as :func:`stage_runs` returns it, or run now."""
     runs, total = stage_runs(root, prefix) if timed is None else timed
     rows = [Row(f"{prefix}_{run.stage}_s", run.seconds, "s",
-                f"{run.command_s:.1f} s its command; peak RSS {run.rss_mb:.0f} MiB") for run in runs]
+                f"{run.command_s:.1f} s its command; peak RSS {run.rss_mb:.0f} MiB, {run.anon_mb:.0f} MiB anonymous")
+            for run in runs]
     rows.append(Row(f"{prefix}_dvc_repro_s", total, "s", f"one dvc repro; test accuracy: {accuracy_note(root)}"))
     return rows

@@ -99,7 +99,7 @@ def write_results(folder: Path, count: int, runs: list[StageRun], limit_of: dict
                   rerun: dict[str, float]) -> None:
     """The run's table as full_size_<N>.json (for docs to include) and the same as Markdown."""
     stages = [{"stage": run.stage, "seconds": round(run.seconds, 1), "command_s": round(run.command_s, 1),
-               "peak_rss_mib": round(run.rss_mb),
+               "peak_rss_mib": round(run.rss_mb), "peak_anonymous_mib": round(run.anon_mb),
                "limit_s": round(limit_of[run.stage].seconds, 1) if run.stage in limit_of else None,
                "vs_limit": round(run.seconds / limit_of[run.stage].seconds, 2) if run.stage in limit_of else None,
                "limit": limit_of[run.stage].what if run.stage in limit_of else None} for run in runs]
@@ -115,15 +115,18 @@ def write_results(folder: Path, count: int, runs: list[StageRun], limit_of: dict
     lines = [f"`{table['command']}`: {table['images']:,} simulated images, {table['cores']} cores "
              f"(load average {table['load_at_start']} at the start), {table['date']}. One `dvc repro` from scratch; "
              "a stage's seconds run from its command's start to the next one's, so they include DVC hashing and "
-             "caching its outputs; peak RSS is its command's largest process (dvc's own is ~100 MiB).",
-             "", "| stage | seconds | its command (s) | peak RSS (MiB) | limit (s) | × limit "
+             "caching its outputs; peak RSS is its command's largest process (dvc's own is ~100 MiB), and of it "
+             "the peak anonymous memory, sampled every 50 ms: RSS less file-backed pages (shared libraries, a "
+             "memory-mapped array's pages), which the page cache holds and can drop.",
+             "", "| stage | seconds | its command (s) | peak RSS (MiB) | anonymous (MiB) | limit (s) | × limit "
              "| limit, measured in the same run |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for stage in stages:
         limit = ("", "", "") if stage["limit_s"] is None else (stage["limit_s"], stage["vs_limit"], stage["limit"])
         lines.append(f"| {stage['stage']} | {stage['seconds']} | {stage['command_s']} | {stage['peak_rss_mib']} "
+                     f"| {stage['peak_anonymous_mib']} "
                      f"| {limit[0]} | {limit[1]} | {limit[2]} |")
-    lines += [f"| **whole `dvc repro`** | **{table['total_s']}** | | | | | |", "", f"{total.note}.", "",
+    lines += [f"| **whole `dvc repro`** | **{table['total_s']}** | | | | | | |", "", f"{total.note}.", "",
               "One image's work on one core (ms): " + ", ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {v}"
                                                                for k, v in table["one_image_ms"].items()
                                                                if k != "images") + ".", "",
@@ -181,7 +184,7 @@ sio.dumps(make_pipeline(scaler, mlp))
 def _peak_rss_mb(command: list[str], cwd: Path) -> tuple[float, float]:
     """``command``'s peak RSS (MiB) and seconds, as :data:`CLOCK` records them."""
     clock = cwd.parent / f"{cwd.name}-clock.json"
-    _run(sys.executable, "-c", CLOCK, str(clock), *command, cwd=cwd)
+    _run(*CLOCK, str(clock), *command, cwd=cwd)
     run = json.loads(clock.read_text())
     return run["rss_kib"] / 1024, run["end"] - run["start"]
 

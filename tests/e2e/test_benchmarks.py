@@ -77,6 +77,8 @@ def test_full_size_run_reports_every_stage_and_its_limit_at_a_tiny_size(tmp_path
     table = json.loads((tmp_path / "results" / "full_size_12.json").read_text())
     assert [stage["stage"] for stage in table["stages"]] == list(STAGES)
     assert all(stage["peak_rss_mib"] > 0 for stage in table["stages"])
+    # Anonymous memory is part of RSS: sampled, so its peak is never above the kernel's peak RSS.
+    assert all(0 < stage["peak_anonymous_mib"] <= stage["peak_rss_mib"] for stage in table["stages"])
     # One dvc repro: the stages' seconds add up to it, and each holds its command's.
     assert sum(stage["seconds"] for stage in table["stages"]) == pytest.approx(table["total_s"], abs=0.6)
     assert all(0 < stage["command_s"] <= stage["seconds"] for stage in table["stages"])
