@@ -13,7 +13,6 @@ import json
 import resource
 import subprocess
 import sys
-import threading
 import time
 
 import psutil
@@ -41,24 +40,19 @@ def main(out: str, command: list[str]) -> None:
     start = time.time()
     child = subprocess.Popen(command)
     watched = psutil.Process(child.pid)
-    peak = {"anon": 0}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(INTERVAL_S):
-            peak["anon"] = max(peak["anon"], _anonymous_bytes(watched))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    code = child.wait()
-    done.set()
-    sampler.join()
+    peak = 0
+    while True:  # waits at most one interval between samples, and returns as soon as the command ends
+        try:
+            code = child.wait(timeout=INTERVAL_S)
+            break
+        except subprocess.TimeoutExpired:
+            peak = max(peak, _anonymous_bytes(watched))
     if code:
         sys.exit(code)
     with open(out, "w") as file:
         json.dump({"start": start, "end": time.time(),
                    "rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-                   "anon_kib": peak["anon"] // 1024}, file)
+                   "anon_kib": peak // 1024}, file)
 
 
 if __name__ == "__main__":
