@@ -295,6 +295,8 @@ class TrainParams(_Block):
     crop_pad: Annotated[StrictInt, Field(ge=0, le=32)] = 4
     # Random gain, offset, gamma and blur per training image (bps/training/batches.py IntensityAugment); 0 = off.
     intensity_augment: Annotated[float, Field(ge=0, le=1)] = 0.3  # chosen at drift 0.15 (docs/experiments.md)
+    # Random chromatin contrast per training image (TextureAugment): the detail around a 2 px blur scaled; 0 = off.
+    texture_augment: Annotated[float, Field(ge=0, le=1)] = 0.0
     # exclude: train and validate on irradiated nuclei only; a sham's particle label is its plate's, not its own.
     shams: Literal["include", "exclude"] = "include"
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"

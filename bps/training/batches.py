@@ -173,6 +173,33 @@ class IntensityAugment:
         return (batch * gain + offset * batch.mean((-2, -1), keepdim=True)).clamp(0, 1)
 
 
+class TextureAugment:
+    """Random chromatin contrast, drawn per image and channel, applied per batch.
+
+    Plates differ in the contrast of the chromatin texture as well as in staining (the simulator's
+    ``texture``, bps/sim/confounds.py), and a per-image intensity window leaves that contrast as it
+    is: the last plate look a network can learn. The detail of each image around its own blur
+    (σ 2 px) is scaled by exp(N(0, ``strength``)), the smooth body kept: texture, foci and noise
+    grow or shrink together, their pattern stays.
+    """
+
+    SIGMA_PX = 2.0
+
+    def __init__(self, generator: torch.Generator, strength: float) -> None:
+        self.generator = generator
+        self.strength = strength
+
+    def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
+        """Rescale the detail of ``batch``; ``part`` and ``drawn_for`` as in :meth:`RandomAugment.__call__`."""
+        count, channels = batch.shape[:2]
+        total = count if drawn_for is None else drawn_for
+        draws = torch.randn((total, channels), generator=self.generator)[part]
+        factor = (self.strength * draws).exp().view(count, channels, 1, 1)
+        sigma = torch.full((count,), self.SIGMA_PX)
+        smooth = gaussian_blur(batch, sigma, math.ceil(3 * self.SIGMA_PX))
+        return (smooth + factor * (batch - smooth)).clamp(0, 1)
+
+
 def gaussian_blur(batch: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
     """Blur each image of ``batch`` with its own σ (px; 0 leaves it as it is): one grouped,
     separable convolution over the whole batch, reflection at the borders. The kernels' ``radius``
@@ -203,14 +230,17 @@ class Chain:
 
 
 def training_augment(generator: torch.Generator, config: TrainParams) -> Augment | None:
-    """What ``train.augment`` and ``train.intensity_augment`` ask for, drawn from ``generator``.
+    """What ``train.augment``, ``train.texture_augment`` and ``train.intensity_augment`` ask for,
+    drawn from ``generator``.
 
-    Geometry first, then intensities; with ``intensity_augment`` 0 (the default) exactly
-    :class:`RandomAugment`, so its draws and the trained weights are unchanged.
+    Geometry first, then texture, then intensities; a strength of 0 adds no step and no draws, so
+    the others' draws and the trained weights are what they are without it.
     """
     steps: list[Augment] = []
     if config.augment:
         steps.append(RandomAugment(generator, config.crop_pad))
+    if config.texture_augment > 0:
+        steps.append(TextureAugment(generator, config.texture_augment))
     if config.intensity_augment > 0:
         steps.append(IntensityAugment(generator, config.intensity_augment))
     return steps[0] if len(steps) == 1 else Chain(*steps) if steps else None

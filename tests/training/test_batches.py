@@ -15,6 +15,7 @@ from bps.training.batches import (
     IntensityAugment,
     RandomAugment,
     Shard,
+    TextureAugment,
     balanced_weights,
     gaussian_blur,
     iterate_batches,
@@ -62,6 +63,23 @@ def test_intensity_augment_strength_zero_changes_nothing():
     torch.testing.assert_close(IntensityAugment(torch.Generator().manual_seed(0), 0.0)(batch), batch)
 
 
+def test_texture_augment_scales_each_images_detail_and_keeps_its_body():
+    batch = 0.25 + 0.5 * _batch(count=8, channels=2, size=24)  # room to grow without clamping
+    smooth = gaussian_blur(batch, torch.full((8,), TextureAugment.SIGMA_PX), 6)
+    out = TextureAugment(torch.Generator().manual_seed(2), 0.3)(batch)
+    again = TextureAugment(torch.Generator().manual_seed(2), 0.3)(batch)
+    torch.testing.assert_close(out, again, rtol=0, atol=0)
+    assert out.min() >= 0 and out.max() <= 1
+    inside = (slice(None), slice(None), slice(6, -6), slice(6, -6))  # unclamped, away from the borders
+    detail, scaled = (batch - smooth)[inside], (out - smooth)[inside]
+    factor = (scaled * detail).sum((-2, -1)) / (detail * detail).sum((-2, -1))
+    # one factor per image and channel
+    torch.testing.assert_close(scaled, factor[..., None, None] * detail, rtol=1e-4, atol=1e-5)
+    assert len(torch.unique(factor.round(decimals=4))) == factor.numel() and factor.std() > 0.1
+    flat = torch.full((3, 1, 16, 16), 0.4)  # no detail: nothing to scale
+    torch.testing.assert_close(TextureAugment(torch.Generator().manual_seed(2), 0.3)(flat), flat)
+
+
 @pytest.mark.parametrize("size", [2, 3])
 def test_sharded_intensity_augment_gets_the_whole_batchs_draws(size):
     images = np.random.default_rng(0).integers(0, 256, (30, 2, 12, 12), dtype=np.uint8)
@@ -69,7 +87,7 @@ def test_sharded_intensity_augment_gets_the_whole_batchs_draws(size):
 
     def epoch(shard: Shard | None) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(3)
-        augment = training_augment(generator, TrainParams(crop_pad=2, intensity_augment=0.4))
+        augment = training_augment(generator, TrainParams(crop_pad=2, intensity_augment=0.4, texture_augment=0.3))
         return [batch for batch, _ in iterate_batches(images, labels, 10, generator, augment, None, shard)]
 
     whole = epoch(None)
@@ -98,6 +116,8 @@ def test_training_augment_composes_what_train_asks_for():
     assert isinstance(training_augment(generator, TrainParams(augment=False, intensity_augment=0.2)), IntensityAugment)
     both = training_augment(generator, TrainParams(intensity_augment=0.2))
     assert isinstance(both, Chain) and [type(step) for step in both.steps] == [RandomAugment, IntensityAugment]
+    every = training_augment(generator, TrainParams(texture_augment=0.3))
+    assert [type(step) for step in every.steps] == [RandomAugment, TextureAugment, IntensityAugment]
 
 
 def _in_turn(batch: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
