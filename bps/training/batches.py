@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -141,7 +142,21 @@ class RandomAugment:
         return pixels.gather(2, source.expand(-1, channels, -1)).view(batch.shape)
 
 
-class IntensityAugment:
+class _Jitter:
+    """An augmentation of some ``strength`` whose random draws are per image (and channel)."""
+
+    def __init__(self, generator: torch.Generator, strength: float) -> None:
+        self.generator = generator
+        self.strength = strength
+
+    def normal(self, count: int, drawn_for: int | None, part: slice, *shape: int) -> torch.Tensor:
+        """Standard normals of shape ``shape`` per image, as ``count``×shape×1×1: the rows ``part``
+        of ``drawn_for`` images' draws (all ``count`` of them without it)."""
+        total = count if drawn_for is None else drawn_for
+        return torch.randn((total, *shape), generator=self.generator)[part].view(count, *shape, 1, 1)
+
+
+class IntensityAugment(_Jitter):
     """Random staining drift, drawn per image (gain and offset per channel), applied per batch.
 
     Plates differ in staining, background and focus; a network that sees only the training
@@ -153,19 +168,12 @@ class IntensityAugment:
     gamma exp(N(0, s/2)) and blur σ uniform in [0, 2s] px per image.
     """
 
-    def __init__(self, generator: torch.Generator, strength: float) -> None:
-        self.generator = generator
-        self.strength = strength
-
     def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
         """Jitter ``batch``; ``part`` and ``drawn_for`` as in :meth:`RandomAugment.__call__`."""
         count, channels = batch.shape[:2]
         total = count if drawn_for is None else drawn_for
         s = self.strength
-
-        def normal(*shape: int) -> torch.Tensor:
-            return torch.randn((total, *shape), generator=self.generator)[part].view(count, *shape, 1, 1)
-
+        normal = partial(self.normal, count, drawn_for, part)
         gain, offset = (s * normal(channels)).exp(), s / 2 * normal(channels)
         gamma = (s / 2 * normal(1)).exp()
         sigma = 2 * s * torch.rand((total,), generator=self.generator)[part]
@@ -173,7 +181,7 @@ class IntensityAugment:
         return (batch * gain + offset * batch.mean((-2, -1), keepdim=True)).clamp(0, 1)
 
 
-class TextureAugment:
+class TextureAugment(_Jitter):
     """Random chromatin contrast, drawn per image and channel, applied per batch.
 
     Plates differ in the contrast of the chromatin texture as well as in staining (the simulator's
@@ -185,16 +193,10 @@ class TextureAugment:
 
     SIGMA_PX = 2.0
 
-    def __init__(self, generator: torch.Generator, strength: float) -> None:
-        self.generator = generator
-        self.strength = strength
-
     def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
         """Rescale the detail of ``batch``; ``part`` and ``drawn_for`` as in :meth:`RandomAugment.__call__`."""
         count, channels = batch.shape[:2]
-        total = count if drawn_for is None else drawn_for
-        draws = torch.randn((total, channels), generator=self.generator)[part]
-        factor = (self.strength * draws).exp().view(count, channels, 1, 1)
+        factor = (self.strength * self.normal(count, drawn_for, part, channels)).exp()
         sigma = torch.full((count,), self.SIGMA_PX)
         smooth = gaussian_blur(batch, sigma, math.ceil(3 * self.SIGMA_PX))
         return (smooth + factor * (batch - smooth)).clamp(0, 1)

@@ -259,6 +259,7 @@ def test_intensity_augment_is_a_strength_from_0_to_1():
     assert parse_params({"train": {"intensity_augment": 0.0}}).train.intensity_augment == 0.0
     message = _error({"train": {"intensity_augment": 1.5}})
     assert message == "params.yaml: train.intensity_augment: Input should be less than or equal to 1 (got 1.5)"
+    assert _error({"train": {"intensity_augmnet": 0.3}}).startswith("params.yaml: train.intensity_augmnet: unknown key")
 
 
 def test_texture_augment_is_off_by_default_and_a_strength_from_0_to_1():
@@ -267,7 +268,6 @@ def test_texture_augment_is_off_by_default_and_a_strength_from_0_to_1():
     assert _error({"train": {"texture_augment": -0.1}}) == (
         "params.yaml: train.texture_augment: Input should be greater than or equal to 0 (got -0.1)"
     )
-    assert _error({"train": {"intensity_augmnet": 0.3}}).startswith("params.yaml: train.intensity_augmnet: unknown key")
 
 
 def test_the_foci_channel_doubles_the_mlps_inputs_and_is_for_bps_nuclei_only():
