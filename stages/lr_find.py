@@ -3,7 +3,7 @@
 The network ``train.model`` builds, on ``task.target`` (both heads of ``particle+dose``), with
 the trainer's optimizer, batches, sampler, class weights and augmentation, trained for
 ``lr_find.steps`` mini-batches of the training split at rates growing from ``lr_find.min_lr``
-to ``lr_find.max_lr`` (bps/lr_find.py). Writes metrics/lr_find/curve.csv (the plot) and
+to ``lr_find.max_lr`` (bps/training/lr_find.py). Writes metrics/lr_find/curve.csv (the plot) and
 suggestion.json (the suggested rates); the network itself is thrown away. One process in float32:
 ``train.processes``, ``amp`` and ``channels_last`` change how fast a batch trains, not the curve.
 """

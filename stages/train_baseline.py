@@ -2,7 +2,7 @@
 
 Writes models/baseline/model.skops (scaler + MLP), model.json (the model card, marked complete
 last) and metrics/baseline/ (dvclive: per-epoch whole-split validation loss and accuracy). With
-``--control``, the negative control instead (bps/controls.py): particle on sham images only, into
+``--control``, the negative control instead (bps/training/negative_control.py): particle on sham images only, into
 models/ and metrics/baseline-control/ (one run per fold, held-out predictions in held_out.csv).
 MLPClassifier has one softmax: for a multi-head target it learns the joint classes and is scored
 through their marginals, one block per head.

@@ -1,8 +1,8 @@
 """train-appearance / train-foci: a classical baseline on per-image features, and its negative control.
 
 ``python -m stages.train_classical appearance`` (or ``foci``) fits the family's model
-(bps/families.py) on the training split for ``task.target`` and, in models/{family}-control/,
-the same model on sham images for Fe-sham vs X-ray-sham (one fit per fold of bps/controls.py,
+(bps/classical/families.py) on the training split for ``task.target`` and, in models/{family}-control/,
+the same model on sham images for Fe-sham vs X-ray-sham (one fit per fold of bps/training/negative_control.py,
 held-out predictions in held_out.csv).
 Writes models/{family}/, models/{family}-control/ and metrics/{family}/ (dvclive: whole-split
 validation scores of both);

@@ -62,7 +62,7 @@ def moto_server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Reproduced:
-    """The tiny pipeline reproduced once per test module (tests/test_pipeline_dvc.py)."""
+    """The tiny pipeline reproduced once per test module (tests/e2e/test_pipeline_dvc.py)."""
     return reproduced_project(tmp_path_factory)
 
 

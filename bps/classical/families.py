@@ -4,15 +4,20 @@
   is available to any model from plate recognition alone.
 * ``foci``: standardised foci features, then logistic regression: the classical radiobiology
   measurement turned into a classifier.
+* ``fusion``: the same regression on the foci features and, beside them, the CNN's description of
+  the nucleus (what its last layer reads, :func:`bps.models.inference.embed`). The foci count sees
+  spots at native scale, the CNN the shrunk image's shape and texture; the regression weighs both,
+  where the soft vote (``hybrid``, evaluate) only averages the two models' answers.
 
 Each family also trains a **negative control**: the same model on the training split's sham
 (dose 0) images only, to tell Fe-sham from X-ray-sham plates. No image can show that label, so
 the control's accuracy above 0.5 on held-out sham images is the plate or batch signal the
-split protocol leaves available. Models are saved with skops (see :mod:`bps.baseline`).
+split protocol leaves available. Models are saved with skops (see :mod:`bps.models.sklearn_io`).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +33,12 @@ from bps.core.errors import PipelineError
 from bps.core.params import Params
 from bps.core.paths import MODELS, control_name, feature_table
 from bps.models import sklearn_io
-from bps.models.card import ModelCard
+from bps.models.card import CARD_FILE, CNN_WEIGHTS, FUSION_CNN, ModelCard
 from bps.targets.labels import Target
 from bps.targets.metrics import is_sham
 
 CONTROL_TARGET = "particle"  # Fe-sham vs X-ray-sham
+FUSION = "fusion"
 
 
 def model_folder(family: str, control: bool = False) -> Path:
@@ -52,9 +58,10 @@ def make_model(family: str, params: Params) -> ClassifierMixin:
             early_stopping=False,  # an internal random hold-out would see the training plates anyway
             random_state=config.seed,
         )
-    if family == "foci":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=params.foci.C, max_iter=params.foci.max_iter))
-    raise ValueError(f"unknown family {family!r} (allowed: {list(FAMILIES)})")
+    if family in ("foci", FUSION):
+        config = getattr(params, family)
+        return make_pipeline(StandardScaler(), LogisticRegression(C=config.C, max_iter=config.max_iter))
+    raise ValueError(f"unknown family {family!r} (allowed: {[*FAMILIES, FUSION]})")
 
 
 def read_features(split: str) -> pd.DataFrame:
@@ -69,12 +76,16 @@ def sham_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 def fit(family: str, params: Params, table: pd.DataFrame, target: Target) -> ClassifierMixin:
     """Train the family's model on ``table`` for ``target``; every class of the target must be present."""
-    labels = target.encode(table)
+    return fit_inputs(family, params, table[family_columns(table, family)].to_numpy(), target.encode(table), target)
+
+
+def fit_inputs(family: str, params: Params, inputs: np.ndarray, labels: np.ndarray, target: Target) -> ClassifierMixin:
+    """Train the family's model on N×F ``inputs`` and their encoded ``labels`` (see :func:`fit`)."""
     present = set(labels.tolist())
     missing = [name for index, name in enumerate(target.classes) if index not in present]
     if missing:
         raise PipelineError(f"train-{family}: no training images of class(es) {missing} for task.target {target.name}")
-    return make_model(family, params).fit(table[family_columns(table, family)].to_numpy(), labels)
+    return make_model(family, params).fit(inputs, labels)
 
 
 def class_probabilities(model: ClassifierMixin, family: str, table: pd.DataFrame, target: Target) -> np.ndarray:
@@ -95,14 +106,20 @@ def control_scores(control: ClassifierMixin, family: str, val: pd.DataFrame, tar
     return {"control_val_accuracy": round(float(np.mean(correct)), 6), "control_val_n": len(shams)}
 
 
-def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, control: bool) -> None:
-    """The fitted model in skops format and its model card (kind ``classical``, architecture = family)."""
+def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, control: bool,
+         cnn: Path | None = None) -> None:
+    """The fitted model in skops format and its model card (kind ``classical``, architecture = family);
+    a fusion model (kind ``fusion``) also keeps a copy of the CNN folder ``cnn`` it reads, in its own."""
     card = ModelCard(
-        kind="classical", architecture=family, target=target.name, classes=list(target.classes),
-        control=control,
+        kind=FUSION if family == FUSION else "classical", architecture=family, target=target.name,
+        classes=list(target.classes), control=control,
         training={"features": params.features.model_dump(mode="json"),
                   family: getattr(params, family).model_dump(mode="json")},
     )
+    if family == FUSION:
+        (folder / FUSION_CNN).mkdir(parents=True, exist_ok=True)
+        for name in (CNN_WEIGHTS, CARD_FILE):
+            shutil.copyfile(cnn / name, folder / FUSION_CNN / name)
     sklearn_io.save(folder, model, card)
 
 

@@ -5,7 +5,7 @@ Two families, in columns with their family's prefix:
 * ``appearance_*``: what differs between plates whatever the radiation did (background level
   and noise, nucleus brightness, texture and area fraction, crop size). A classifier on these
   alone measures how far plate recognition gets; no focus is counted.
-* ``foci_*``: classical spot detection on the nucleus (:mod:`bps.foci`): counts at two
+* ``foci_*``: classical spot detection on the nucleus (:mod:`bps.classical.foci`): counts at two
   thresholds, per nucleus and per 1000 nuclear pixels, spot brightness and size. Thresholds
   and brightness are relative to the nucleus's contrast over its background, so a brighter
   plate does not have more foci.

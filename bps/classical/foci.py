@@ -9,7 +9,7 @@ dim plate and on a bright one. A few milliseconds per crop: cheap enough for 77k
 The simulator's realism check measures crops with bps/sim/crop_stats.py instead, on purpose:
 it compares absolute grey levels (a focus's peak and width) with the one real crop, where a
 threshold in grey levels is the right unit, while this detector must mean the same on every
-plate. tests/test_foci.py shows that both find the same nucleus and the same focus in the real
+plate. tests/classical/test_foci.py shows that both find the same nucleus and the same focus in the real
 crop: its one focus is this detector's one bright spot.
 """
 

@@ -1,11 +1,11 @@
 """The names of the choices that params.yaml offers, defined once: hours, targets, networks...
 
-``bps/params.py`` validates them, and is imported by every stage, so it must import neither
-torch nor the code behind each choice (a stage that imported ``bps/labels.py`` only to learn
+``bps/core/params.py`` validates them, and is imported by every stage, so it must import neither
+torch nor the code behind each choice (a stage that imported ``bps/targets/labels.py`` only to learn
 the target names would depend on it, and DVC would re-run it when a class name changed). So
 the names live here, in a module with no numbers in it, and each module that implements a
-choice (``bps/labels.py``: targets, ``bps/meta.py``: hours, ``bps/models.py``: architectures,
-``bps/training.py``: optimisers and schedulers) builds its table with :func:`registry`, which
+choice (``bps/targets/labels.py``: targets, ``bps/data/meta.py``: hours, ``bps/models/networks.py``: architectures,
+``bps/training/loop.py``: optimisers and schedulers) builds its table with :func:`registry`, which
 fails at import when a name has no implementation or an implementation no name.
 """
 
@@ -33,6 +33,7 @@ def registry(names: tuple[str, ...], **implementations: T) -> dict[str, T]:
     """``implementations`` keyed by ``names``, checked to be exactly those names."""
     if set(implementations) != set(names):
         raise TypeError(
-            f"implementations {sorted(implementations)} do not match the option names {sorted(names)} (bps/options.py)"
+            f"implementations {sorted(implementations)} do not match the option names {sorted(names)}"
+            " (bps/core/options.py)"
         )
     return {name: implementations[name] for name in names}

@@ -39,7 +39,7 @@ STUDY_SEEDS = (("data", "sample_seed"), ("data", "synthetic", "seed"), ("split",
 TRAINING_SEEDS = (("train", "seed"), ("baseline", "seed"), ("appearance", "seed"))
 DERIVED_SEEDS = (*STUDY_SEEDS, *TRAINING_SEEDS[1:])  # never in a params file
 RENAMED = {("preprocess", "size"): "preprocess.image_size"}  # old key: new key
-# Files the download writes into data/raw itself (bps/layout.py, bps/s3.py), which a metadata path may not be.
+# Files the download writes into data/raw itself (bps/core/paths.py, bps/data/s3.py), which a metadata path may not be.
 RESERVED_RAW_NAMES = ("meta.csv", ".manifest.json")
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -95,9 +95,9 @@ class S3Params(_Block):
 
 
 class SyntheticParams(_Block):
-    """The offline simulator (bps/simulate.py): size, seed and the strength of each confound.
+    """The offline simulator (bps/sim/render.py): size, seed and the strength of each confound.
 
-    A strength is the relative standard deviation of its effect (bps/sim_confounds.py): 0 switches
+    A strength is the relative standard deviation of its effect (bps/sim/confounds.py): 0 switches
     it off; above 0.5 nuclei would be unrecognisable.
     """
 
@@ -115,7 +115,7 @@ class LayoutParams(_Block):
 
     One metadata CSV row names one or more images (``id_columns``); ``file_template`` turns a
     row and a channel name into the channel's file. Checks that need the metadata's columns
-    (every placeholder, id, label, group and control column exists) run in bps/layout_meta.py,
+    (every placeholder, id, label, group and control column exists) run in bps/data/layouts/meta.py,
     at check-params and again at download. See the presets/ folder and the README.
     """
 
@@ -184,7 +184,7 @@ class DataParams(_Block):
 
 
 class SplitParams(_Block):
-    """How images are dealt to train/val/test; see bps/split.py for what each protocol can claim."""
+    """How images are dealt to train/val/test; see bps/data/split.py for what each protocol can claim."""
 
     protocol: Literal["grouped", "leave_hour_out", "leave_wells_out"] = "grouped"
     # BPS: well | field | none; data.source layout: one of data.layout.group_columns or none
@@ -238,7 +238,7 @@ class PreprocessParams(_Block):
 
 
 class FeatureParams(_Block):
-    """Classical features for the appearance and foci baselines (bps/features.py)."""
+    """Classical features for the appearance and foci baselines (bps/classical/features.py)."""
 
     spot_sigma: Annotated[float, Field(ge=0.5, le=3.0)] = 1.5
     # Spot thresholds as fractions of the nucleus's contrast over its background: dim and bright foci.
@@ -263,6 +263,13 @@ class AppearanceParams(_Block):
 
 class FociParams(_Block):
     """Standardised foci features, then logistic regression."""
+
+    C: Annotated[float, Field(gt=0)] = 1.0
+    max_iter: PositiveInt = 1000
+
+
+class FusionParams(_Block):
+    """The CNN's features beside the foci features, standardised, then logistic regression."""
 
     C: Annotated[float, Field(gt=0)] = 1.0
     max_iter: PositiveInt = 1000
@@ -330,7 +337,7 @@ class TrainParams(_Block):
 
 
 class LrFindParams(_Block):
-    """The learning-rate range test of the CNN (stage lr-find, bps/lr_find.py)."""
+    """The learning-rate range test of the CNN (stage lr-find, bps/training/lr_find.py)."""
 
     min_lr: Annotated[float, Field(gt=0, le=10)] = 1e-6
     max_lr: Annotated[float, Field(gt=0, le=10)] = 1.0
@@ -366,6 +373,7 @@ class Params(_Block):
     features: FeatureParams = FeatureParams()
     appearance: AppearanceParams = AppearanceParams()
     foci: FociParams = FociParams()
+    fusion: FusionParams = FusionParams()
     evaluate: EvaluateParams = EvaluateParams()
     lr_find: LrFindParams = LrFindParams()
 

@@ -181,5 +181,5 @@ def _launcher_of_wrapping_shell(pid: int) -> int | None:
     return _parent_of(pid) if is_wrapper else None
 
 
-# Set by a parent that holds the lock and re-launches the stage under torchrun (bps/distributed.py).
+# Set by a parent that holds the lock and re-launches the stage under torchrun (bps/training/distributed.py).
 LOCK_HELD_BY_PARENT = "BPS_TRAINING_LOCK_HELD_BY_PARENT"

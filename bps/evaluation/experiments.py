@@ -136,7 +136,7 @@ def stress(evaluations: list[dict], chance: float = 0.5) -> list[dict]:
 
 
 # evaluate.json's models that hold the network train-lenet trained (``train.model``), whatever it is.
-NETWORK_ROWS = ("lenet", "hybrid")
+NETWORK_ROWS = ("lenet", "hybrid", "fusion")
 
 
 def row_name(model: str, group: list[dict]) -> str:

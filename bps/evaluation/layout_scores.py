@@ -1,6 +1,6 @@
 """How evaluate scores a model on a multi-channel layout's test split, with grouped-bootstrap intervals.
 
-Multi-label (HPA-style): :func:`bps.multilabel.summary` at the model's own thresholds (its card).
+Multi-label (HPA-style): :func:`bps.targets.multilabel.summary` at the model's own thresholds (its card).
 Single-label (RxRx1-style, many classes): accuracy, macro F1 and top-k accuracy. Every bootstrap
 replicate redraws whole test groups (``split.group_by``: plates, or single samples), unstratified:
 a plate holds every class and a multi-label sample several. Per-image metrics (accuracy, top-k,

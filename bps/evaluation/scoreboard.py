@@ -51,6 +51,8 @@ def scored_models(params: Params) -> list[ScoredModel]:
         ScoredModel("foci", "foci count"),
         # Late fusion, nothing trained: each member reads what the other misses (docs/science.md).
         ScoredModel("hybrid", f"{cnn_label(params)} + foci count", members=("lenet", "foci")),
+        # Fusion, fitted: one regression on both models' inputs (bps/classical/families.py).
+        ScoredModel("fusion", f"foci count + {cnn_label(params)} features"),
     ]
 
 
@@ -64,11 +66,15 @@ def check_target(folder: Path, card: ModelCard, target: str) -> None:
         raise PipelineError(f"{folder} was trained for {card.target!r} but evaluate expects {target!r}")
 
 
-def model_inputs(model: LoadedModel, images: np.ndarray, table: pd.DataFrame) -> np.ndarray:
-    """What ``model`` reads for the test rows ``table``: the prepared images, or its family's features."""
-    if model.card.kind != "classical":
+def model_inputs(model: LoadedModel, images: np.ndarray, table: pd.DataFrame
+                 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """What ``model`` reads for the test rows ``table``: the prepared images, its family's features, or
+    (fusion) both: the images and the foci features."""
+    if model.card.kind not in ("classical", "fusion"):
         return images
     features = read_features("test").set_index("filename").loc[table["filename"]]
+    if model.card.kind == "fusion":
+        return images, features[family_columns(features, "foci")].to_numpy()
     return features[family_columns(features, model.card.architecture)].to_numpy()
 
 

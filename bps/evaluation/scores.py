@@ -1,8 +1,8 @@
 """What evaluate reports for a model: headline metrics with grouped-bootstrap 95 % intervals, its
 negative control, accuracy per condition and per hour, and reliability (calibration) bins.
 
-Point estimates are :func:`bps.metrics.summary`'s whole-split values; every interval comes from
-one :class:`~bps.uncertainty.GroupedBootstrap` shared by all models, so the same replicates score
+Point estimates are :func:`bps.targets.metrics.summary`'s whole-split values; every interval comes from
+one :class:`~bps.evaluation.intervals.GroupedBootstrap` shared by all models, so the same replicates score
 every model and pairs can be compared replicate by replicate.
 """
 
@@ -125,7 +125,7 @@ def control_scores(y_true: np.ndarray, proba: np.ndarray, bootstrap: GroupedBoot
 
 def cross_validated_control_scores(y_true: np.ndarray, proba: np.ndarray, folds: np.ndarray) -> dict:
     """The negative control pooled over the folds that held its images out, each metric with the
-    interval of :func:`~bps.uncertainty.cross_validation_interval` from its per-fold values.
+    interval of :func:`~bps.evaluation.intervals.cross_validation_interval` from its per-fold values.
 
     Every image is held out by exactly one fold and trained on by the others, so a fold's held-out
     share of the data, over the rest, is the n_held_out/n_trained of the correction.

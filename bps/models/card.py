@@ -21,7 +21,11 @@ from bps.core.files import write_json
 from bps.core.params import Params, PreprocessParams
 
 CARD_FILE = "model.json"
-Kind = Literal["mlp", "cnn", "classical"]  # classical: a feature model (bps/classical.py), not for predict
+CNN_WEIGHTS = "model.pt"  # a CNN's weights-only state dict (bps/models/networks.py)
+FUSION_CNN = "cnn"  # a fusion model's folder keeps the CNN it reads here (bps/models/loader.py)
+# classical: a feature model (bps/classical/families.py), not for predict; fusion: one that reads a CNN's
+# features beside the foci features (bps/classical/fusion.py), with a copy of that CNN in its cnn/ folder.
+Kind = Literal["mlp", "cnn", "classical", "fusion"]
 
 
 class ModelCardError(PipelineError, ValueError):
@@ -46,8 +50,8 @@ class ModelCard(BaseModel):
     preprocess: PreprocessParams | None = None
     training: dict[str, Any]  # the trainer's params block (`train` or `baseline`), as validated
     metrics: dict[str, int | float] = {}  # the kept checkpoint's epoch and validation scores
-    control: bool = False  # a negative control: trained on sham images only (bps/controls.py)
-    world_size: int = Field(default=1, gt=0)  # training processes (bps/distributed.py)
+    control: bool = False  # a negative control: trained on sham images only (bps/training/negative_control.py)
+    world_size: int = Field(default=1, gt=0)  # training processes (bps/training/distributed.py)
     complete: bool = False  # set only once the trainer has finished: see mark_complete
     multilabel: bool = False  # outputs are per-label sigmoids (task.target labels with a label separator)
     # A multi-label model's decision threshold per class, chosen on the validation split (task.threshold).

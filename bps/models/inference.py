@@ -6,7 +6,7 @@ service, so a model is read the same way wherever it runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -77,9 +77,33 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, he
         views = dihedral_views(batch)
         return torch.stack([probabilities(model(view), head_sizes, multilabel) for view in views]).mean(dim=0)
 
+    return _in_batches(proba, images, device)
+
+
+@torch.no_grad()
+def embed(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """What the network's last linear layer reads for every image of a split, in order (N × its
+    ``in_features``): the CNN's own description of a nucleus, which a fused model reads beside the
+    foci features (bps/classical/families.py)."""
+    model.eval()
+    head = [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
+    seen: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0]))
+    try:
+        def features(batch: torch.Tensor) -> torch.Tensor:
+            model(batch)
+            return seen.pop()
+
+        return _in_batches(features, images, device)
+    finally:
+        hook.remove()
+
+
+def _in_batches(run: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, device: torch.device) -> np.ndarray:
+    """``run`` over the images in evaluation batches (uint8 → float on ``device``), rows concatenated."""
     step = EVAL_BATCH_SIZES.get(device.type, EVAL_BATCH_SIZES["cpu"])
     chunks = [
-        proba(to_device(to_float(np.array(images[start : start + step])), device)).cpu().numpy()
+        run(to_device(to_float(np.array(images[start : start + step])), device)).float().cpu().numpy()
         for start in range(0, len(images), step)
     ]
     return np.concatenate(chunks) if chunks else np.empty((0, 0), dtype=np.float32)

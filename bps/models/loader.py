@@ -18,7 +18,7 @@ import numpy as np
 
 from bps.core import options
 from bps.models import pixel_mlp, sklearn_io
-from bps.models.card import ModelCard, read_card
+from bps.models.card import FUSION_CNN, ModelCard, read_card
 from bps.targets.labels import Target, get_target, layout_target
 
 
@@ -35,7 +35,8 @@ class LoadedModel:
 
     Its inputs: N×C×H×W uint8 prepared images for the ``mlp`` and ``cnn`` kinds; for a
     ``classical`` model the N×F values of its family's feature columns (``<family>_*``, in table
-    order). ``network`` and ``device`` are the CNN itself (saliency needs its gradients).
+    order); for ``fusion`` the pair (images, N×F foci features). ``network`` and ``device`` are the
+    CNN itself (saliency needs its gradients).
     """
 
     folder: Path
@@ -68,8 +69,19 @@ def load_model(folder: Path | str, device: str = "auto") -> LoadedModel:
         return LoadedModel(folder, card, target, lambda images: predict_proba(
             network, images, torch_device, target.head_sizes, target.multilabel, tta), network, torch_device)
     estimator = sklearn_io.load(folder)
+    if card.kind == "fusion":
+        cnn = load_model(folder / FUSION_CNN, device)
+        return LoadedModel(folder, card, target, lambda inputs: target.marginals(sklearn_io.class_probabilities(
+            estimator, fusion_inputs(cnn, *inputs), len(target.classes))))
     if card.kind == "mlp":
         return LoadedModel(folder, card, target, lambda images: target.marginals(
             estimator.predict_proba(pixel_mlp.flatten(images))))
     return LoadedModel(folder, card, target, lambda features: target.marginals(
         sklearn_io.class_probabilities(estimator, np.asarray(features), len(target.classes))))
+
+
+def fusion_inputs(cnn: LoadedModel, images: np.ndarray, foci: np.ndarray) -> np.ndarray:
+    """What a fusion model reads: the foci features, then the CNN's :func:`~bps.models.inference.embed`."""
+    from bps.models.inference import embed
+
+    return np.hstack([np.asarray(foci, dtype=np.float64), embed(cnn.network, images, cnn.device)])

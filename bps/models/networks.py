@@ -2,7 +2,7 @@
 
 A checkpoint is two files: ``model.pt`` (a state dict, loadable with
 ``torch.load(..., weights_only=True)``, so opening a shared model cannot run code) and the
-model card ``model.json`` (:mod:`bps.model_card`: architecture, classes, preprocessing, metrics).
+model card ``model.json`` (:mod:`bps.models.card`: architecture, classes, preprocessing, metrics).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import nn
 from bps.core import options
 from bps.core.errors import PipelineError
 from bps.core.files import atomic_open
-from bps.models.card import ModelCard, read_card, write_card
+from bps.models.card import CNN_WEIGHTS, ModelCard, read_card, write_card
 
 
 class LeNet5(nn.Module):
@@ -141,7 +141,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
         ) from None
 
 
-# Keyed by the names in bps.options, which params validation lists without importing torch.
+# Keyed by the names in bps.core.options, which params validation lists without importing torch.
 ARCHITECTURES = options.registry(
     options.ARCHITECTURES,
     lenet=LeNet5,
@@ -161,7 +161,7 @@ def build_model(card: ModelCard, pretrained: Path | None = None) -> nn.Module:
 def save_checkpoint(folder: Path, model: nn.Module, card: ModelCard) -> None:
     """Write ``model.pt`` (weights only), then its card (everything needed to rebuild it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_open(folder / "model.pt") as stream:
+    with atomic_open(folder / CNN_WEIGHTS) as stream:
         torch.save(model.state_dict(), stream)
     write_card(folder, card)
 
@@ -170,5 +170,5 @@ def load_checkpoint(folder: Path, device: str | torch.device = "cpu") -> tuple[n
     """Rebuild a finished model in eval mode, without unpickling anything but tensors."""
     card = read_card(folder)
     model = build_model(card)
-    model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+    model.load_state_dict(torch.load(folder / CNN_WEIGHTS, map_location=device, weights_only=True))
     return model.to(device).eval(), card

@@ -1,4 +1,4 @@
-"""HTTP prediction service: the ``stages.predict`` results for uploaded TIFFs, over HTTP.
+"""HTTP prediction service: the ``bps.serving.predictor`` results for uploaded TIFFs, over HTTP.
 
     python -m bps serve models/lenet --host 127.0.0.1 --port 8000
     curl -F files=@a.tif -F files=@b.tif http://127.0.0.1:8000/predict
@@ -129,7 +129,7 @@ def describe_model(predictor: Predictor) -> dict[str, Any]:
 
 
 OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # repr() of an object: its type and memory address
-# The HTTP status for each way an upload can be unusable (bps.images decides which it is; a
+# The HTTP status for each way an upload can be unusable (bps.data.images decides which it is; a
 # subclass gets its nearest listed ancestor's).
 IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
     NotATiffError: 415,

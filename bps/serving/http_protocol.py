@@ -1,6 +1,6 @@
 """uvicorn's HTTP/1.1 protocol, closing connections whose request headers never finish.
 
-The service times out slow *bodies* itself (bps/service.py), but an ASGI app only hears of a
+The service times out slow *bodies* itself (bps/serving/app.py), but an ASGI app only hears of a
 request once its headers are complete, and uvicorn starts no clock before that: a client that
 opens a connection and sends a header line now and then (slowloris) holds a socket forever.
 Here every request's headers must be complete within ``header_timeout`` seconds of the

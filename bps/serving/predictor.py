@@ -1,12 +1,12 @@
 """Predictions for new images from a trained model folder, with the model's own preprocessing.
 
 A model folder (``models/lenet``, ``models/baseline``) carries its model card (``model.json``,
-:mod:`bps.model_card`) with its kind and the preprocessing settings it was trained with, so
+:mod:`bps.models.card`) with its kind and the preprocessing settings it was trained with, so
 predictions never depend on today's ``params.yaml``.
 
 A model trained on a layout (``data.source: layout``) takes one file per channel for each
 sample, in the card's channel order (``channels``), each normalised on its own as in training
-(bps/channels.py). A multi-label model predicts every label whose probability reaches its
+(bps/data/layouts/channels.py). A multi-label model predicts every label whose probability reaches its
 threshold (the card's ``thresholds``, chosen on the validation split); ``predicted`` lists them
 separated by spaces (empty when none does).
 """

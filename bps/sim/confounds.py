@@ -14,7 +14,7 @@ cells of several mouse strains). So three effects, independent of dose:
 
 Each strength is the standard deviation, as a fraction of the typical value, of the effect on
 the quantities it moves (keys ``data.synthetic.batch_effect``, ``well_effect``, ``plate_effect``,
-validated in ``bps.params.SyntheticParams``); 0 switches the effect off. Every draw comes from the
+validated in ``bps.core.params.SyntheticParams``); 0 switches the effect off. Every draw comes from the
 simulator's seed.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from bps.core.params import SyntheticParams
 
-# Typical values without any effect, calibrated on the real crop with bps.crop_stats.
+# Typical values without any effect, calibrated on the real crop with bps.sim.crop_stats.
 BACKGROUND_LEVEL = 360.0  # grey levels of the background (the real crop: ~396 with halo, p1 323)
 NUCLEUS_LEVEL = 670.0  # median grey level of a nucleus (the real crop: 849)
 BLUR_PX = 0.0  # extra focus blur (px, added in quadrature to every focus's σ)

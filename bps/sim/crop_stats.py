@@ -1,11 +1,11 @@
 """Measurements of one nucleus crop, the same for a real BPS file and a simulated one.
 
 The simulator is calibrated against the real crop in ``shared/bps-real`` by these functions
-alone (``python -m bps realism`` prints the table; ``tests/test_simulate.py`` checks it),
+alone (``python -m bps realism`` prints the table; ``tests/sim/test_render.py`` checks it),
 so "looks like the real data" is a set of numbers measured one way on both sides. Its focus
 detector thresholds absolute grey levels, right for comparing with one real crop; the foci
 baseline's (bps/classical/foci.py) is relative to each nucleus's contrast, right across plates.
-tests/test_foci.py shows that the two agree on the real crop.
+tests/classical/test_foci.py shows that the two agree on the real crop.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ merge into one focus, and a model can only learn what shows. Sources, per consta
   this project's issue 10: mean detectable foci per nucleus ≈ 0.3-0.8 in shams, ≈ 1.4-1.9 for
   Fe 0.82 Gy at 4 h, ≈ 1.8-2.6 for X-ray 1 Gy at 4 h, fewer at 24-48 h.
 * [R] The real crop ``shared/bps-real/P242_73665006707-A6_003_013_proj.tif`` (Fe 0.82 Gy, 4 h),
-  measured with ``bps.crop_stats``: one Fe focus, FWHM ≈ 5 px, peak ≈ 2.4× the nucleus level.
+  measured with ``bps.sim.crop_stats``: one Fe focus, FWHM ≈ 5 px, peak ≈ 2.4× the nucleus level.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ SPONTANEOUS_FOCI = 0.5
 # Detectable induced foci at 4 h follow Y(D) = XRAY_SATURATION × (1 − exp(−D / XRAY_SATURATION_GY)):
 # linear at low dose, saturating as breaks begin to share a focus at this resolution [I10: 1 Gy
 # shows only ~1.4-2.1 induced foci over sham]. 3.1 × (1 − e⁻¹) = 1.96 induced at 1 Gy, 2.46 in all,
-# of which bps.crop_stats counts ~2.2 (foci closer than 3 px merge): the middle of [I10]'s 1.8-2.6;
+# of which bps.sim.crop_stats counts ~2.2 (foci closer than 3 px merge): the middle of [I10]'s 1.8-2.6;
 # 0.3 at 0.1 Gy.
 XRAY_SATURATION = 3.1
 XRAY_SATURATION_GY = 1.0
@@ -45,7 +45,7 @@ NUCLEUS_AREA_UM2 = 120.0
 # The beam hits the monolayer perpendicularly, so a track is a line along z and its damage shows as
 # ONE focus in the maximum projection [R]. Tracks crossing the nucleus's thin rim, or two tracks
 # within one focus's width, are not seen: the fraction of tracks that make a detectable focus is
-# set so that Fe 0.82 Gy at 4 h shows 0.5 + 1.08 = 1.58 foci, counted as ~1.65 by bps.crop_stats: the
+# set so that Fe 0.82 Gy at 4 h shows 0.5 + 1.08 = 1.58 foci, counted as ~1.65 by bps.sim.crop_stats: the
 # middle of [I10]'s 1.4-1.9 (0.0367 tracks/µm²/Gy × 0.82 Gy × 120 µm² = 3.6 tracks, 30 % seen).
 FE_DETECTED_FRACTION = 0.30
 # Clustered high-LET damage is repaired slowly: most Fe foci persist to 24 h and 48 h [P].
@@ -54,7 +54,7 @@ FE_REMAINING = {4: 1.0, 24: 0.75, 48: 0.6}
 # --- how foci look -----------------------------------------------------------------------------
 # Gaussian σ (px) and peak height over the nucleus (× the nucleus level). Fe: FWHM ≈ 4.6-5 px and
 # peak ≈ 1.5-2.5× nucleus [R], so σ ≈ 1.7-2.2 px; X-ray and spontaneous foci: smaller and dimmer
-# (a few breaks, not a track's cluster), yet above the detection threshold of bps.crop_stats.
+# (a few breaks, not a track's cluster), yet above the detection threshold of bps.sim.crop_stats.
 FE_FOCUS_SIGMA_PX = (1.7, 2.2)
 FE_FOCUS_HEIGHT = (1.2, 2.2)
 SMALL_FOCUS_SIGMA_PX = (1.0, 1.3)

@@ -1,9 +1,9 @@
 """Real vs simulated crop statistics: ``python -m bps realism [--real FILE] [--images N] [--out FILE]``.
 
 Measures the real crop (Fe 0.82 Gy, 4 h) and N simulated crops of the same condition with the same
-functions (``bps.crop_stats``) and prints a Markdown table: the real value, the simulated median
+functions (``bps.sim.crop_stats``) and prints a Markdown table: the real value, the simulated median
 and 10-90 % range, the tolerance, and whether the simulated median is within it. The docs include
-the table this command writes with ``--out docs/generated/realism.md``; ``tests/test_simulate.py``
+the table this command writes with ``--out docs/generated/realism.md``; ``tests/sim/test_render.py``
 asserts every row. A developer tool: nothing in the pipeline needs the real file.
 """
 
@@ -57,7 +57,7 @@ TOLERANCES = {
 
 
 def simulated_stats(images: int, seed: int = 0) -> pd.DataFrame:
-    """``bps.crop_stats`` of ``images`` simulated crops of the real crop's condition.
+    """``bps.sim.crop_stats`` of ``images`` simulated crops of the real crop's condition.
 
     With every confound off: the simulator's typical plate. Its confounds move plates around that
     (by ~10 % at the defaults); which way the real plate 242 was moved is one draw, not knowable.

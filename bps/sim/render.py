@@ -7,10 +7,10 @@ _proj.tif`` on the real plates (one condition per plate) and the real well layou
 Three modules, one job each:
 
 * this one draws the image: a maximum projection of a z-stack, framed and lit like the real
-  crop ``shared/bps-real/P242_73665006707-A6_003_013_proj.tif`` [R] as ``bps.crop_stats``
+  crop ``shared/bps-real/P242_73665006707-A6_003_013_proj.tif`` [R] as ``bps.sim.crop_stats``
   measures it (``python -m bps realism`` prints the comparison);
-* ``bps.sim_physics`` says how many detectable foci each nucleus shows, and how they look;
-* ``bps.sim_confounds`` says how each well of each plate looks: batch, well and plate effects.
+* ``bps.sim.physics`` says how many detectable foci each nucleus shows, and how they look;
+* ``bps.sim.confounds`` says how each well of each plate looks: batch, well and plate effects.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def conditions(hours: list[int] | tuple[int, ...] = (4, 24, 48)) -> list[tuple[s
     return [c for c in PLATES if c[2] in hours]
 
 
-# --- geometry, calibrated on the real crop [R] with bps.crop_stats --------------------------------
+# --- geometry, calibrated on the real crop [R] with bps.sim.crop_stats --------------------------------
 # Median nucleus diameter (px): the real nucleus covers 26 % of a 141 × 149 crop.
 NUCLEUS_DIAMETER_PX = 88.0
 # Log-normal spread of nucleus diameters. Crops are cut around the segmented nucleus, so their
@@ -91,7 +91,7 @@ NEIGHBOUR_LEVEL = (0.5, 1.3)  # a neighbour's brightness relative to the main nu
 GRADIENT = 0.08  # std of a linear background ramp across the crop, × background [R: 300-470 grey levels]
 # Noise of a maximum projection: shot noise (GAIN grey levels per photo-electron) plus read noise,
 # and the maximum over z makes it skewed (Gumbel, the limit law of maxima) and narrower than one
-# slice's. READ_NOISE and GAIN give σ ≈ 13.7 at the background, 12-13 by bps.crop_stats [R: 13.1].
+# slice's. READ_NOISE and GAIN give σ ≈ 13.7 at the background, 12-13 by bps.sim.crop_stats [R: 13.1].
 READ_NOISE = 6.0
 GAIN = 0.42
 _GUMBEL_MEAN, _GUMBEL_STD = 0.5772156649, np.pi / np.sqrt(6)

@@ -176,7 +176,7 @@ def _condition() -> dict[str, frozenset[str]]:
     return classes | {_dose_name(p, level): frozenset({p, level}) for p in DOSES_GY for level in DOSE_LEVELS[1:]}
 
 
-# Keyed by the names in bps.options, which params validation lists. ``particle+dose`` has the six
+# Keyed by the names in bps.core.options, which params validation lists. ``particle+dose`` has the six
 # joint classes of ``particle_dose``; get_target gives it its two heads.
 _CLASSES = options.registry(
     options.BPS_TARGETS, particle=_particle, particle_dose=_particle_dose, condition=_condition,

@@ -3,11 +3,11 @@
 For HPA-style data (each image has one or more of a few dozen strongly imbalanced labels, scored
 by macro/sample F1 and average precision) and RxRx1-style data (one of ~1,000 classes, scored by
 top-k accuracy). Numpy and scikit-learn only, so that scoring never imports torch; the CNN's
-multi-label loss and sigmoid outputs are in bps/training.py (``multilabel=True``).
+multi-label loss and sigmoid outputs are in bps/training/loop.py (``multilabel=True``).
 
-Conventions: as in bps/metrics.py, every number is over a whole split and floats are rounded to
+Conventions: as in bps/targets/metrics.py, every number is over a whole split and floats are rounded to
 6 decimals. A 0/0 (nothing true, nothing predicted) scores 0 for a label (``zero_division=0``, as
-bps/metrics.py: a split too small to contain a label cannot earn credit for it) but 1 for an
+bps/targets/metrics.py: a split too small to contain a label cannot earn credit for it) but 1 for an
 image (sample F1, Jaccard): an image without labels predicted without labels is exactly right,
 as subset accuracy and Hamming loss say too. A label is predicted when its score is at or above
 its threshold (``>=``, as precision_recall_curve's thresholds read).
@@ -177,7 +177,7 @@ def positive_weights(indicators: np.ndarray, cap: float = POSITIVE_WEIGHT_CAP) -
 def oversampling_weights(indicators: np.ndarray) -> np.ndarray:
     """Per image the largest inverse frequency (N / count) of its labels: a sampler's weights.
 
-    The usual rare-label oversampling (torch's WeightedRandomSampler, or bps.batches'
+    The usual rare-label oversampling (torch's WeightedRandomSampler, or bps.training.batches'
     ``sample_weights``): each label's images are drawn about equally often in total, and an
     image is drawn for its rarest label (the maximum), so a common label it also carries cannot
     dilute a rare one. Images without labels get the smallest weight any labelled image can

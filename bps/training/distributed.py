@@ -6,7 +6,7 @@ process group, no wrapper. With ``train.processes: N > 1`` the stage starts itse
 records the parameter); ``torchrun`` run by hand, across several machines too, works the same.
 
 Every process draws the same shuffled order from the same seed and trains on its rows of each
-batch (:class:`bps.batches.Shard`); gradients are summed across processes, as the loss is summed
+batch (:class:`bps.training.batches.Shard`); gradients are summed across processes, as the loss is summed
 over a batch, so a step sees exactly the one-process batch's gradient up to the order of float
 additions. Validation is over the whole split: each process predicts a slice and all of them
 gather the slices. Rank 0 alone writes checkpoints and dvclive metrics.

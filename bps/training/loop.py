@@ -43,7 +43,7 @@ def make_deterministic(seed: int, device_type: str = "cpu") -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-# Keyed by the names in bps.options, which params validation lists without importing torch.
+# Keyed by the names in bps.core.options, which params validation lists without importing torch.
 OPTIMIZERS = options.registry(
     options.OPTIMIZERS,
     adam=torch.optim.Adam,
@@ -113,7 +113,7 @@ def head_loss(
 
     ``multilabel``: ``labels`` are N×L 0/1 indicators and each logit is one label's own yes/no,
     so the loss is binary cross-entropy summed over labels and images, ``class_weights`` being
-    ``BCEWithLogitsLoss``'s ``pos_weight`` (bps.multilabel.positive_weights).
+    ``BCEWithLogitsLoss``'s ``pos_weight`` (bps.targets.multilabel.positive_weights).
     """
     if multilabel:
         return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=class_weights, reduction="sum")

@@ -115,7 +115,7 @@ def batch_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
                head_sizes: Sequence[int] = (), class_weights: np.ndarray | None = None,
                multilabel: bool = False) -> Callable[[float], float]:
     """One training step at a given rate on the next batch, with the trainer's loss
-    (:func:`bps.training.head_loss`, multi-label too); returns the batch's mean loss per image."""
+    (:func:`bps.training.loop.head_loss`, multi-label too); returns the batch's mean loss per image."""
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
     model.train()
 

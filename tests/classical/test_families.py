@@ -1,13 +1,16 @@
-"""bps.classical and the train-appearance / train-foci stages: real fits on feature tables built
+"""bps.classical.families and the train-appearance / train-foci stages (train-fusion runs end to end in
+tests/e2e/test_pipeline_dvc.py): real fits on feature tables built
 from simulated images, the negative control trained and scored on sham images only, and
 probabilities in the target's class order."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from bps.classical import families
 from bps.classical.features import FAMILIES, family_columns, image_features
@@ -16,10 +19,12 @@ from bps.data.meta import with_groups
 from bps.data.split import SPLITS, assign_splits
 from bps.models import sklearn_io
 from bps.models.card import mark_complete
-from bps.models.loader import load_model
+from bps.models.loader import fusion_inputs, load_model
+from bps.models.networks import LeNet5, save_checkpoint
 from bps.sim.render import plan_dataset, simulate_image
 from bps.targets.labels import get_target
 from stages import train_classical
+from tests.support.model_cards import finished_card
 
 PER_CONDITION = 12
 
@@ -123,3 +128,20 @@ def test_a_class_missing_from_training_is_one_clear_error(features_project):
     only_fe = table[table["particle_type"] == "Fe"]
     with pytest.raises(families.PipelineError, match=r"no training images of class\(es\) \['X-ray'\]"):
         families.fit("foci", parse_params({}), only_fe, get_target("particle"))
+
+
+def test_a_fusion_model_reads_the_foci_features_then_its_own_copy_of_the_cnn(tmp_path):
+    torch.manual_seed(0)
+    network, rng = LeNet5(1, 2, 32).eval(), np.random.default_rng(0)
+    save_checkpoint(tmp_path / "lenet", network, finished_card("lenet", 1, 32))
+    images, foci = rng.integers(0, 256, (40, 1, 32, 32), dtype=np.uint8), rng.normal(size=(40, 8))
+    inputs = fusion_inputs(load_model(tmp_path / "lenet", "cpu"), images, foci)
+    assert inputs.shape == (40, 8 + 84) and np.array_equal(inputs[:, :8], foci)
+    params, target = parse_params({}), get_target("particle")
+    model = families.fit_inputs("fusion", params, inputs, np.arange(40) % 2, target)
+    families.save(tmp_path / "fusion", model, "fusion", target, params, control=False, cnn=tmp_path / "lenet")
+    mark_complete(tmp_path / "fusion")
+    shutil.rmtree(tmp_path / "lenet")  # the folder stands alone
+    loaded = load_model(tmp_path / "fusion", "cpu")
+    assert (loaded.card.kind, loaded.card.architecture) == ("fusion", "fusion")
+    np.testing.assert_allclose(loaded.probabilities((images, foci)), model.predict_proba(inputs))

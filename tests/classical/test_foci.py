@@ -1,4 +1,4 @@
-"""bps.foci and bps.features: hand-placed spots are found where they are, noise is not counted,
+"""bps.classical.foci and bps.classical.features: hand-placed spots are found where they are, noise is not counted,
 and the features of a real crop and of simulated plates say what they should."""
 
 from pathlib import Path
@@ -91,7 +91,7 @@ def _mean_features(particle: str, dose: float, hours: int, plate: int, count: in
 
 def test_simulated_foci_counts_follow_the_dose():
     # The simulator draws ~0.5 detectable spontaneous foci per sham nucleus and ~2.1 per X-ray
-    # 1 Gy nucleus at 4 h (bps/sim_physics.py, after the real dataset's counts); measured here
+    # 1 Gy nucleus at 4 h (bps/sim/physics.py, after the real dataset's counts); measured here
     # over 60 nuclei: 0.33 and 2.65.
     sham = _mean_features("X-ray", 0.0, 4, plate=278)
     irradiated = _mean_features("X-ray", 1.0, 4, plate=280)

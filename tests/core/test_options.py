@@ -1,4 +1,4 @@
-"""Option names are defined once (bps/options.py, bps/labels.py, bps/meta.py) and used everywhere."""
+"""Option names are defined once (bps/core/options.py, bps/targets/labels.py, bps/data/meta.py) and used everywhere."""
 
 from __future__ import annotations
 

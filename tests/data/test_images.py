@@ -1,4 +1,4 @@
-"""bps.images and bps.prepare: TIFF decode, normalisation, padding, resizing and the split arrays."""
+"""bps.data.images and bps.data.arrays: TIFF decode, normalisation, padding, resizing and the split arrays."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""bps.meta: the meta.csv schema, name safety, group parsing and reproducible row selection."""
+"""bps.data.meta: the meta.csv schema, name safety, group parsing and reproducible row selection."""
 
 import pandas as pd
 import pytest

@@ -1,4 +1,4 @@
-"""bps.s3 against a real S3 server (moto, on loopback), reached through a proxy that misbehaves on cue.
+"""bps.data.s3 against a real S3 server (moto, on loopback), reached through a proxy that misbehaves on cue.
 
 The proxy speaks real HTTP on both sides, so every fault below (throttling, dropped and cut
 connections, short or altered bodies, a server that dies) reaches botocore as it would from AWS.

@@ -1,4 +1,4 @@
-"""bps.split: whole groups per split, every condition in every split, reproducible for a seed;
+"""bps.data.split: whole groups per split, every condition in every split, reproducible for a seed;
 plate-disjoint and well-disjoint protocols that never leak a held-out plate or position into training."""
 
 from pathlib import Path

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bps.core.params import parse_params
-from bps.models.inference import dihedral_views, predict_proba
+from bps.models.inference import dihedral_views, embed, predict_proba
 from bps.models.loader import load_model
 from bps.models.networks import LeNet5, save_checkpoint
 from tests.support.model_cards import finished_card
@@ -59,3 +59,14 @@ def test_a_loaded_model_predicts_as_its_card_says(tmp_path):
         save_checkpoint(tmp_path, network, finished_card("lenet", 1, 32, training=training))
         np.testing.assert_array_equal(load_model(tmp_path, "cpu").probabilities(images),
                                       predict_proba(network, images, CPU, tta=tta))
+
+
+def test_embed_is_what_the_last_linear_layer_reads_and_leaves_no_hook(tmp_path):
+    network, images = _network(), _images(70)  # more than one evaluation batch
+    embedding = embed(network, images, CPU)
+    with torch.no_grad():
+        expected = network.classifier[:-1](network.features(torch.from_numpy(images).float() / 255))
+    assert embedding.shape == (70, 84)
+    np.testing.assert_allclose(embedding, expected.numpy(), rtol=1e-5, atol=1e-6)  # batches of 64 vs one of 70
+    assert not network.classifier[-1]._forward_hooks  # predicting afterwards is untouched
+    np.testing.assert_array_equal(predict_proba(network, images, CPU), predict_proba(_network(), images, CPU))

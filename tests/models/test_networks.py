@@ -1,4 +1,4 @@
-"""bps.models beyond LeNet-5: the small CNN, ResNet-18/50 for N channels, local pretrained weights.
+"""bps.models.networks beyond LeNet-5: the small CNN, ResNet-18/50 for N channels, local pretrained weights.
 
 LeNet-5 itself and the weights-only checkpoint format are covered by test_models.py.
 """

@@ -1,4 +1,4 @@
-"""bps.models and bps.baseline: network shapes, weights-only checkpoints, the MLP baseline."""
+"""bps.models.networks and bps.models.pixel_mlp: network shapes, weights-only checkpoints, the MLP baseline."""
 
 import copy
 import json

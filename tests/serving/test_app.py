@@ -1,4 +1,4 @@
-"""bps.service and stages.serve: a real uvicorn server on 127.0.0.1, a real HTTP client (httpx)."""
+"""bps.serving.app and `python -m bps serve`: a real uvicorn server on 127.0.0.1, a real HTTP client (httpx)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""bps.predict and `python -m bps predict`: new TIFFs through a saved model's own preprocessing."""
+"""bps.serving.predictor and `python -m bps predict`: new TIFFs through a saved model's own preprocessing."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""bps.simulate: names like the bucket's, deterministic pixels, the real crop's look, physics, confounds."""
+"""bps.sim.render: names like the bucket's, deterministic pixels, the real crop's look, physics, confounds."""
 
 from collections import Counter
 from pathlib import Path
@@ -139,7 +139,7 @@ def test_neighbours_never_add_up_to_saturation(rendered):
     peaks = np.array([int(image.max()) for images in rendered.values() for image in images])
     assert peaks.max() <= 4000  # the real crop peaks at 2470, its neighbours at ~1300
     # Blurred past its foci, a crop is nowhere brighter than its brightest nucleus (≤ 1.3 × the
-    # central one, bps.simulate.NEIGHBOUR_LEVEL, with a dome 1.5 × its median): summed
+    # central one, bps.sim.render.NEIGHBOUR_LEVEL, with a dome 1.5 × its median): summed
     # neighbours would reach twice that.
     for image in rendered[("Fe", 0.0, 4)] + rendered[("X-ray", 0.0, 4)]:
         smooth_peak = ndimage.gaussian_filter(image.astype(float), 3).max()
@@ -194,7 +194,7 @@ def test_fe_foci_are_bigger_and_brighter_than_xray_foci(rendered):
     xray = np.median(brightest(("X-ray", 1.0, 4)), axis=0)
     assert fe[0] > xray[0] + 0.8  # FWHM, px
     assert fe[1] > xray[1]  # peak over nucleus
-    assert 4.0 <= fe[0] <= 6.0  # the real Fe focus: ~5 px by bps.crop_stats
+    assert 4.0 <= fe[0] <= 6.0  # the real Fe focus: ~5 px by bps.sim.crop_stats
 
 
 def test_focus_counter_counts_spots():

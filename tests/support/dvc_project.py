@@ -23,9 +23,9 @@ DVC = VENV_BIN / "dvc"
 # In the order `dvc repro` runs them.
 STAGES = (
     "check-params", "download", "split", "preprocess", "train-baseline", "train-lenet", "lr-find",
-    "train-baseline-control", "train-lenet-control", "train-appearance", "train-foci", "evaluate",
+    "train-baseline-control", "train-lenet-control", "train-appearance", "train-foci", "train-fusion", "evaluate",
 )
-SCORED = ("baseline", "lenet", "appearance", "foci", "hybrid")  # in metrics/evaluate.json; hybrid: the soft vote
+SCORED = ("baseline", "lenet", "appearance", "foci", "hybrid", "fusion")  # metrics/evaluate.json; hybrid: the soft vote
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "hamming_loss", "jaccard", "log_loss", "n_test"}
 # Only what the project's pipeline needs from the source tree; the lock and metrics are rebuilt.
 # The pipeline needs neither its tests nor its benchmarks (and the tests hold fake credentials that

@@ -1,4 +1,4 @@
-"""bps.multilabel (labels, metrics, thresholds, top-k, weights) and the multi-label training paths:
+"""bps.targets.multilabel (labels, metrics, thresholds, top-k, weights) and the multi-label training paths:
 the CNN loop's ``multilabel=True`` and the MLP baseline on an indicator matrix."""
 
 import copy

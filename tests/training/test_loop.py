@@ -1,4 +1,4 @@
-"""bps.batches and bps.training: batching, augmentation (training only), the loop, determinism."""
+"""bps.training.batches and bps.training.loop: batching, augmentation (training only), the loop, determinism."""
 
 import copy
 

@@ -16,7 +16,7 @@ from bps.models.card import mark_complete, read_card
 from bps.targets.labels import get_target
 from bps.training import negative_control
 from bps.training.negative_control import Fold, TrainingData, control_folds, control_requested, sham_pool, training_runs
-from stages import evaluate, train_baseline, train_classical, train_lenet
+from stages import evaluate, train_baseline, train_classical, train_fusion, train_lenet
 from tests.support.dvc_project import SCORED
 
 CONDITIONS = [("Fe", 0.0), ("Fe", 0.3), ("Fe", 0.82), ("X-ray", 0.0), ("X-ray", 0.1), ("X-ray", 1.0)]
@@ -61,9 +61,15 @@ def train_every_model(params, root) -> None:
         trainer.main(params, control=True)
     for family in FAMILIES:
         train_classical.main(params, family)
+    mark_every_model_complete(root)  # as run_training_stage does once a trainer returns
+    train_fusion.main(params)  # reads the finished CNN and its controls
+    mark_every_model_complete(root)
+
+
+def mark_every_model_complete(root) -> None:
     for folder in (root / "models").iterdir():
         if folder.is_dir():
-            mark_complete(folder)  # as run_training_stage does once a trainer returns
+            mark_complete(folder)
 
 
 @pytest.fixture

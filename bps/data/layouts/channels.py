@@ -1,8 +1,8 @@
 """One multi-channel sample (one grayscale file per channel) to one C×size×size model input.
 
-Each channel file is a PNG (read by Pillow) or a TIFF (read by bps/images.py's checked reader),
+Each channel file is a PNG (read by Pillow) or a TIFF (read by bps/data/images.py's checked reader),
 of the dataset's ``bit_depth`` (8: uint8, 16: uint16; anything else is refused, naming the
-file). Every channel goes through :func:`bps.images.prepare_image` on its own: padded to a
+file). Every channel goes through :func:`bps.data.images.prepare_image` on its own: padded to a
 square, area-resized, and normalised by ``preprocess.normalize`` measured on that channel of
 that image alone (``percentile``: its own percentiles; ``minmax``: its own range; ``fixed``:
 ``preprocess.fixed_range`` for every channel), so a dim stain is not drowned by a bright one.

@@ -1,7 +1,7 @@
 """Where a layout's files come from: a local folder or ``s3://bucket/prefix``, copied into data/raw/.
 
 The metadata and every channel file of every sample keep their paths relative to
-``data.layout.root``. From S3 the files come through bps/s3.py (concurrent, verified, atomic,
+``data.layout.root``. From S3 the files come through bps/data/s3.py (concurrent, verified, atomic,
 resumable by its ETag manifest) with ``data.s3``'s endpoint, credentials, workers and retries;
 from a folder they are copied atomically, skipping files already copied (same size and time).
 A file the metadata names but the root lacks stops the download before anything is copied.
@@ -49,7 +49,7 @@ def read_metadata_bytes(data: DataParams) -> bytes:
 
 
 def load_layout(data: DataParams) -> tuple[bytes, pd.DataFrame]:
-    """The metadata's bytes and its normalised table (bps/layout_meta.py); check-params runs this too."""
+    """The metadata's bytes and its normalised table (bps/data/layouts/meta.py); check-params runs this too."""
     raw = read_metadata_bytes(data)
     return raw, normalise(read_metadata(raw, data.layout), data.layout)
 

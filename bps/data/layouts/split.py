@@ -2,7 +2,7 @@
 
 ``split.group_by`` names one of ``data.layout.group_columns`` (RxRx1: ``experiment``, ``plate``,
 ``well``) or ``none`` (every sample its own group). Groups are dealt at random to train, val and
-test with bps/split.py's counts (at least one group each); a group never straddles two splits.
+test with bps/data/split.py's counts (at least one group each); a group never straddles two splits.
 Not stratified: a plate or an experiment holds every class, and a multi-label sample many.
 """
 
