@@ -40,9 +40,9 @@ class Predictor:
     def __init__(self, folder: Path | str) -> None:
         self.folder = Path(folder)
         card = read_card(self.folder)  # refuses a folder whose training did not finish
-        if card.kind == "classical":
-            raise PipelineError(f"{self.folder}: a classical feature model (evaluate scores it); predict takes "
-                                "models/lenet or models/baseline")
+        if card.kind in ("classical", "fusion"):
+            raise PipelineError(f"{self.folder}: a model of features from the whole-resolution crop (evaluate scores "
+                                "it); predict takes models/lenet or models/baseline")
         self.card, self.target = card, card_target(card)
         self.layout = card.target == options.LAYOUT_TARGET
         self.classes = list(self.target.outputs)  # the probability columns: per head for particle+dose

@@ -90,7 +90,8 @@ def test_load_params_error_names_the_file(tmp_path):
 
 def test_unknown_top_level_key_lists_allowed_keys():
     message = _error({"splt": {"train": 0.7}})
-    allowed = "seed, data, split, preprocess, task, baseline, train, features, appearance, foci, fusion, evaluate, lr_find"
+    allowed = ("seed, data, split, preprocess, task, baseline, train, features, appearance, foci, fusion, evaluate, "
+               "lr_find")
     assert message == f"params.yaml: splt: unknown key (allowed: {allowed})"
 
 

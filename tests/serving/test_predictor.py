@@ -19,6 +19,7 @@ from bps.core.params import BaselineParams, FeatureParams, PreprocessParams
 from bps.data.arrays import prepare_images
 from bps.data.images import ImageError, prepare
 from bps.models import pixel_mlp, sklearn_io
+from bps.models.card import ModelCard, write_card
 from bps.models.inference import predict_proba
 from bps.models.networks import LeNet5, load_checkpoint, save_checkpoint
 from bps.serving.commands import predict as predict_cli
@@ -259,3 +260,11 @@ def test_cli_names_over_255_bytes_are_one_line_errors(lenet_folder, tiffs, tmp_p
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {which.split()[0]} ")
     assert "a name in it is 30" in lines[0] and "at most 255 bytes" in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["classical", "fusion"])
+def test_a_model_of_whole_crop_features_is_refused_by_predict(tmp_path, kind):
+    write_card(tmp_path, ModelCard(kind=kind, architecture="foci" if kind == "classical" else "fusion",
+                                   target="particle", classes=["Fe", "X-ray"], training={}, complete=True))
+    with pytest.raises(PipelineError, match=r"evaluate scores it\); predict takes models/lenet or models/baseline"):
+        Predictor(tmp_path)
