@@ -167,20 +167,48 @@ def print_stress(groups: dict[tuple, list[dict]], keys: list[str],
                   f"{cells[2]:>15} {row['control_holds_chance']:>3}/{n:<2}")
 
 
+# The models a row gives beside the foci count on the irradiated nuclei: the CNN, and the regression
+# on its features and the foci features (older experiments have no fusion: its cells stay empty).
+ROW_MODELS = ("lenet", "fusion")
+
+
 def experiment_row(experiment: dict, keys: list[str], read: Callable[..., dict | None] = committed_json) -> dict:
     """One experiment as a CSV row: the params ``keys``, what its CNN's kept epoch scored on validation
-    (what chose it), and on the test split its irradiated and sham accuracy and its paired difference
-    from the foci count on the irradiated nuclei, with that difference's 95 % interval."""
+    (what chose it), and for each of :data:`ROW_MODELS` on the test split its irradiated and sham
+    accuracy and its paired difference from the foci count on the irradiated nuclei, with that
+    difference's 95 % interval."""
     val = read(experiment["rev"], "metrics/lenet/metrics.json") or {}
     test = read(experiment["rev"]) or {}
-    cnn = test.get("lenet", {})
-    pair = test.get("paired_irradiated", {}).get("lenet_vs_foci", {})
-    rounded = {key: round(cnn[key], 3) if key in cnn else None for key in ("irradiated_accuracy", "sham_accuracy")}
-    return {"experiment": experiment["name"], **{key: experiment["params"].get(key) for key in keys},
-            **{key: val.get(key) for key in ("val_macro_f1", "val_accuracy", "best_epoch")},
-            "lenet.irradiated": rounded["irradiated_accuracy"], "lenet.sham": rounded["sham_accuracy"],
-            "lenet-foci.irradiated": pair.get("accuracy_difference"),
-            **{f"ci95_{end}": pair.get(f"accuracy_difference_ci95_{end}") for end in ("low", "high")}}
+    row = {"experiment": experiment["name"], **{key: experiment["params"].get(key) for key in keys},
+           **{key: val.get(key) for key in ("val_macro_f1", "val_accuracy", "best_epoch")}}
+    for model in ROW_MODELS:
+        scores = test.get(model, {})
+        difference = versus_foci(test.get("paired_irradiated", {}), model)
+        row |= {f"{model}.irradiated": _rounded(scores.get("irradiated_accuracy")),
+                f"{model}.sham": _rounded(scores.get("sham_accuracy")),
+                **{f"{model}-foci.{end}": value for end, value in difference.items()}}
+    return row
+
+
+def versus_foci(pairs: dict, model: str) -> dict[str, float | None]:
+    """``model`` − foci count and its interval, whichever order evaluate paired them in."""
+    if f"{model}_vs_foci" in pairs:
+        pair, sign = pairs[f"{model}_vs_foci"], 1
+    else:
+        pair, sign = pairs.get(f"foci_vs_{model}", {}), -1
+    low, high = (pair.get(f"accuracy_difference_ci95_{end}") for end in ("low", "high"))
+    if sign < 0:
+        low, high = high, low
+    return {"irradiated": _signed(pair.get("accuracy_difference"), sign),
+            "ci95_low": _signed(low, sign), "ci95_high": _signed(high, sign)}
+
+
+def _signed(value: float | None, sign: int) -> float | None:
+    return None if value is None else sign * value
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def print_rows(found: list[dict], read: Callable[..., dict | None] = committed_json) -> None:
@@ -208,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
                              "95 %% intervals hold 0.5 (each experiment's metrics/evaluate.json, from its commit)")
     parser.add_argument("--rows", action="store_true",
                         help="one CSV row per experiment: the params that vary, the CNN's kept epoch's validation "
-                             "scores, and its test figures beside the foci count's (from each experiment's commit)")
+                             "scores, and its and the fusion's test figures beside the foci count's (from each "
+                             "experiment's commit)")
     args = parser.parse_args(argv)
     if args.json:
         shown = json.loads(args.json.read_text())
