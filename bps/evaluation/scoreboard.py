@@ -49,7 +49,7 @@ def scored_models(params: Params) -> list[ScoredModel]:
         ScoredModel("lenet", cnn_label(params)),
         ScoredModel("appearance", "appearance only (no foci)"),
         ScoredModel("foci", "foci count"),
-        # Late fusion, nothing trained: each member reads what the other misses (docs/science.md).
+        # The soft vote, nothing trained: each member reads what the other misses (docs/science.md).
         ScoredModel("hybrid", f"{cnn_label(params)} + foci count", members=("lenet", "foci")),
         # Fusion, fitted: one regression on both models' inputs (bps/classical/families.py).
         ScoredModel("fusion", f"foci count + {cnn_label(params)} features"),
