@@ -158,7 +158,7 @@ def test_the_fusion_regularisation_is_chosen_by_cross_validation_over_whole_grou
     groups = np.arange(400) // 10
     model, chosen = families.fit_fusion(parse_params({}), inputs, labels, groups, get_target("particle"))
     assert chosen["C"] == expected and chosen["cv_log_loss"] > 0
-    assert model.steps[-1][1].C == expected
+    assert chosen["C"] == model.steps[-1][1].C
     single = parse_params({"fusion": {"Cs": [0.5]}})
     assert families.fit_fusion(single, inputs, labels, groups, get_target("particle"))[1] == {"C": 0.5}
     assert families.fit_fusion(parse_params({}), inputs, labels, np.zeros(400), get_target("particle"))[1] == {

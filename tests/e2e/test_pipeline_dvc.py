@@ -120,13 +120,14 @@ def test_runtime_settings_rerun_nothing(built, workspace):
     assert "params.yaml: preprocess.workers changes speed, not results: set it in runtime.yaml" in output_of(result)
 
 
-def test_exp_run_with_new_lr_reruns_only_training_and_evaluation(built, workspace):
+def test_exp_run_with_new_lr_reruns_only_the_cnn_what_reads_it_and_evaluation(built, workspace):
     env = built.env
     before = read_json(workspace / "metrics/evaluate.json")
 
     result = dvc(workspace, env, "exp", "run", "-S", "train.lr=1.5e-4")
 
-    assert sorted(stages_run(result)) == ["check-params", "evaluate", "train-lenet", "train-lenet-control"]
+    assert sorted(stages_run(result)) == [
+        "check-params", "evaluate", "train-fusion", "train-lenet", "train-lenet-control"]
     params = json.loads(dvc(workspace, env, "params", "diff", "--json").stdout)
     assert params == {"params.yaml": {"train.lr": {"old": 0.0003, "new": 0.00015, "diff": pytest.approx(-0.00015)}}}
     metrics = json.loads(dvc(workspace, env, "metrics", "diff", "--json").stdout)
@@ -162,7 +163,7 @@ def test_exp_run_with_new_size_reruns_from_preprocess(built, workspace):
     # (treeverse/dvc#10296), which is why the key is preprocess.image_size: a new value is no cache hit.
     assert "is cached" not in output_of(result)
     expected = ["check-params", "preprocess", "train-baseline", "train-lenet", "lr-find", "train-baseline-control",
-                "train-lenet-control", "evaluate"]
+                "train-lenet-control", "train-fusion", "evaluate"]
     assert sorted(stages_run(result)) == sorted(expected)
     train_images = np.load(workspace / "data/prepared/train_images.npy")
     assert train_images.shape[1:] == (1, 28, 28)
@@ -266,7 +267,8 @@ def test_exp_run_with_a_resnet18(built, workspace):
 
     result = dvc(workspace, env, "exp", "run", "-S", "train.model=resnet18")
 
-    assert sorted(stages_run(result)) == ["check-params", "evaluate", "lr-find", "train-lenet", "train-lenet-control"]
+    assert sorted(stages_run(result)) == [
+        "check-params", "evaluate", "lr-find", "train-fusion", "train-lenet", "train-lenet-control"]
     assert read_json(workspace / "metrics/lr_find/suggestion.json")["model"] == "resnet18"
     info = read_json(workspace / "models/lenet/model.json")
     assert info["architecture"] == "resnet18"
