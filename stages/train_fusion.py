@@ -22,7 +22,7 @@ from bps.core.params import Params
 from bps.core.paths import MODELS
 from bps.core.stage import BPS_SOURCES
 from bps.data.split import SPLITS
-from bps.models.card import mark_complete, read_card
+from bps.models.card import mark_complete
 from bps.models.loader import LoadedModel, fusion_inputs, load_model
 from bps.models.sklearn_io import class_probabilities
 from bps.training.guard import run_training_stage
@@ -37,10 +37,8 @@ def main(params: Params) -> None:
         """The regression on the run's validation images, as ``cnn_run``'s CNN describes them."""
         cnn = load_model(MODELS / cnn_run.name, params.train.device)
         images, rows = cnn_run.load("val")
-        groups = rows[params.split.group_by] if params.split.group_by != "none" else rows.index
-        model, chosen = families.fit_fusion(params, inputs(cnn, images, rows), run.target.encode(rows),
-                                            groups.to_numpy(), run.target)
-        families.save(MODELS / run.name, model, FUSION, run.target, params, run.control, MODELS / cnn_run.name, chosen)
+        model = families.fit_inputs(FUSION, params, inputs(cnn, images, rows), run.target.encode(rows), run.target)
+        families.save(MODELS / run.name, model, FUSION, run.target, params, run.control, cnn=MODELS / cnn_run.name)
         return model, cnn
 
     def inputs(cnn: LoadedModel, images: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
@@ -48,7 +46,6 @@ def main(params: Params) -> None:
 
     (model_run,) = training_runs(FUSION, params, control=False)
     fit(model_run, training_runs("lenet", params, control=False)[0])
-    print(f"train-fusion: {read_card(MODELS / FUSION, require_complete=False).metrics} (grouped cross-validation)")
     predictions = []
     for run, cnn_run in zip(training_runs(FUSION, params, control=True), training_runs("lenet", params, control=True),
                             strict=True):
@@ -59,6 +56,7 @@ def main(params: Params) -> None:
         proba = class_probabilities(model, inputs(cnn, images, rows), len(run.target.classes))
         predictions.append(held_out_predictions(run, rows, proba))
     write_held_out(FUSION, predictions)
+    print(f"train-fusion: fitted on the validation split, and {len(predictions)} control fold(s)")
 
 
 if __name__ == "__main__":

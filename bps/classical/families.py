@@ -25,8 +25,6 @@ import pandas as pd
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
-from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -60,14 +58,10 @@ def make_model(family: str, params: Params) -> ClassifierMixin:
             early_stopping=False,  # an internal random hold-out would see the training plates anyway
             random_state=config.seed,
         )
-    if family == "foci":
-        return regression(params.foci.C, params.foci.max_iter)
-    raise ValueError(f"unknown family {family!r} (allowed: {list(FAMILIES)})")
-
-
-def regression(C: float, max_iter: int) -> ClassifierMixin:
-    """Standardised inputs, then logistic regression: the foci count's model, and the fusion's."""
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    if family in ("foci", FUSION):
+        config = getattr(params, family)
+        return make_pipeline(StandardScaler(), LogisticRegression(C=config.C, max_iter=config.max_iter))
+    raise ValueError(f"unknown family {family!r} (allowed: {[*FAMILIES, FUSION]})")
 
 
 def read_features(split: str) -> pd.DataFrame:
@@ -82,41 +76,16 @@ def sham_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 def fit(family: str, params: Params, table: pd.DataFrame, target: Target) -> ClassifierMixin:
     """Train the family's model on ``table`` for ``target``; every class of the target must be present."""
-    labels = target.encode(table)
-    check_classes(family, labels, target)
-    return make_model(family, params).fit(table[family_columns(table, family)].to_numpy(), labels)
+    return fit_inputs(family, params, table[family_columns(table, family)].to_numpy(), target.encode(table), target)
 
 
-def check_classes(name: str, labels: np.ndarray, target: Target) -> None:
-    """A model needs training images of every class of its target."""
+def fit_inputs(family: str, params: Params, inputs: np.ndarray, labels: np.ndarray, target: Target) -> ClassifierMixin:
+    """Train the family's model on N×F ``inputs`` and their encoded ``labels`` (see :func:`fit`)."""
     present = set(labels.tolist())
-    missing = [label for index, label in enumerate(target.classes) if index not in present]
+    missing = [name for index, name in enumerate(target.classes) if index not in present]
     if missing:
-        raise PipelineError(f"train-{name}: no training images of class(es) {missing} for task.target {target.name}")
-
-
-def fit_fusion(params: Params, inputs: np.ndarray, labels: np.ndarray, groups: np.ndarray, target: Target
-               ) -> tuple[ClassifierMixin, dict[str, float]]:
-    """The fusion regression on N×F ``inputs``, at the ``fusion.Cs`` value whose cross-validation over
-    whole ``groups`` (``fusion.folds``) has the lowest log loss, refitted on all of them; and that
-    choice (``C``, and its ``cv_log_loss``). Too few groups to cross-validate: the first value."""
-    config, n_classes = params.fusion, len(target.classes)
-    check_classes(FUSION, labels, target)
-    splits = min(config.folds, len(np.unique(groups)))
-    folds = [] if len(config.Cs) == 1 or splits < 2 else [
-        (train, test) for train, test in GroupKFold(n_splits=splits).split(inputs, labels, groups)
-        if len(np.unique(labels[train])) > 1]  # a fold that trains on one class alone cannot fit
-
-    def cv_log_loss(C: float) -> float:
-        losses = [log_loss(labels[test], sklearn_io.class_probabilities(
-                      regression(C, config.max_iter).fit(inputs[train], labels[train]), inputs[test], n_classes),
-                  labels=range(n_classes)) * len(test) for train, test in folds]
-        return sum(losses) / sum(len(test) for _, test in folds)
-
-    scored = {C: cv_log_loss(C) for C in config.Cs} if folds else {}
-    chosen = {"C": min(scored, key=scored.get), "cv_log_loss": round(min(scored.values()), 6)} if scored else {
-        "C": config.Cs[0]}
-    return regression(chosen["C"], config.max_iter).fit(inputs, labels), chosen
+        raise PipelineError(f"train-{family}: no training images of class(es) {missing} for task.target {target.name}")
+    return make_model(family, params).fit(inputs, labels)
 
 
 def class_probabilities(model: ClassifierMixin, family: str, table: pd.DataFrame, target: Target) -> np.ndarray:
@@ -138,13 +107,12 @@ def control_scores(control: ClassifierMixin, family: str, val: pd.DataFrame, tar
 
 
 def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, control: bool,
-         cnn: Path | None = None, chosen: dict[str, float] | None = None) -> None:
+         cnn: Path | None = None) -> None:
     """The fitted model in skops format and its model card (kind ``classical``, architecture = family);
-    a fusion model (kind ``fusion``) also keeps a copy of the CNN folder ``cnn`` it reads, in its own,
-    and its card the cross-validation's ``chosen`` C."""
+    a fusion model (kind ``fusion``) also keeps a copy of the CNN folder ``cnn`` it reads, in its own."""
     card = ModelCard(
         kind=FUSION if family == FUSION else "classical", architecture=family, target=target.name,
-        classes=list(target.classes), control=control, metrics=chosen or {},
+        classes=list(target.classes), control=control,
         training={"features": params.features.model_dump(mode="json"),
                   family: getattr(params, family).model_dump(mode="json")},
     )

@@ -269,11 +269,9 @@ class FociParams(_Block):
 
 
 class FusionParams(_Block):
-    """The CNN's features beside the foci features, standardised, then logistic regression at the
-    inverse regularisation strength of ``Cs`` that grouped cross-validation on the validation split picks."""
+    """The CNN's features beside the foci features, standardised, then logistic regression."""
 
-    Cs: Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1)] = (0.001, 0.01, 0.1, 1.0)
-    folds: Annotated[StrictInt, Field(ge=2, le=20)] = 5  # cross-validation folds, whole groups (split.group_by) each
+    C: Annotated[float, Field(gt=0)] = 1.0
     max_iter: PositiveInt = 1000
 
 

@@ -138,28 +138,10 @@ def test_a_fusion_model_reads_the_foci_features_then_its_own_copy_of_the_cnn(tmp
     inputs = fusion_inputs(load_model(tmp_path / "lenet", "cpu"), images, foci)
     assert inputs.shape == (40, 8 + 84) and np.array_equal(inputs[:, :8], foci)
     params, target = parse_params({}), get_target("particle")
-    model, chosen = families.fit_fusion(params, inputs, np.arange(40) % 2, np.arange(40) // 4, target)
-    families.save(tmp_path / "fusion", model, "fusion", target, params, False, tmp_path / "lenet", chosen)
+    model = families.fit_inputs("fusion", params, inputs, np.arange(40) % 2, target)
+    families.save(tmp_path / "fusion", model, "fusion", target, params, control=False, cnn=tmp_path / "lenet")
     mark_complete(tmp_path / "fusion")
     shutil.rmtree(tmp_path / "lenet")  # the folder stands alone
     loaded = load_model(tmp_path / "fusion", "cpu")
     assert (loaded.card.kind, loaded.card.architecture) == ("fusion", "fusion")
-    assert loaded.card.metrics["C"] in params.fusion.Cs and loaded.card.metrics == chosen
     np.testing.assert_allclose(loaded.probabilities((images, foci)), model.predict_proba(inputs))
-
-
-@pytest.mark.parametrize("signal, expected", [(0.0, 0.001), (3.0, 1.0)])
-def test_the_fusion_regularisation_is_chosen_by_cross_validation_over_whole_groups(signal, expected):
-    """Noise alone is best fitted with the strongest regularisation; a clean signal with the weakest."""
-    rng = np.random.default_rng(0)
-    labels = np.arange(400) % 2
-    inputs = rng.normal(size=(400, 30))
-    inputs[:, 0] += signal * labels
-    groups = np.arange(400) // 10
-    model, chosen = families.fit_fusion(parse_params({}), inputs, labels, groups, get_target("particle"))
-    assert chosen["C"] == expected and chosen["cv_log_loss"] > 0
-    assert chosen["C"] == model.steps[-1][1].C
-    single = parse_params({"fusion": {"Cs": [0.5]}})
-    assert families.fit_fusion(single, inputs, labels, groups, get_target("particle"))[1] == {"C": 0.5}
-    assert families.fit_fusion(parse_params({}), inputs, labels, np.zeros(400), get_target("particle"))[1] == {
-        "C": 0.001}  # one group: nothing to cross-validate over, the first value

@@ -202,8 +202,7 @@ def test_feature_and_classical_blocks():
     params = parse_params({})
     assert params.features.thresholds == (0.25, 0.5) and params.appearance.max_iter == 200 and params.foci.C == 1.0
     assert "thresholds must be [dim, bright] with dim < bright" in _error({"features": {"thresholds": [0.5, 0.25]}})
-    assert "foci.C" in _error({"foci": {"C": 0}})
-    assert "fusion.Cs" in _error({"fusion": {"Cs": [1.0, 0]}}) and "fusion.Cs" in _error({"fusion": {"Cs": []}})
+    assert "foci.C" in _error({"foci": {"C": 0}}) and "fusion.C" in _error({"fusion": {"C": 0}})
     assert "appearance.max_leaf_nodes" in _error({"appearance": {"max_leaf_nodes": 1}})
 def test_bootstrap_unit_is_well_or_plate():
     message = _error({"evaluate": {"bootstrap_unit": "image"}})
