@@ -10,7 +10,6 @@ fold's validation shams as the fold's own CNN control (models/lenet-control) des
 reads no plate the fold held out; held-out predictions in held_out.csv.
 """
 
-
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin
@@ -25,6 +24,7 @@ from bps.data.split import SPLITS
 from bps.models.card import mark_complete
 from bps.models.loader import LoadedModel, fusion_inputs, load_model
 from bps.models.sklearn_io import class_probabilities
+from bps.targets.labels import Target
 from bps.training.guard import run_training_stage
 from bps.training.negative_control import TrainingData, held_out_predictions, training_runs, write_held_out
 
@@ -34,11 +34,16 @@ def main(params: Params) -> None:
     foci = tables.set_index("filename")[family_columns(tables, "foci")]
 
     def fit(run: TrainingData, cnn_run: TrainingData) -> tuple[ClassifierMixin, LoadedModel]:
-        """The regression on the run's validation images, as ``cnn_run``'s CNN describes them."""
+        """The regression on the run's validation images, as ``cnn_run``'s CNN describes them; on its
+        training images when validation lacks a class (a small dataset), as the run says."""
         cnn = load_model(MODELS / cnn_run.name, params.train.device)
-        images, rows = cnn_run.load("val")
+        role = "val" if has_every_class(run.target, cnn_run.load("val")[1]) else "train"
+        if role == "train":
+            print(f"train-fusion: {run.name}: the validation images lack a class of {run.target.name}; "
+                  "fitted on the training images, which the CNN has learnt")
+        images, rows = cnn_run.load(role)
         model = families.fit_inputs(FUSION, params, inputs(cnn, images, rows), run.target.encode(rows), run.target)
-        families.save(MODELS / run.name, model, FUSION, run.target, params, run.control, cnn=MODELS / cnn_run.name)
+        families.save(MODELS / run.name, model, FUSION, run.target, params, run.control, MODELS / cnn_run.name, role)
         return model, cnn
 
     def inputs(cnn: LoadedModel, images: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
@@ -56,7 +61,11 @@ def main(params: Params) -> None:
         proba = class_probabilities(model, inputs(cnn, images, rows), len(run.target.classes))
         predictions.append(held_out_predictions(run, rows, proba))
     write_held_out(FUSION, predictions)
-    print(f"train-fusion: fitted on the validation split, and {len(predictions)} control fold(s)")
+    print(f"train-fusion: the model and {len(predictions)} control fold(s) fitted")
+
+
+def has_every_class(target: Target, rows: pd.DataFrame) -> bool:
+    return len(np.unique(target.encode(rows))) == len(target.classes)
 
 
 if __name__ == "__main__":

@@ -107,14 +107,16 @@ def control_scores(control: ClassifierMixin, family: str, val: pd.DataFrame, tar
 
 
 def save(folder: Path, model: ClassifierMixin, family: str, target: Target, params: Params, control: bool,
-         cnn: Path | None = None) -> None:
+         cnn: Path | None = None, fitted_on: str | None = None) -> None:
     """The fitted model in skops format and its model card (kind ``classical``, architecture = family);
-    a fusion model (kind ``fusion``) also keeps a copy of the CNN folder ``cnn`` it reads, in its own."""
+    a fusion model (kind ``fusion``) also keeps a copy of the CNN folder ``cnn`` it reads, in its own,
+    and its card the role of the images it was ``fitted_on`` (``val``, or ``train``)."""
+    training = {"features": params.features.model_dump(mode="json"),
+                family: getattr(params, family).model_dump(mode="json")}
     card = ModelCard(
         kind=FUSION if family == FUSION else "classical", architecture=family, target=target.name,
         classes=list(target.classes), control=control,
-        training={"features": params.features.model_dump(mode="json"),
-                  family: getattr(params, family).model_dump(mode="json")},
+        training=training | ({"fitted_on": fitted_on} if fitted_on else {}),
     )
     if family == FUSION:
         (folder / FUSION_CNN).mkdir(parents=True, exist_ok=True)

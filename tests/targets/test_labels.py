@@ -374,7 +374,7 @@ def test_dvc_exp_run_two_heads_reports_both(tmp_path_factory, tmp_path):
 
     # Every stage that reads `task`, after the params check.
     assert sorted(stages_run(result)) == ["check-params", "evaluate", "lr-find", "train-appearance", "train-baseline",
-                                          "train-foci", "train-lenet"]
+                                          "train-foci", "train-fusion", "train-lenet"]
     assert "target: particle+dose" in (workspace / "params.yaml").read_text()
     results = read_json(workspace / "metrics/evaluate.json")
     for scores in (results[model] for model in SCORED):

@@ -246,3 +246,15 @@ def test_under_leave_hour_out_the_controls_are_cross_validated_over_hours_and_sc
         assert results[model]["n_test"] == len(tables["test"])  # the models themselves: the test split only
     comparison = (tmp_path / "metrics/comparison.md").read_text()
     assert "cross-validated over hours" in comparison and "Negative controls, fold by fold" in comparison
+
+
+def test_the_fusion_is_fitted_on_validation_or_on_training_when_validation_lacks_a_class(project, capsys):
+    root, tables, params = project
+    train_every_model(params, root)
+    assert read_card(root / "models/fusion").training["fitted_on"] == "val"
+    keep = (tables["val"]["particle_type"] == "Fe").to_numpy()  # a small dataset's validation split
+    np.save(root / "data/prepared/val_images.npy", np.load(root / "data/prepared/val_images.npy")[keep])
+    tables["val"][keep].to_csv(root / "data/prepared/val.csv", index=False)
+    train_fusion.main(params)
+    assert read_card(root / "models/fusion", require_complete=False).training["fitted_on"] == "train"
+    assert "fusion: the validation images lack a class of particle_dose" in capsys.readouterr().out
