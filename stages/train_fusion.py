@@ -37,11 +37,11 @@ def main(params: Params) -> None:
         """The regression on the run's validation images, as ``cnn_run``'s CNN describes them; on its
         training images when validation lacks a class (a small dataset), as the run says."""
         cnn = load_model(MODELS / cnn_run.name, params.train.device)
-        role = "val" if has_every_class(run.target, cnn_run.load("val")[1]) else "train"
-        if role == "train":
+        role, (images, rows) = "val", cnn_run.load("val")
+        if not has_every_class(run.target, rows):
             print(f"train-fusion: {run.name}: the validation images lack a class of {run.target.name}; "
                   "fitted on the training images, which the CNN has learnt")
-        images, rows = cnn_run.load(role)
+            role, (images, rows) = "train", cnn_run.load("train")
         model = families.fit_inputs(FUSION, params, inputs(cnn, images, rows), run.target.encode(rows), run.target)
         families.save(MODELS / run.name, model, FUSION, run.target, params, run.control, MODELS / cnn_run.name, role)
         return model, cnn
