@@ -24,7 +24,6 @@ from bps.data.split import SPLITS
 from bps.models.card import mark_complete
 from bps.models.loader import LoadedModel, fusion_inputs, load_model
 from bps.models.sklearn_io import class_probabilities
-from bps.targets.labels import Target
 from bps.training.guard import run_training_stage
 from bps.training.negative_control import TrainingData, held_out_predictions, training_runs, write_held_out
 
@@ -38,7 +37,7 @@ def main(params: Params) -> None:
         training images when validation lacks a class (a small dataset), as the run says."""
         cnn = load_model(MODELS / cnn_run.name, params.train.device)
         role, (images, rows) = "val", cnn_run.load("val")
-        if not has_every_class(run.target, rows):
+        if families.missing_classes(run.target.encode(rows), run.target):
             print(f"train-fusion: {run.name}: the validation images lack a class of {run.target.name}; "
                   "fitted on the training images, which the CNN has learnt")
             role, (images, rows) = "train", cnn_run.load("train")
@@ -62,10 +61,6 @@ def main(params: Params) -> None:
         predictions.append(held_out_predictions(run, rows, proba))
     write_held_out(FUSION, predictions)
     print(f"train-fusion: the model and {len(predictions)} control fold(s) fitted")
-
-
-def has_every_class(target: Target, rows: pd.DataFrame) -> bool:
-    return len(np.unique(target.encode(rows))) == len(target.classes)
 
 
 if __name__ == "__main__":

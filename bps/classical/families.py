@@ -79,10 +79,15 @@ def fit(family: str, params: Params, table: pd.DataFrame, target: Target) -> Cla
     return fit_inputs(family, params, table[family_columns(table, family)].to_numpy(), target.encode(table), target)
 
 
+def missing_classes(labels: np.ndarray, target: Target) -> list[str]:
+    """The classes of ``target`` that no encoded label in ``labels`` has."""
+    present = set(labels.tolist())
+    return [name for index, name in enumerate(target.classes) if index not in present]
+
+
 def fit_inputs(family: str, params: Params, inputs: np.ndarray, labels: np.ndarray, target: Target) -> ClassifierMixin:
     """Train the family's model on N×F ``inputs`` and their encoded ``labels`` (see :func:`fit`)."""
-    present = set(labels.tolist())
-    missing = [name for index, name in enumerate(target.classes) if index not in present]
+    missing = missing_classes(labels, target)
     if missing:
         raise PipelineError(f"train-{family}: no training images of class(es) {missing} for task.target {target.name}")
     return make_model(family, params).fit(inputs, labels)
