@@ -41,6 +41,12 @@ def _sham_probe(argv: list[str]) -> None:
     main(argv)
 
 
+def _plate_looks(argv: list[str]) -> None:
+    from bps.sim.plate_looks import main
+
+    main(argv)
+
+
 def _toy_data(argv: list[str]) -> None:
     from bps.data.layouts.toy import main
 
@@ -54,6 +60,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
                                   "--by PARAM --intervals: the plate-drift stress test"),
     "realism": (_realism, "the simulator's crops measured against the real one (a Markdown table)"),
     "sham-probe": (_sham_probe, "how much of the simulated plate signal each split protocol lets through"),
+    "plate-looks": (_plate_looks, "each simulated plate's staining, background, focus blur and chromatin contrast"),
     "toy-data": (_toy_data, "write a small offline dataset in the HPA or RxRx1 layout"),
 }
 
