@@ -99,7 +99,7 @@ def model_input(image: np.ndarray, preprocess: PreprocessParams) -> np.ndarray:
     channels = [prepare_image(image, preprocess)]
     if preprocess.foci_channel:
         low, high = intensity_window(image, preprocess)
-        response = shrink(foci.band_pass(image), preprocess)
+        response = shrink(foci.band_pass(image), preprocess, crop=image)
         channels.append(to_uint8(apply_window(response, 0.0, FOCI_CHANNEL_RANGE * (high - low))))
     return np.stack(channels)
 

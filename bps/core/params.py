@@ -210,7 +210,8 @@ class SplitParams(_Block):
 
 class PreprocessParams(_Block):
     image_size: Annotated[StrictInt, Field(ge=16, le=512)] = 64
-    scale: Literal["fit", "native"] = "fit"  # the whole crop shrunk to image_size, or its centre at native scale
+    # fit: the whole crop shrunk to image_size; native: its centre at native scale; nucleus: the nucleus's box shrunk
+    scale: Literal["fit", "native", "nucleus"] = "fit"
     # percentile: each image on its own, so a plate's staining and background drift do not reach the CNN
     normalize: Literal["fixed", "percentile", "minmax"] = "percentile"
     fixed_range: tuple[Annotated[StrictInt, Field(ge=0, le=65535)], Annotated[StrictInt, Field(ge=0, le=65535)]] = (
@@ -418,6 +419,9 @@ class Params(_Block):
         if self.preprocess.foci_channel and self.data.source == "layout":
             raise ValueError("preprocess.foci_channel: true is for BPS nuclei (one TIFF each); "
                              "data.source layout has its own channels")
+        if self.preprocess.scale == "nucleus" and self.data.source == "layout":
+            raise ValueError("preprocess.scale: nucleus is for BPS nuclei (one TIFF each); "
+                             "data.source layout's channels would each find their own box")
         return self
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from typing import BinaryIO
 import numpy as np
 import tifffile
 from PIL import Image
+from scipy import ndimage
 from tifffile import TiffPage
 
 from bps.core.errors import PipelineError
@@ -212,12 +213,47 @@ def prepare_image(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
     return to_uint8(apply_window(shrink(image, params), *intensity_window(image, params)))
 
 
-def shrink(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """A crop (or any map of it) to ``image_size``² float32, as ``preprocess.scale`` says: the whole
-    crop shrunk to fit (``fit``) or its centre at native scale (``native``)."""
+def shrink(image: np.ndarray, params: PreprocessParams, crop: np.ndarray | None = None) -> np.ndarray:
+    """A crop (or ``crop``'s map of the same shape) to ``image_size``² float32, as ``preprocess.scale``
+    says: the whole crop shrunk to fit (``fit``), its centre at native scale (``native``), or the
+    box of the crop's nucleus shrunk to fit (``nucleus``; the box is found on ``crop``, default ``image``)."""
     if params.scale == "native":
         return centre_window(image, params.image_size)
+    if params.scale == "nucleus":
+        image = image[nucleus_box(image if crop is None else crop)]
     return resize_area(pad_to_square(image), params.image_size)
+
+
+NUCLEUS_THUMB_PX = 40  # the long side of the thumbnail the nucleus is found on
+NUCLEUS_MARGIN = 0.1  # of the box's long side, added on every side
+
+
+def nucleus_box(image: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of the crop's nucleus, with a NUCLEUS_MARGIN margin (``preprocess.scale: nucleus``).
+
+    A nucleus fills about a quarter of its crop's area, so shrinking the whole crop to 64 px spends
+    half of each side on background; its box at the same size shows every focus about 1.5 times as
+    wide, for the same training cost. The nucleus is the bright component under the centre (or
+    the largest) of an area-averaged thumbnail thresholded halfway between its 5th and 99th
+    percentiles: a tenth of a millisecond. A crop with no component is kept whole.
+    """
+    height, width = image.shape
+    step = max(height, width) / NUCLEUS_THUMB_PX
+    size = (max(1, round(width / step)), max(1, round(height / step)))
+    thumb = np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
+                       .resize(size, Image.Resampling.BOX))
+    low, high = np.percentile(thumb, [5, 99])
+    labels, count = ndimage.label(thumb > (low + high) / 2)
+    if count == 0:
+        return slice(0, height), slice(0, width)
+    label = labels[labels.shape[0] // 2, labels.shape[1] // 2]
+    if label == 0:
+        label = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(thumb), labels, range(1, count + 1))))
+    rows, cols = ndimage.find_objects(labels, max_label=label)[label - 1]
+    top, bottom, left, right = rows.start * step, rows.stop * step, cols.start * step, cols.stop * step
+    pad = NUCLEUS_MARGIN * max(bottom - top, right - left)
+    return (slice(max(0, int(top - pad)), min(height, int(np.ceil(bottom + pad)))),
+            slice(max(0, int(left - pad)), min(width, int(np.ceil(right + pad)))))
 
 
 def prepare(path: Path | str, params: PreprocessParams) -> np.ndarray:

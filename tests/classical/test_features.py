@@ -38,6 +38,15 @@ def test_the_foci_channel_lights_up_at_the_focus_and_nowhere_else():
     assert with_focus[1].max() > 60 and without[1].max() < with_focus[1].max() / 1.5  # the rim answers a little
 
 
+def test_the_foci_channel_is_cut_to_the_image_s_nucleus_box():
+    params = PreprocessParams(image_size=32, foci_channel=True, scale="nucleus")
+    image = np.pad(_nucleus((48, 80)), 60, constant_values=300)  # a wide margin: the box is far from the crop
+    both = model_input(image, params)
+    row, col = np.unravel_index(np.argmax(both[1]), (32, 32))
+    brightest = np.unravel_index(np.argmax(both[0]), (32, 32))
+    assert abs(row - brightest[0]) <= 1 and abs(col - brightest[1]) <= 1  # the focus, where the image has it
+
+
 def test_a_plates_staining_gain_does_not_reach_the_foci_channel():
     dim, bright = model_input(_nucleus((48, 80)), FOCI), model_input(_nucleus((48, 80), gain=2.5), FOCI)
     assert np.abs(dim.astype(int) - bright.astype(int)).max() <= 2

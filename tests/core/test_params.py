@@ -278,6 +278,9 @@ def test_the_foci_channel_doubles_the_mlps_inputs_and_is_for_bps_nuclei_only():
     assert _error(layout | {"preprocess": {"foci_channel": True}}) == (
         "params.yaml: preprocess.foci_channel: true is for BPS nuclei (one TIFF each); data.source layout has its own "
         "channels")
+    assert _error(layout | {"preprocess": {"scale": "nucleus"}}) == (
+        "params.yaml: preprocess.scale: nucleus is for BPS nuclei (one TIFF each); data.source layout's channels "
+        "would each find their own box")
 
 
 def test_leaving_shams_out_of_training_is_for_the_particle_target_only():

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 
 from bps.core.params import PreprocessParams
 from bps.data.arrays import prepare_images, save_array
@@ -12,6 +13,7 @@ from bps.data.images import (
     ImageError,
     centre_window,
     normalize,
+    nucleus_box,
     pad_to_square,
     prepare,
     prepare_image,
@@ -207,6 +209,38 @@ def test_native_scale_keeps_a_focus_at_its_real_width():
     fit = prepare_image(crop, _params(image_size=64, scale="fit"))
     assert (native > 200).sum() == 25
     assert (fit > 200).sum() <= 4
+
+
+def _disc_crop(centre: tuple[int, int], radius: int, shape=(150, 140)) -> np.ndarray:
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    disc = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 < radius**2
+    return (300 + 600 * ndimage.gaussian_filter(disc.astype(float), 2)).astype(np.uint16)
+
+
+def test_nucleus_box_is_the_nucleus_with_a_margin():
+    image = _disc_crop((75, 70), 30)
+    rows, cols = nucleus_box(image)
+    for cut, centre in ((rows, 75), (cols, 70)):  # 60 px wide, a margin of about 6 on each side
+        assert centre - 30 - 10 <= cut.start <= centre - 30 - 3 and centre + 30 + 3 <= cut.stop <= centre + 30 + 10
+    image[5:15, 5:15] = 900  # a speck as bright as the nucleus, in a corner, is not it
+    assert nucleus_box(image) == (rows, cols)
+
+
+def test_nucleus_box_takes_the_largest_component_off_centre_and_the_whole_of_a_flat_crop():
+    image = _disc_crop((40, 40), 25)
+    image[110:120, 110:120] = 900
+    rows, cols = nucleus_box(image)
+    assert rows.start < 15 < 65 < rows.stop < 80 and cols.start < 15 < 65 < cols.stop < 80
+    flat = np.full((50, 60), 400, dtype=np.uint16)
+    assert nucleus_box(flat) == (slice(0, 50), slice(0, 60))
+
+
+def test_scale_nucleus_shows_the_nucleus_larger_at_the_same_size():
+    image = _disc_crop((75, 70), 30)
+    fit, nucleus = (prepare_image(image, _params(image_size=32, scale=scale)) for scale in ("fit", "nucleus"))
+    assert fit.shape == nucleus.shape == (32, 32)
+    covered = [(prepared > 128).mean() for prepared in (fit, nucleus)]
+    assert covered[1] > 2 * covered[0]  # about (150 / 72)² times the area
 
 
 def test_resize_area_of_constant_stays_constant():
