@@ -12,7 +12,8 @@ Normalisation methods (``preprocess.normalize``):
 
 Crops are padded to a square with their border's median (aspect ratio kept) and shrunk by area
 averaging (PIL's box filter), which integrates over pixels instead of skipping them; the window
-is then applied to the small image (see :func:`prepare_image`).
+is then applied to the small image (see :func:`prepare_image`). ``preprocess.scale: nucleus`` first
+cuts the crop to its nucleus's box (:func:`nucleus_box`), ``native`` takes its centre unshrunk.
 """
 
 from __future__ import annotations
@@ -182,11 +183,12 @@ def pad_to_square(image: np.ndarray, at_least: int = 0) -> np.ndarray:
     return canvas
 
 
-def resize_area(image: np.ndarray, size: int) -> np.ndarray:
-    """Area-averaged resize of an image to ``size``×``size`` (float32)."""
+def resize_area(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Area-averaged resize of an image to ``size``×``size``, or to ``size`` (width, height) (float32)."""
     # Mode "F" reads the buffer as float32: any other dtype would be silently reinterpreted.
     image = np.ascontiguousarray(image, dtype=np.float32)
-    return np.asarray(Image.fromarray(image, mode="F").resize((size, size), Image.Resampling.BOX))
+    shape = (size, size) if isinstance(size, int) else size
+    return np.asarray(Image.fromarray(image, mode="F").resize(shape, Image.Resampling.BOX))
 
 
 def centre_window(image: np.ndarray, size: int) -> np.ndarray:
@@ -239,16 +241,14 @@ def nucleus_box(image: np.ndarray) -> tuple[slice, slice]:
     """
     height, width = image.shape
     step = max(height, width) / NUCLEUS_THUMB_PX
-    size = (max(1, round(width / step)), max(1, round(height / step)))
-    thumb = np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
-                       .resize(size, Image.Resampling.BOX))
+    thumb = resize_area(image, (max(1, round(width / step)), max(1, round(height / step))))
     low, high = np.percentile(thumb, [5, 99])
     labels, count = ndimage.label(thumb > (low + high) / 2)
     if count == 0:
         return slice(0, height), slice(0, width)
     label = labels[labels.shape[0] // 2, labels.shape[1] // 2]
     if label == 0:
-        label = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(thumb), labels, range(1, count + 1))))
+        label = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))  # the largest
     rows, cols = ndimage.find_objects(labels, max_label=label)[label - 1]
     top, bottom, left, right = rows.start * step, rows.stop * step, cols.start * step, cols.stop * step
     pad = NUCLEUS_MARGIN * max(bottom - top, right - left)
