@@ -23,7 +23,7 @@ from bps.targets.labels import task_target
 from bps.training import lr_find
 from bps.training.batches import RandomAugment, training_weights
 from bps.training.loop import make_deterministic, make_optimizer
-from bps.training.negative_control import load_training_split
+from bps.training.negative_control import load_training_split, training_labels
 
 OUTPUT = METRICS / "lr_find"
 
@@ -33,7 +33,7 @@ def main(params: Params) -> None:
     device = pick_device(config.device)
     generator = make_deterministic(config.seed, device.type)
     images, table = load_training_split("train", config.shams)
-    labels = target.encode(table)
+    labels = training_labels(target, table, config.shams)
     card = ModelCard(kind="cnn", architecture=config.model, in_channels=images.shape[1], image_size=images.shape[-1],
                      target=target.name, classes=list(target.outputs), preprocess=params.preprocess,
                      training=config.model_dump(mode="json"))

@@ -31,6 +31,7 @@ from bps.training.negative_control import (
     control_requested,
     held_out_predictions,
     output_name,
+    training_labels,
     training_runs,
     write_held_out,
 )
@@ -67,7 +68,7 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
     kept = KeptEpoch(MODELS / data.name, card, model, world, keep_weights=data.control or target.multilabel)
     with Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) if world.is_main else SilentLive() as live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
-        fit(model, config, target, Split(train_images, target.encode(train_table)),
+        fit(model, config, target, Split(train_images, training_labels(target, train_table, data.shams)),
             Split(val_images, val_labels), generator, device, world, live, kept)
     if not world.is_main:
         return None

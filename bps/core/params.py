@@ -305,8 +305,9 @@ class TrainParams(_Block):
     intensity_augment: Annotated[float, Field(ge=0, le=1)] = 0.3  # chosen at drift 0.15 (docs/experiments.md)
     # Random chromatin contrast per training image (TextureAugment): the detail around a 2 px blur scaled; 0 = off.
     texture_augment: Annotated[float, Field(ge=0, le=1)] = 0.0
-    # exclude: train and validate on irradiated nuclei only; a sham's particle label is its plate's, not its own.
-    shams: Literal["include", "exclude"] = "include"
+    # A sham's particle label is its batch's, not its own. exclude: train and validate on irradiated nuclei only;
+    # uniform: train on the shams too, towards equal odds of either particle, and validate on the irradiated.
+    shams: Literal["include", "exclude", "uniform"] = "include"
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: Literal[options.ARCHITECTURES] = "lenet"
@@ -426,8 +427,8 @@ class Params(_Block):
 
     @model_validator(mode="after")
     def _shams_leave_particle_to_learn(self) -> Params:
-        if self.train.shams == "exclude" and self.task.target != "particle":
-            raise ValueError(f"train.shams: exclude is for task.target particle; {self.task.target} "
+        if self.train.shams != "include" and self.task.target != "particle":
+            raise ValueError(f"train.shams: {self.train.shams} is for task.target particle; {self.task.target} "
                              "learns from every image")
         return self
 

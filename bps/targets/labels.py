@@ -43,6 +43,9 @@ from bps.data.meta import DOSES_GY
 from bps.targets.multilabel import label_matrix
 
 ATTRIBUTES = ("Fe", "X-ray", "sham", "low", "high")
+# A training label that names no class: the loss pulls the image towards equal odds of every class
+# (``train.shams: uniform`` gives it to the shams under ``particle``; bps.training.loop.head_loss).
+EVEN_ODDS = -1
 DOSE_LEVELS = ("sham", "low", "high")
 
 

@@ -18,6 +18,7 @@ import torch
 
 from bps.core.params import TrainParams
 from bps.models.inference import to_float
+from bps.targets.labels import EVEN_ODDS
 from bps.targets.multilabel import oversampling_weights, positive_weights
 
 Augment = Callable[..., torch.Tensor]
@@ -48,8 +49,9 @@ def training_weights(labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np
     indicators each label's ``pos_weight`` and each image's rare-label oversampling weight."""
     if labels.ndim == 2:
         return positive_weights(labels), oversampling_weights(labels)
-    per_class = balanced_weights(labels, n_classes)
-    return per_class, per_class[labels]
+    named = labels != EVEN_ODDS  # an even-odds image belongs to no class: it weighs 1 and is drawn as often as any
+    per_class = balanced_weights(labels[named], n_classes)
+    return per_class, np.where(named, per_class[np.where(named, labels, 0)], 1.0)
 
 
 def iterate_batches(

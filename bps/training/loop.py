@@ -20,7 +20,7 @@ from bps.core import options
 from bps.core.errors import PipelineError
 from bps.core.params import TrainParams
 from bps.models.inference import to_device
-from bps.targets.labels import Target
+from bps.targets.labels import EVEN_ODDS, Target
 from bps.targets.metrics import validation_scores
 from bps.training.batches import Augment, Shard, iterate_batches, training_augment, training_weights
 from bps.training.distributed import World, predict_whole_split, sum_over_ranks
@@ -114,11 +114,16 @@ def head_loss(
     ``multilabel``: ``labels`` are N×L 0/1 indicators and each logit is one label's own yes/no,
     so the loss is binary cross-entropy summed over labels and images, ``class_weights`` being
     ``BCEWithLogitsLoss``'s ``pos_weight`` (bps.targets.multilabel.positive_weights).
+
+    One head also takes EVEN_ODDS labels (``train.shams: uniform``): such an image's loss is the
+    cross-entropy against equal odds of every class, lowest when the model cannot tell.
     """
     if multilabel:
         return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=class_weights, reduction="sum")
     if len(head_sizes) <= 1:
-        return F.cross_entropy(logits, labels, weight=class_weights, reduction="sum")
+        named = labels != EVEN_ODDS
+        loss = F.cross_entropy(logits[named], labels[named], weight=class_weights, reduction="sum")
+        return loss - F.log_softmax(logits[~named], dim=1).mean(dim=1).sum()  # cross-entropy against equal odds
     per_image = torch.zeros(len(labels), device=logits.device)
     remaining = labels
     for block, size in reversed(list(zip(logits.split(list(head_sizes), dim=1), head_sizes))):

@@ -33,7 +33,7 @@ from bps.core.files import write_csv
 from bps.core.params import Params, SplitParams
 from bps.core.paths import MODELS, SPLITS, control_name
 from bps.data.arrays import load_split
-from bps.targets.labels import Target, get_target, task_target
+from bps.targets.labels import EVEN_ODDS, Target, get_target, task_target
 from bps.targets.metrics import is_sham
 
 CONTROL_TARGET = "particle"
@@ -141,12 +141,20 @@ class TrainingData:
 
 def load_training_split(split: str, shams: str = "include") -> tuple[np.ndarray, pd.DataFrame]:
     """A split's images and rows as a model learns from them: ``shams`` ``exclude`` leaves the sham
-    nuclei out (read into memory; the rest stay memory-mapped when nothing is left out)."""
+    nuclei out (read into memory; the rest stay memory-mapped when nothing is left out), and so does
+    ``uniform`` outside the training split: a sham's batch label would reward the plate reading there."""
     images, table = load_split(split)
-    if shams == "include":
+    if shams == "include" or (shams == "uniform" and split == "train"):
         return images, table
     keep = ~is_sham(table)
     return np.asarray(images[keep]), table[keep].reset_index(drop=True)
+
+
+def training_labels(target: Target, table: pd.DataFrame, shams: str = "include") -> np.ndarray:
+    """The labels a model learns ``table``'s images by: under ``shams`` ``uniform`` a sham's is
+    EVEN_ODDS, as nothing in an unirradiated nucleus shows its particle."""
+    labels = target.encode(table)
+    return np.where(is_sham(table), EVEN_ODDS, labels) if shams == "uniform" else labels
 
 
 def training_runs(model: str, params: Params, control: bool, shams: str = "include") -> list[TrainingData]:

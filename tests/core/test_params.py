@@ -283,11 +283,13 @@ def test_the_foci_channel_doubles_the_mlps_inputs_and_is_for_bps_nuclei_only():
         "would each find their own box")
 
 
-def test_leaving_shams_out_of_training_is_for_the_particle_target_only():
-    assert parse_params({"train": {"shams": "exclude"}}).train.shams == "exclude"
-    assert _error({"train": {"shams": "exclude"}, "task": {"target": "particle_dose"}}) == (
-        "params.yaml: train.shams: exclude is for task.target particle; particle_dose learns from every image")
-    assert _error({"train": {"shams": "none"}}).startswith("params.yaml: train.shams: Input should be 'include' or")
+def test_leaving_shams_out_of_training_or_at_even_odds_is_for_the_particle_target_only():
+    for shams in ("exclude", "uniform"):
+        assert parse_params({"train": {"shams": shams}}).train.shams == shams
+        assert _error({"train": {"shams": shams}, "task": {"target": "particle_dose"}}) == (
+            f"params.yaml: train.shams: {shams} is for task.target particle; particle_dose learns from every image")
+    assert _error({"train": {"shams": "none"}}) == (
+        "params.yaml: train.shams: Input should be 'include', 'exclude' or 'uniform' (got 'none')")
 
 
 def test_validation_by_plate_is_for_leave_hour_out_and_the_particle_target_only():

@@ -26,7 +26,7 @@ from bps.models.networks import LeNet5, save_checkpoint
 from bps.serving.app import ModelService
 from bps.serving.predictor import Predictor
 from bps.sim.render import DEFLATE, simulate_image
-from bps.targets.labels import get_target, layout_target, task_target
+from bps.targets.labels import EVEN_ODDS, get_target, layout_target, task_target
 from bps.targets.metrics import HEAD_KEYS, head_scores, summary, validation_scores
 from bps.training.loop import head_loss, make_deterministic, make_optimizer, train_epoch
 from tests.support.dvc_project import SCORED, copy_project, dvc, read_json, reproduced_project, stages_run
@@ -112,6 +112,18 @@ def test_head_loss_with_one_head_is_plain_cross_entropy():
     for sizes in ((), (3,)):
         expected = torch.nn.CrossEntropyLoss(weight=weights, reduction="sum")(logits, labels)
         assert torch.equal(head_loss(logits, labels, sizes, weights), expected)
+
+
+def test_an_even_odds_label_is_cross_entropy_against_equal_odds():
+    logits = torch.tensor([[2.0, 0.0], [1.0, -1.0], [0.5, 3.0]], requires_grad=True)
+    labels = torch.tensor([0, EVEN_ODDS, 1])
+    named = torch.nn.CrossEntropyLoss(reduction="sum")(logits[[0, 2]], labels[[0, 2]])
+    even = -torch.log_softmax(logits[1], dim=0).mean()
+    loss = head_loss(logits, labels)
+    assert loss.item() == pytest.approx((named + even).item(), rel=1e-6)
+    loss.backward()
+    assert logits.grad[1, 0] > 0 > logits.grad[1, 1]  # it pulls the image's two logits together...
+    assert head_loss(torch.zeros(1, 2), torch.tensor([EVEN_ODDS])).item() == pytest.approx(math.log(2))  # ...to here
 
 
 def test_head_softmax_normalises_each_slice():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bps.core.params import TrainParams
+from bps.targets.labels import EVEN_ODDS
 from bps.targets.multilabel import oversampling_weights, positive_weights
 from bps.training.batches import (
     Chain,
@@ -33,6 +34,9 @@ def test_training_weights_follow_the_label_shape():
     class_weights, sample_weights = training_weights(labels, 2)
     np.testing.assert_array_equal(class_weights, balanced_weights(labels, 2))
     np.testing.assert_array_equal(sample_weights, balanced_weights(labels, 2)[labels])
+    class_weights, sample_weights = training_weights(np.array([0, 0, 1, EVEN_ODDS]), 2)  # train.shams: uniform
+    np.testing.assert_array_equal(class_weights, balanced_weights(labels, 2))  # the classes as without it
+    np.testing.assert_array_equal(sample_weights, [*balanced_weights(labels, 2)[labels], 1.0])
 
 
 def _batch(count: int = 6, channels: int = 2, size: int = 16) -> torch.Tensor:

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bps.core.params import TrainParams
+from bps.models.inference import to_float
 from bps.models.networks import LeNet5, SmallCNN, resnet
+from bps.targets.labels import EVEN_ODDS
 from bps.training.batches import balanced_weights, iterate_batches
 from bps.training.loop import EarlyStopping, make_optimizer, make_scheduler, train_epoch
 
@@ -155,6 +157,41 @@ def test_early_stopping_on_a_loss_wants_lower_values():
     improved, stop = _run(EarlyStopping(patience=2, lower_is_better=False), [1.0, 0.8, 0.9])
     assert improved == [True, False, False]
     assert stop[-1]
+
+
+# --- shams at even odds (train.shams: uniform) --------------------------------------------------
+
+
+def _batch_cue_and_damage(count: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """16×16 images whose batch brightness (Fe 120, X-ray 60) every nucleus shows, shams too, and
+    whose damage (a bright 3×3 spot, Fe top left, X-ray bottom right) only the irradiated show."""
+    rng = np.random.default_rng(seed)
+    particle, sham = rng.integers(0, 2, count), np.arange(count) % 3 == 0
+    images = np.where(particle == 0, 120, 60)[:, None, None, None] + rng.integers(0, 30, (count, 1, 16, 16))
+    for index in np.flatnonzero(~sham):
+        corner = 2 if particle[index] == 0 else 11
+        images[index, 0, corner : corner + 3, corner : corner + 3] = 250
+    return images.astype(np.uint8), particle.astype(np.int64), sham
+
+
+def test_shams_at_even_odds_are_not_told_apart_by_their_batch():
+    images, particle, sham = _batch_cue_and_damage()
+    torch.manual_seed(0)
+    start = nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 2))
+    sham_proba = {}
+    for name, labels in (("include", particle), ("uniform", np.where(sham, EVEN_ODDS, particle))):
+        model = copy.deepcopy(start)
+        optimizer = make_optimizer(model, TrainParams(lr=3e-3))
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(40):
+            train_epoch(model, optimizer, images, labels, 16, generator, None, CPU)
+        with torch.no_grad():
+            proba = torch.softmax(model(to_float(torch.from_numpy(images))), dim=1).numpy()
+        assert (proba[~sham].argmax(1) == particle[~sham]).all()  # the damage is learnt either way
+        fe, x_ray = proba[sham & (particle == 0), 0], proba[sham & (particle == 1), 0]
+        sham_proba[name] = fe.mean() - x_ray.mean(), np.abs(proba[sham, 0] - 0.5).mean()
+    assert sham_proba["include"][0] > 0.3  # their batch labels: Fe shams are called Fe more than X-ray shams are
+    assert abs(sham_proba["uniform"][0]) < 0.1 and sham_proba["uniform"][1] < 0.1  # even odds: both near 0.5
 
 
 # --- class balance: weights and the weighted sampler -----------------------------------------

@@ -13,9 +13,17 @@ from bps.classical.features import FAMILIES
 from bps.core.errors import PipelineError
 from bps.core.params import SplitParams, parse_params
 from bps.models.card import mark_complete, read_card
-from bps.targets.labels import get_target
+from bps.targets.labels import EVEN_ODDS, get_target
 from bps.training import negative_control
-from bps.training.negative_control import Fold, TrainingData, control_folds, control_requested, sham_pool, training_runs
+from bps.training.negative_control import (
+    Fold,
+    TrainingData,
+    control_folds,
+    control_requested,
+    sham_pool,
+    training_labels,
+    training_runs,
+)
 from stages import evaluate, train_baseline, train_classical, train_fusion, train_lenet
 from tests.support.dvc_project import SCORED
 
@@ -160,6 +168,20 @@ def test_train_shams_exclude_leaves_the_shams_out_of_the_model_s_splits_but_not_
         assert (control.load(role)[1]["dose_Gy"] == 0).all()
     images, table = training_runs("lenet", params, False)[0].load("train")  # include: the whole split, mapped
     assert len(table) == len(tables["train"]) and isinstance(images, np.memmap)
+
+
+def test_train_shams_uniform_trains_on_the_shams_at_even_odds_and_validates_without_them(project):
+    root, tables, _ = project
+    (model,) = training_runs("lenet", parse_params({"train": {"shams": "uniform"}}), False, "uniform")
+    images, table = model.load("train")
+    assert len(table) == len(tables["train"]) and isinstance(images, np.memmap)  # every training image, mapped
+    labels, target = training_labels(model.target, table, "uniform"), model.target
+    sham = (table["dose_Gy"] == 0).to_numpy()
+    assert sham.any() and (labels[sham] == EVEN_ODDS).all()
+    np.testing.assert_array_equal(labels[~sham], target.encode(table)[~sham])
+    np.testing.assert_array_equal(training_labels(target, table), target.encode(table))  # include: their batch's
+    irradiated = tables["val"]["dose_Gy"] > 0
+    assert model.load("val")[1]["filename"].tolist() == tables["val"]["filename"][irradiated].tolist()
 
 
 @pytest.mark.slow  # trains every model family and its control, then evaluates (~15 s)
