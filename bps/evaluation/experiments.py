@@ -6,6 +6,7 @@
     python -m bps exp-summary --json shown.json        # a saved `dvc exp show --json`
     python -m bps exp-summary --by data.synthetic.plate_effect --intervals   # the plate-drift stress test
     python -m bps exp-summary --rows > runs.csv        # one row each: the CNN's validation and test figures
+    python -m bps exp-summary --seeds runs.csv more.csv  # those rows as one table: a variant per row, a seed per column
 
 One trained network is one draw: seeds 0-4 of LeNet-5 gave test accuracies 0.59-0.71 on the
 default data. Queue one experiment per seed, then summarise them here, so a comparison rests on
@@ -219,6 +220,36 @@ def print_rows(found: list[dict], read: Callable[..., dict | None] = committed_j
     writer.writerows(experiment_row(experiment, keys, read) for experiment in found)
 
 
+def verdict(low: float, high: float) -> str:
+    """A paired difference's verdict from its 95 % interval: a difference inside the noise is a tie."""
+    return "better" if low > 0 else "behind" if high < 0 else "tie"
+
+
+def seed_table(rows: list[dict], renames: dict[str, str] | None = None) -> str:
+    """The rows that ``--rows`` wrote (``fs<seed>-<variant>`` experiments, from one or more files) as a
+    Markdown table: one variant per row, one seed per column, each cell LeNet-5 − foci count on the
+    irradiated nuclei with its verdict and LeNet-5's sham accuracy (0.5 reads no plates).
+
+    A row without a ``seed`` column takes the seed its name gives; ``renames`` maps a variant's name to the
+    row it belongs on (runs of one setting named apart); the first cell of a variant and seed is kept."""
+    cells: dict[str, dict[int, str]] = {}
+    for row in rows:
+        match = re.fullmatch(r"fs(\d+)-(.+)", row["experiment"])
+        if not match:
+            raise ValueError(f"experiment {row['experiment']!r}: expected a name fs<seed>-<variant>")
+        seed, variant = int(row.get("seed") or match[1]), (renames or {}).get(match[2], match[2])
+        difference = float(row["lenet-foci.irradiated"])
+        low, high = (float(row.get(f"lenet-foci.{end}") or row[end]) for end in ("ci95_low", "ci95_high"))
+        cells.setdefault(variant, {}).setdefault(
+            seed, f"{difference:+.3f} {verdict(low, high)} (sham {float(row['lenet.sham']):.2f})")
+    seeds = sorted({seed for by_seed in cells.values() for seed in by_seed})
+    lines = ["| variant | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
+             "|---|" + "---|" * len(seeds)]
+    lines += [f"| {variant} | " + " | ".join(by_seed.get(seed, "") for seed in seeds) + " |"
+              for variant, by_seed in cells.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bps exp-summary", description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="a saved `dvc exp show --json` (default: run it now)")
@@ -238,7 +269,24 @@ def main(argv: list[str] | None = None) -> None:
                         help="one CSV row per experiment: the params that vary, the CNN's kept epoch's validation "
                              "scores, and its and the fusion's test figures beside the foci count's (from each "
                              "experiment's commit)")
+    parser.add_argument("--seeds", nargs="+", type=Path, metavar="CSV",
+                        help="instead of the experiments: CSV files that --rows wrote, as one Markdown table of "
+                             "LeNet-5 − foci count on the irradiated nuclei, a variant per row and a seed per column")
+    parser.add_argument("--rename", action="append", default=[], metavar="VARIANT=ROW",
+                        help="with --seeds: put the variant named VARIANT (fs<seed>-VARIANT) on the row ROW "
+                             "(repeatable), e.g. base=defaults")
     args = parser.parse_args(argv)
+    if args.seeds:
+        if any("=" not in rename for rename in args.rename):
+            parser.error(f"--rename: expected VARIANT=ROW, got {args.rename}")
+        try:
+            rows = [row for path in args.seeds for row in csv.DictReader(path.open(newline=""))]
+            print(seed_table(rows, dict(rename.split("=", 1) for rename in args.rename)))
+        except KeyError as error:
+            parser.error(f"--seeds: no column {error}: expected the CSV files that --rows writes")
+        except (OSError, ValueError) as error:
+            parser.error(f"--seeds: {error}")
+        return
     if args.json:
         shown = json.loads(args.json.read_text())
     else:

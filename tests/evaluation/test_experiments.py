@@ -16,6 +16,7 @@ from bps.evaluation.experiments import (
     print_rows,
     print_stress,
     row_name,
+    seed_table,
     spread,
     stress,
     varied_params,
@@ -197,3 +198,38 @@ def test_one_row_per_experiment_holds_its_validation_and_test_figures(capsys):
         "exp-0.30,0,0.61,0.62,4,0.7,0.5,0.012,-0.004,0.03,0.721,0.5,0.02,0.01,0.03",
         "exp-0.31,1,,,,0.7,0.5,,,,,,,,",
     ]
+
+
+def test_the_seed_table_puts_each_variant_on_a_row_and_each_seed_in_a_column(tmp_path):
+    header = "experiment,seed,lenet.sham,lenet-foci.irradiated,lenet-foci.ci95_low,lenet-foci.ci95_high\n"
+    (tmp_path / "a.csv").write_text(header + "fs0-box,0,0.57,0.014,0.002,0.026\nfs1-box,1,0.5,-0.024,-0.03,-0.018\n")
+    # an older file: no seed column, interval columns without the pair's name; fs1-box again, read once
+    (tmp_path / "b.csv").write_text("experiment,lenet.sham,lenet-foci.irradiated,ci95_low,ci95_high\n"
+                                    "fs2-wide,0.21,-0.054,-0.138,0.028\nfs1-box,0.9,0.5,0.4,0.6\n")
+    command = [sys.executable, "-m", "bps", "exp-summary", "--seeds", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == [
+        "| variant | seed 0 | seed 1 | seed 2 |",
+        "|---|---|---|---|",
+        "| box | +0.014 better (sham 0.57) | -0.024 behind (sham 0.50) |  |",
+        "| wide |  |  | -0.054 tie (sham 0.21) |",
+    ]
+    result = subprocess.run([*command, "--rename", "wide=box"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.stdout.splitlines()[2:] == [
+        "| box | +0.014 better (sham 0.57) | -0.024 behind (sham 0.50) | -0.054 tie (sham 0.21) |"]
+    result = subprocess.run([*command, "--rename", "wide"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "expected VARIANT=ROW" in result.stderr
+
+
+def test_the_seed_table_refuses_a_name_without_its_seed(tmp_path):
+    with pytest.raises(ValueError, match="expected a name fs<seed>-<variant>"):
+        seed_table([{"experiment": "nucleus", "lenet.sham": "0.5", "lenet-foci.irradiated": "0",
+                     "ci95_low": "-1", "ci95_high": "1"}])
+    missing = tmp_path / "missing.csv"
+    result = subprocess.run([sys.executable, "-m", "bps", "exp-summary", "--seeds", str(missing)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "--seeds:" in result.stderr and "missing.csv" in result.stderr
+    missing.write_text("experiment,lenet.sham\nfs0-box,0.5\n")
+    result = subprocess.run([sys.executable, "-m", "bps", "exp-summary", "--seeds", str(missing)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "no column 'lenet-foci.irradiated'" in result.stderr
