@@ -220,7 +220,7 @@ def print_rows(found: list[dict], read: Callable[..., dict | None] = committed_j
     writer.writerows(experiment_row(experiment, keys, read) for experiment in found)
 
 
-def verdict(low: float, high: float) -> str:
+def interval_verdict(low: float, high: float) -> str:
     """A paired difference's verdict from its 95 % interval: a difference inside the noise is a tie."""
     return "better" if low > 0 else "behind" if high < 0 else "tie"
 
@@ -241,7 +241,7 @@ def seed_table(rows: list[dict], renames: dict[str, str] | None = None) -> str:
         difference = float(row["lenet-foci.irradiated"])
         low, high = (float(row.get(f"lenet-foci.{end}") or row[end]) for end in ("ci95_low", "ci95_high"))
         cells.setdefault(variant, {}).setdefault(
-            seed, f"{difference:+.3f} {verdict(low, high)} (sham {float(row['lenet.sham']):.2f})")
+            seed, f"{difference:+.3f} {interval_verdict(low, high)} (sham {float(row['lenet.sham']):.2f})")
     seeds = sorted({seed for by_seed in cells.values() for seed in by_seed})
     lines = ["| variant | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
              "|---|" + "---|" * len(seeds)]
