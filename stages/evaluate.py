@@ -28,6 +28,7 @@ from bps.evaluation.scores import (
     accuracy_by_condition,
     describe_protocol,
     model_scores,
+    paired_auc,
     reliability_table,
     strata,
 )
@@ -76,6 +77,8 @@ def main(params: Params) -> None:
     pairs = {key: paired_comparison(correct[a], correct[b], bootstrap) for key, (a, b) in named_pairs.items()}
     # Sham nuclei carry no damage to read: on the irradiated ones alone, the pairs compare what each model reads of it.
     irradiated_pairs = {key: paired_comparison(correct[a], correct[b], bootstrap, ~sham)
+                        | (paired_auc(labels, probabilities[a], probabilities[b], sham, bootstrap)
+                           if len(target.classes) == 2 else {})
                         for key, (a, b) in named_pairs.items()} if sham.any() and (~sham).any() else {}
     by_condition = accuracy_by_condition(table, correct)
     by_hour = accuracy_by(table, correct, ["hr_post_exposure"], bootstrap)

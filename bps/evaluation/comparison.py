@@ -19,7 +19,13 @@ MORE = {
     "hamming_loss": "Hamming loss",
     "jaccard": "Jaccard",
     "calibration_error": "calibration error (ECE)",
+    "irradiated_auc": "irradiated ROC AUC",
 }
+
+AUC_NOTE = (" Accuracy takes each model's probabilities at 0.5, a threshold that plates no model saw can "
+            "move; the ROC AUC difference asks which model ranks the nuclei better at any threshold (a tie "
+            "when its interval includes 0).")
+
 
 def cell(scores: dict | None, name: str) -> str:
     """``0.695 [0.612, 0.771]``, or n/a."""
@@ -60,8 +66,8 @@ def control_fold_table(results: dict[str, dict], labels: dict[str, str]) -> str 
 def more_table(results: dict[str, dict], labels: dict[str, str]) -> str:
     """Secondary metrics, then each head's own scores for a multi-head target (``particle_accuracy``...)."""
     header = ["metric", *(labels[name] for name in results)]
-    rows = [[label, *(cell(results[name], key) for name in results)] for key, label in MORE.items()]
     first = next(iter(results.values()))
+    rows = [[label, *(cell(results[name], key) for name in results)] for key, label in MORE.items() if key in first]
     heads = sorted({key.removesuffix("_macro_f1") for key in first if key.endswith("_macro_f1") and key != "macro_f1"})
     for key in (f"{head}_{metric}" for head in heads for metric in ("accuracy", "balanced_accuracy", "macro_f1")):
         rows.append([key, *(cell(results[name], key) for name in results)])
@@ -69,17 +75,26 @@ def more_table(results: dict[str, dict], labels: dict[str, str]) -> str:
 
 
 def paired_table(pairs: dict[str, dict], labels: dict[str, str]) -> str:
+    """One row per pair: the accuracy difference and its verdict, then (where the pairs carry it) the
+    ROC AUC difference, which asks whether the first model ranks the nuclei better at any threshold."""
+    auc = all("auc_difference" in pair for pair in pairs.values())
     header = ["first − second", "accuracy difference [95 % CI]", "only first right", "only second right",
-              "McNemar p (exact)", "verdict"]
+              "McNemar p (exact)", "verdict", *(["ROC AUC difference [95 % CI]", "AUC verdict"] * auc)]
     rows = []
     for key, pair in pairs.items():
         first, second = key.split("_vs_")
-        better = labels[first] if pair["accuracy_difference"] > 0 else labels[second]
-        rows.append([f"{labels[first]} − {labels[second]}", cell(pair, "accuracy_difference"),
-                     str(pair["only_first_right"]), str(pair["only_second_right"]),
-                     p_value_text(pair["mcnemar_log10_p"]),
-                     "tie" if pair["tie"] else f"{better} better"])
+        row = [f"{labels[first]} − {labels[second]}", cell(pair, "accuracy_difference"),
+               str(pair["only_first_right"]), str(pair["only_second_right"]), p_value_text(pair["mcnemar_log10_p"]),
+               _verdict(pair["tie"], pair["accuracy_difference"], labels[first], labels[second])]
+        if auc:
+            row += [cell(pair, "auc_difference"),
+                    _verdict(pair["auc_tie"], pair["auc_difference"], labels[first], labels[second])]
+        rows.append(row)
     return markdown(header, rows)
+
+
+def _verdict(tie: bool, difference: float, first: str, second: str) -> str:
+    return "tie" if tie else f"{first if difference > 0 else second} better"
 
 
 def frame_table(frame: pd.DataFrame, labels: dict[str, str]) -> str:
@@ -157,7 +172,8 @@ def bps_page(results: dict[str, dict], pairs: dict[str, dict], irradiated_pairs:
         paired_table(pairs, labels) if pairs else "(one model)\n",
         *(["## Model pairs on the irradiated nuclei alone\n",
            "Sham nuclei carry no damage to read: on the irradiated ones, a pair compares what the two models "
-           "read of it (the same test, the same replicates, restricted to those images).\n",
+           "read of it (the same test, the same replicates, restricted to those images)."
+           + AUC_NOTE * all("auc_difference" in pair for pair in irradiated_pairs.values()) + "\n",
            paired_table(irradiated_pairs, labels)] if irradiated_pairs else []),
         f"## Accuracy per hour post exposure (intervals over test {unit}s)\n", frame_table(by_hour, labels),
         "## Accuracy per condition (one plate each; no interval: see the wells column)\n",

@@ -192,16 +192,21 @@ def experiment_row(experiment: dict, keys: list[str], read: Callable[..., dict |
 
 
 def versus_foci(pairs: dict, model: str) -> dict[str, float | None]:
-    """``model`` − foci count and its interval, whichever order evaluate paired them in."""
+    """``model`` − foci count in accuracy and in ROC AUC, each with its interval, whichever order
+    evaluate paired them in (experiments evaluated before the AUC existed leave it empty)."""
     if f"{model}_vs_foci" in pairs:
         pair, sign = pairs[f"{model}_vs_foci"], 1
     else:
         pair, sign = pairs.get(f"foci_vs_{model}", {}), -1
-    low, high = (pair.get(f"accuracy_difference_ci95_{end}") for end in ("low", "high"))
-    if sign < 0:
-        low, high = high, low
-    return {"irradiated": _signed(pair.get("accuracy_difference"), sign),
-            "ci95_low": _signed(low, sign), "ci95_high": _signed(high, sign)}
+    row = {}
+    for name, key in (("irradiated", "accuracy_difference"), ("auc", "auc_difference")):
+        low, high = (pair.get(f"{key}_ci95_{end}") for end in ("low", "high"))
+        if sign < 0:
+            low, high = high, low
+        prefix = "" if name == "irradiated" else "auc_"
+        row |= {name: _signed(pair.get(key), sign), f"{prefix}ci95_low": _signed(low, sign),
+                f"{prefix}ci95_high": _signed(high, sign)}
+    return row
 
 
 def _signed(value: float | None, sign: int) -> float | None:

@@ -95,6 +95,41 @@ class GroupedBootstrap:
         one_hot[np.arange(len(y_true)), np.asarray(y_true) * n_classes + np.asarray(y_pred)] = mask
         return (self.weights @ self._group_sums(one_hot)).reshape(-1, n_classes, n_classes)
 
+    def roc_auc(self, scores: np.ndarray, positive: np.ndarray, mask: np.ndarray | None = None
+                ) -> tuple[float, np.ndarray]:
+        """The ROC AUC of ``scores`` for the ``positive`` images against the others (over those in
+        ``mask``), and its value in every replicate.
+
+        The AUC is the Mann-Whitney share of (positive, negative) pairs that the scores order
+        rightly, ties counting half. A replicate weighs a pair by the draws of both images' groups,
+        so its AUC is wᵀCw / (w·p)(w·n), with C[g, h] the pairs' credit between groups g and h
+        (:func:`pair_credit`): the ranking is done once, not once per replicate.
+        """
+        mask = np.ones(len(scores), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        positive = np.asarray(positive, dtype=bool)
+        credit = pair_credit(np.asarray(scores, dtype=np.float64), positive & mask, ~positive & mask,
+                             self.group_of_image, self.n_groups)
+        weights = self.weights.astype(np.float64)
+        pairs = (weights @ self._group_sums(positive & mask)) * (weights @ self._group_sums(~positive & mask))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            replicates = np.einsum("rg,gh,rh->r", weights, credit, weights) / pairs
+        n_pairs = float(np.sum(positive & mask)) * float(np.sum(~positive & mask))
+        return (float(credit.sum() / n_pairs) if n_pairs else float("nan")), replicates
+
+
+def pair_credit(scores: np.ndarray, positive: np.ndarray, negative: np.ndarray, group_of_image: np.ndarray,
+                n_groups: int) -> np.ndarray:
+    """C[g, h]: over the positive images of group g and the negative ones of group h, how many pairs
+    the scores order rightly (the positive's score above), ties counting half."""
+    credit = np.zeros((n_groups, n_groups))
+    scores_of_positives, groups_of_positives = scores[positive], group_of_image[positive]
+    for group in np.unique(group_of_image[negative]):
+        below = np.sort(scores[negative & (group_of_image == group)])
+        lower = np.searchsorted(below, scores_of_positives, side="left")
+        upper = np.searchsorted(below, scores_of_positives, side="right")
+        credit[:, group] = np.bincount(groups_of_positives, lower + 0.5 * (upper - lower), minlength=n_groups)
+    return credit
+
 
 def accuracy(confusion: np.ndarray) -> np.ndarray:
     """Accuracy of each confusion matrix in a (..., K, K) stack."""

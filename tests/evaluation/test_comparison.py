@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bps.evaluation.comparison import headline, verdict
+from bps.evaluation.comparison import headline, paired_table, verdict
 
 LABELS = {"mlp": "MLP baseline", "cnn": "LeNet-5", "foci": "foci count"}
 
@@ -50,3 +50,21 @@ def test_the_headline_holds_three_figures_per_model_and_no_interval_ends():
     results = {"cnn": _scores(0.60, (0.61, 0.52, 0.83)), "foci": _scores(0.68)}
     assert headline(results) == {"cnn": {"irradiated": pytest.approx(0.62), "sham": 0.5, "control": 0.61},
                                  "foci": {"irradiated": pytest.approx(0.70), "sham": 0.5}}
+
+
+def _pair(difference: float, tie: bool, auc: tuple[float, float, float] | None = None) -> dict:
+    pair = {"accuracy_difference": difference, "accuracy_difference_ci95_low": difference - 0.01,
+            "accuracy_difference_ci95_high": difference + 0.01, "only_first_right": 10, "only_second_right": 20,
+            "mcnemar_log10_p": -2.0, "tie": tie}
+    if auc is not None:
+        value, low, high = auc
+        pair |= {"auc_difference": value, "auc_difference_ci95_low": low, "auc_difference_ci95_high": high,
+                 "auc_tie": low <= 0 <= high}
+    return pair
+
+
+def test_a_pair_table_shows_the_auc_difference_and_its_own_verdict_when_the_pairs_carry_it():
+    table = paired_table({"cnn_vs_foci": _pair(-0.03, False, (0.004, -0.01, 0.02))}, LABELS)
+    assert "ROC AUC difference [95 % CI]" in table.splitlines()[0]
+    assert table.splitlines()[2].endswith("| foci count better | 0.004 [-0.010, 0.020] | tie |")
+    assert "AUC" not in paired_table({"cnn_vs_foci": _pair(-0.03, True)}, LABELS)

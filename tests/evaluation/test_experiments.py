@@ -184,7 +184,8 @@ def test_one_row_per_experiment_holds_its_validation_and_test_figures(capsys):
     pair = {"accuracy_difference": 0.012, "accuracy_difference_ci95_low": -0.004,
             "accuracy_difference_ci95_high": 0.03}
     fused = {"accuracy_difference": -0.02, "accuracy_difference_ci95_low": -0.03,  # foci − fusion
-             "accuracy_difference_ci95_high": -0.01}
+             "accuracy_difference_ci95_high": -0.01,
+             "auc_difference": 0.005, "auc_difference_ci95_low": -0.002, "auc_difference_ci95_high": 0.011}
     tested = {**_evaluation(0.5, 0.5), "fusion": {"irradiated_accuracy": 0.7213, "sham_accuracy": 0.5},
               "paired_irradiated": {"lenet_vs_foci": pair, "foci_vs_fusion": fused}}
     committed = {("0.30", "metrics/lenet/metrics.json"): {"val_macro_f1": 0.61, "val_accuracy": 0.62, "best_epoch": 4},
@@ -193,10 +194,11 @@ def test_one_row_per_experiment_holds_its_validation_and_test_figures(capsys):
     print_rows(found, lambda rev, path="metrics/evaluate.json": committed.get((rev, path)))
     assert capsys.readouterr().out.splitlines() == [
         "experiment,seed,val_macro_f1,val_accuracy,best_epoch,lenet.irradiated,lenet.sham,lenet-foci.irradiated,"
-        "lenet-foci.ci95_low,lenet-foci.ci95_high,fusion.irradiated,fusion.sham,fusion-foci.irradiated,"
-        "fusion-foci.ci95_low,fusion-foci.ci95_high",
-        "exp-0.30,0,0.61,0.62,4,0.7,0.5,0.012,-0.004,0.03,0.721,0.5,0.02,0.01,0.03",
-        "exp-0.31,1,,,,0.7,0.5,,,,,,,,",
+        "lenet-foci.ci95_low,lenet-foci.ci95_high,lenet-foci.auc,lenet-foci.auc_ci95_low,lenet-foci.auc_ci95_high,"
+        "fusion.irradiated,fusion.sham,fusion-foci.irradiated,fusion-foci.ci95_low,fusion-foci.ci95_high,"
+        "fusion-foci.auc,fusion-foci.auc_ci95_low,fusion-foci.auc_ci95_high",
+        "exp-0.30,0,0.61,0.62,4,0.7,0.5,0.012,-0.004,0.03,,,,0.721,0.5,0.02,0.01,0.03,-0.005,-0.011,0.002",
+        "exp-0.31,1,,,,0.7,0.5,,,,,,,,,,,,,,",
     ]
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from scipy.stats import binom, binomtest
+from sklearn.metrics import roc_auc_score
 
 from bps.evaluation.intervals import (
     GroupedBootstrap,
@@ -144,3 +145,30 @@ def test_paired_comparison_on_a_mask_counts_only_those_images():
     assert result["accuracy_difference_ci95_low"] == result["accuracy_difference_ci95_high"] == 1.0
     assert (result["only_first_right"], result["only_second_right"]) == (300, 0)
     assert result["tie"] is False
+
+
+def _ranked_design(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(scores rounded so that many tie, positive, group, sham) of 40 wells of 30 nuclei."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(40), 30)
+    positive = groups % 2 == 0
+    scores = np.round(rng.normal(size=len(groups)) + 0.8 * positive + rng.normal(0, 0.3, 40)[groups], 1)
+    return scores, positive, groups, rng.random(len(groups)) < 0.3
+
+
+def test_the_roc_auc_and_each_replicate_match_scikit_learn_ties_counting_half():
+    scores, positive, groups, sham = _ranked_design()
+    bootstrap = GroupedBootstrap.draw(groups, positive, 50, 0)
+    auc, replicates = bootstrap.roc_auc(scores, positive, ~sham)
+    assert auc == pytest.approx(roc_auc_score(positive[~sham], scores[~sham]), abs=1e-12)
+    for replicate in (0, 17, 49):  # a replicate weighs each image by its well's draws
+        weight = bootstrap.weights[replicate][bootstrap.group_of_image]
+        expected = roc_auc_score(positive[~sham], scores[~sham], sample_weight=weight[~sham])
+        assert replicates[replicate] == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_roc_auc_interval_is_wider_by_wells_than_by_images():
+    scores, positive, groups, _ = _ranked_design(1)
+    by_wells = interval(GroupedBootstrap.draw(groups, positive, 500, 0).roc_auc(scores, positive)[1])
+    by_images = interval(GroupedBootstrap.draw(np.arange(len(groups)), positive, 500, 0).roc_auc(scores, positive)[1])
+    assert by_wells[1] - by_wells[0] > 1.5 * (by_images[1] - by_images[0])

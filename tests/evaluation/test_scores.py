@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bps.evaluation.intervals import GroupedBootstrap, cross_validation_interval
-from bps.evaluation.scores import control_scores, cross_validated_control_scores
+from bps.evaluation.scores import control_scores, cross_validated_control_scores, irradiated_auc, paired_auc
 
 HOURS = (4, 24, 48)
 
@@ -89,3 +89,28 @@ def test_cross_validation_interval_matches_the_corrected_t_by_hand():
     assert cross_validation_interval(np.array([0.1, 0.5, 0.9]), 0.5, 0.5) == (0.0, 1.0)  # clipped
     with pytest.raises(ValueError, match="at least two folds"):
         cross_validation_interval(np.array([0.5]), 0.5, 0.5)
+
+
+def test_a_model_that_ranks_perfectly_but_misplaces_its_threshold_has_auc_one_and_accuracy_one_half():
+    rng = np.random.default_rng(3)
+    y_true = np.repeat([0, 1], 200)
+    groups, sham = np.arange(400) // 20, np.zeros(400, dtype=bool)
+    p_xray = 0.6 + 0.3 * y_true + rng.uniform(0, 0.05, 400)  # every nucleus called X-ray, but in the right order
+    ranked = np.stack([1 - p_xray, p_xray], axis=1)
+    noisy = np.stack([1 - (p := rng.uniform(size=400)), p], axis=1)
+    bootstrap = GroupedBootstrap.draw(groups, y_true, 300, 0)
+    assert irradiated_auc(y_true, ranked, sham, bootstrap)[0] == 1.0
+    assert (ranked.argmax(axis=1) == y_true).mean() == 0.5
+    pair = paired_auc(y_true, ranked, noisy, sham, bootstrap)
+    assert pair["auc_difference"] > 0.3 and pair["auc_difference_ci95_low"] > 0 and not pair["auc_tie"]
+    assert paired_auc(y_true, noisy, noisy, sham, bootstrap) == {
+        "auc_difference": 0.0, "auc_difference_ci95_low": 0.0, "auc_difference_ci95_high": 0.0, "auc_tie": True}
+
+
+def test_the_auc_leaves_the_sham_nuclei_out():
+    y_true, sham = np.tile([0, 1], 200), np.arange(400) < 200
+    right = np.where(y_true == 1, 0.9, 0.1)
+    p_xray = np.where(sham, 1 - right, right)  # every sham ranked wrong, every irradiated nucleus right
+    bootstrap = GroupedBootstrap.draw(np.arange(400) // 10 * 2 + y_true, y_true * 2 + sham, 100, 0)
+    auc, replicates = irradiated_auc(y_true, np.stack([1 - p_xray, p_xray], axis=1), sham, bootstrap)
+    assert auc == 1.0 and np.all(replicates == 1.0)
