@@ -2,7 +2,7 @@
 
 Writes metrics/evaluate.json (per model: every metric with its 95 % grouped-bootstrap interval,
 the protocol, the bootstrap unit, the negative control; per pair of models: a paired test on all
-test images, and one on the irradiated images alone),
+test images, and one on the irradiated images alone, with the ROC AUC difference for two classes),
 metrics/headline.json (what dvc exp show and dvc metrics diff compare: a few figures per model),
 metrics/comparison.md (for people: a verdict, then tables, accuracy per hour and per condition),
 metrics/accuracy_by_{condition,hour}.csv, and per model metrics/per_class/, metrics/confusion/
