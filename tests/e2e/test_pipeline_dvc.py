@@ -82,6 +82,8 @@ def test_repro_builds_every_output_then_has_nothing_to_do(built):
     results = read_json(root / "metrics/evaluate.json")
     assert set(results) == {*SCORED, "paired", "paired_irradiated"}
     assert set(results["paired_irradiated"]) == set(results["paired"])
+    for pair in results["paired_irradiated"].values():  # two particles: each pair also ranks the irradiated nuclei
+        assert -1.0 <= pair["auc_difference"] <= 1.0 and isinstance(pair["auc_tie"], bool)
     n_test = len(pd.read_csv(root / "data/prepared/test.csv"))
     n_sham = int((pd.read_csv(root / "data/prepared/test.csv")["dose_Gy"] == 0).sum())
     for model in SCORED:
@@ -90,7 +92,7 @@ def test_repro_builds_every_output_then_has_nothing_to_do(built):
         assert scores["accuracy_ci95_low"] <= scores["accuracy"] <= scores["accuracy_ci95_high"]
         assert set(scores) >= METRIC_KEYS, model
         assert scores["n_test"] == n_test
-        assert 0.0 <= scores["accuracy"] <= 1.0
+        assert 0.0 <= scores["accuracy"] <= 1.0 and 0.0 <= scores["irradiated_auc"] <= 1.0
     for name in ("models/baseline/model.skops", "models/lenet/model.pt", "metrics/comparison.md",
                  "metrics/confusion/lenet.csv", "metrics/per_class/baseline.csv", "metrics/lr_find/curve.csv",
                  "metrics/lr_find/suggestion.json"):
