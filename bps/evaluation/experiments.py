@@ -233,7 +233,8 @@ def interval_verdict(low: float, high: float) -> str:
 def seed_table(rows: list[dict], renames: dict[str, str] | None = None) -> str:
     """The rows that ``--rows`` wrote (``fs<seed>-<variant>`` experiments, from one or more files) as a
     Markdown table: one variant per row, one seed per column, each cell LeNet-5 − foci count on the
-    irradiated nuclei with its verdict and LeNet-5's sham accuracy (0.5 reads no plates).
+    irradiated nuclei with its verdict (in accuracy, then in ROC AUC where the row has it) and LeNet-5's
+    sham accuracy (0.5 reads no plates).
 
     A row without a ``seed`` column takes the seed its name gives; ``renames`` maps a variant's name to the
     row it belongs on (runs of one setting named apart); the first cell of a variant and seed is kept."""
@@ -245,8 +246,11 @@ def seed_table(rows: list[dict], renames: dict[str, str] | None = None) -> str:
         seed, variant = int(row.get("seed") or match[1]), (renames or {}).get(match[2], match[2])
         difference = float(row["lenet-foci.irradiated"])
         low, high = (float(row.get(f"lenet-foci.{end}") or row[end]) for end in ("ci95_low", "ci95_high"))
-        cells.setdefault(variant, {}).setdefault(
-            seed, f"{difference:+.3f} {interval_verdict(low, high)} (sham {float(row['lenet.sham']):.2f})")
+        text = f"{difference:+.3f} {interval_verdict(low, high)}"
+        if row.get("lenet-foci.auc"):  # rows evaluated since the AUC exists
+            auc_low, auc_high = (float(row[f"lenet-foci.auc_ci95_{end}"]) for end in ("low", "high"))
+            text += f", AUC {float(row['lenet-foci.auc']):+.3f} {interval_verdict(auc_low, auc_high)}"
+        cells.setdefault(variant, {}).setdefault(seed, f"{text} (sham {float(row['lenet.sham']):.2f})")
     seeds = sorted({seed for by_seed in cells.values() for seed in by_seed})
     lines = ["| variant | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
              "|---|" + "---|" * len(seeds)]

@@ -203,8 +203,10 @@ def test_one_row_per_experiment_holds_its_validation_and_test_figures(capsys):
 
 
 def test_the_seed_table_puts_each_variant_on_a_row_and_each_seed_in_a_column(tmp_path):
-    header = "experiment,seed,lenet.sham,lenet-foci.irradiated,lenet-foci.ci95_low,lenet-foci.ci95_high\n"
-    (tmp_path / "a.csv").write_text(header + "fs0-box,0,0.57,0.014,0.002,0.026\nfs1-box,1,0.5,-0.024,-0.03,-0.018\n")
+    header = ("experiment,seed,lenet.sham,lenet-foci.irradiated,lenet-foci.ci95_low,lenet-foci.ci95_high,"
+              "lenet-foci.auc,lenet-foci.auc_ci95_low,lenet-foci.auc_ci95_high\n")
+    (tmp_path / "a.csv").write_text(header + "fs0-box,0,0.57,0.014,0.002,0.026,,,\n"  # evaluated before the AUC
+                                    "fs1-box,1,0.5,-0.024,-0.03,-0.018,0.05,0.019,0.078\n")
     # an older file: no seed column, interval columns without the pair's name; fs1-box again, read once
     (tmp_path / "b.csv").write_text("experiment,lenet.sham,lenet-foci.irradiated,ci95_low,ci95_high\n"
                                     "fs2-wide,0.21,-0.054,-0.138,0.028\nfs1-box,0.9,0.5,0.4,0.6\n")
@@ -213,12 +215,12 @@ def test_the_seed_table_puts_each_variant_on_a_row_and_each_seed_in_a_column(tmp
     assert result.stdout.splitlines() == [
         "| variant | seed 0 | seed 1 | seed 2 |",
         "|---|---|---|---|",
-        "| box | +0.014 better (sham 0.57) | -0.024 behind (sham 0.50) |  |",
+        "| box | +0.014 better (sham 0.57) | -0.024 behind, AUC +0.050 better (sham 0.50) |  |",
         "| wide |  |  | -0.054 tie (sham 0.21) |",
     ]
     result = subprocess.run([*command, "--rename", "wide=box"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.stdout.splitlines()[2:] == [
-        "| box | +0.014 better (sham 0.57) | -0.024 behind (sham 0.50) | -0.054 tie (sham 0.21) |"]
+        "| box | +0.014 better (sham 0.57) | -0.024 behind, AUC +0.050 better (sham 0.50) | -0.054 tie (sham 0.21) |"]
     result = subprocess.run([*command, "--rename", "wide"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "expected VARIANT=ROW" in result.stderr
 
