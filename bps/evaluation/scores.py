@@ -80,8 +80,8 @@ def model_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np
             replicates |= {f"{head.name}_{name}": values for name, values in head_replicates.items()}
     scores = {**summary(target, y_true, proba, sham), "calibration_error": round(ece, 6)}
     if len(target.classes) == 2 and (~sham).any():
-        scores["irradiated_auc"], replicates["irradiated_auc"] = irradiated_auc(y_true, joint, sham, bootstrap)
-        scores["irradiated_auc"] = round(scores["irradiated_auc"], 6)
+        auc, replicates["irradiated_auc"] = irradiated_auc(y_true, joint, sham, bootstrap)
+        scores["irradiated_auc"] = round(auc, 6)
     return with_intervals(scores, replicates)
 
 
