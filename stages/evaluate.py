@@ -27,8 +27,10 @@ from bps.evaluation.scores import (
     accuracy_by,
     accuracy_by_condition,
     describe_protocol,
+    irradiated_auc,
     model_scores,
     paired_auc,
+    ranks_irradiated,
     reliability_table,
     strata,
 )
@@ -76,9 +78,10 @@ def main(params: Params) -> None:
     named_pairs = {f"{a}_vs_{b}": (a, b) for a, b in combinations(correct, 2)}
     pairs = {key: paired_comparison(correct[a], correct[b], bootstrap) for key, (a, b) in named_pairs.items()}
     # Sham nuclei carry no damage to read: on the irradiated ones alone, the pairs compare what each model reads of it.
+    ranked = ({name: irradiated_auc(labels, proba, sham, bootstrap) for name, proba in probabilities.items()}
+              if ranks_irradiated(target, sham) else {})
     irradiated_pairs = {key: paired_comparison(correct[a], correct[b], bootstrap, ~sham)
-                        | (paired_auc(labels, probabilities[a], probabilities[b], sham, bootstrap)
-                           if len(target.classes) == 2 else {})
+                        | (paired_auc(ranked[a], ranked[b]) if ranked else {})
                         for key, (a, b) in named_pairs.items()} if sham.any() and (~sham).any() else {}
     by_condition = accuracy_by_condition(table, correct)
     by_hour = accuracy_by(table, correct, ["hr_post_exposure"], bootstrap)

@@ -77,7 +77,7 @@ def more_table(results: dict[str, dict], labels: dict[str, str]) -> str:
 def paired_table(pairs: dict[str, dict], labels: dict[str, str]) -> str:
     """One row per pair: the accuracy difference and its verdict, then (where the pairs carry it) the
     ROC AUC difference, which asks whether the first model ranks the nuclei better at any threshold."""
-    auc = all("auc_difference" in pair for pair in pairs.values())
+    auc = carry_auc(pairs)
     header = ["first − second", "accuracy difference [95 % CI]", "only first right", "only second right",
               "McNemar p (exact)", "verdict", *(["ROC AUC difference [95 % CI]", "AUC verdict"] * auc)]
     rows = []
@@ -91,6 +91,11 @@ def paired_table(pairs: dict[str, dict], labels: dict[str, str]) -> str:
                     _verdict(pair["auc_tie"], pair["auc_difference"], labels[first], labels[second])]
         rows.append(row)
     return markdown(header, rows)
+
+
+def carry_auc(pairs: dict[str, dict]) -> bool:
+    """Whether evaluate ranked these pairs too (two classes): the AUC columns and note go with it."""
+    return all("auc_difference" in pair for pair in pairs.values())
 
 
 def _verdict(tie: bool, difference: float, first: str, second: str) -> str:
@@ -173,7 +178,7 @@ def bps_page(results: dict[str, dict], pairs: dict[str, dict], irradiated_pairs:
         *(["## Model pairs on the irradiated nuclei alone\n",
            "Sham nuclei carry no damage to read: on the irradiated ones, a pair compares what the two models "
            "read of it (the same test, the same replicates, restricted to those images)."
-           + AUC_NOTE * all("auc_difference" in pair for pair in irradiated_pairs.values()) + "\n",
+           + AUC_NOTE * carry_auc(irradiated_pairs) + "\n",
            paired_table(irradiated_pairs, labels)] if irradiated_pairs else []),
         f"## Accuracy per hour post exposure (intervals over test {unit}s)\n", frame_table(by_hour, labels),
         "## Accuracy per condition (one plate each; no interval: see the wells column)\n",

@@ -199,11 +199,10 @@ def versus_foci(pairs: dict, model: str) -> dict[str, float | None]:
     else:
         pair, sign = pairs.get(f"foci_vs_{model}", {}), -1
     row = {}
-    for name, key in (("irradiated", "accuracy_difference"), ("auc", "auc_difference")):
+    for name, key, prefix in (("irradiated", "accuracy_difference", ""), ("auc", "auc_difference", "auc_")):
         low, high = (pair.get(f"{key}_ci95_{end}") for end in ("low", "high"))
         if sign < 0:
             low, high = high, low
-        prefix = "" if name == "irradiated" else "auc_"
         row |= {name: _signed(pair.get(key), sign), f"{prefix}ci95_low": _signed(low, sign),
                 f"{prefix}ci95_high": _signed(high, sign)}
     return row

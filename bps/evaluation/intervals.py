@@ -107,13 +107,14 @@ class GroupedBootstrap:
         """
         mask = np.ones(len(scores), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         positive = np.asarray(positive, dtype=bool)
-        credit = pair_credit(np.asarray(scores, dtype=np.float64), positive & mask, ~positive & mask,
-                             self.group_of_image, self.n_groups)
+        positive, negative = positive & mask, ~positive & mask
+        credit = pair_credit(np.asarray(scores, dtype=np.float64), positive, negative, self.group_of_image,
+                             self.n_groups)
         weights = self.weights.astype(np.float64)
-        pairs = (weights @ self._group_sums(positive & mask)) * (weights @ self._group_sums(~positive & mask))
+        pairs = (weights @ self._group_sums(positive)) * (weights @ self._group_sums(negative))
         with np.errstate(invalid="ignore", divide="ignore"):
             replicates = np.einsum("rg,gh,rh->r", weights, credit, weights) / pairs
-        n_pairs = float(np.sum(positive & mask)) * float(np.sum(~positive & mask))
+        n_pairs = float(positive.sum()) * float(negative.sum())
         return (float(credit.sum() / n_pairs) if n_pairs else float("nan")), replicates
 
 

@@ -79,10 +79,15 @@ def model_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np
                                "log_loss": bootstrap.mean(per_image_losses(head, truth, block)["log_loss"])}
             replicates |= {f"{head.name}_{name}": values for name, values in head_replicates.items()}
     scores = {**summary(target, y_true, proba, sham), "calibration_error": round(ece, 6)}
-    if len(target.classes) == 2 and (~sham).any():
+    if ranks_irradiated(target, sham):
         auc, replicates["irradiated_auc"] = irradiated_auc(y_true, joint, sham, bootstrap)
         scores["irradiated_auc"] = round(auc, 6)
     return with_intervals(scores, replicates)
+
+
+def ranks_irradiated(target: Target, sham: np.ndarray) -> bool:
+    """Whether the irradiated nuclei get a ROC AUC: a two-class target, and some irradiated test nuclei."""
+    return len(target.classes) == 2 and bool((~np.asarray(sham, dtype=bool)).any())
 
 
 def irradiated_auc(y_true: np.ndarray, proba: np.ndarray, sham: np.ndarray,
@@ -95,12 +100,10 @@ def irradiated_auc(y_true: np.ndarray, proba: np.ndarray, sham: np.ndarray,
     return bootstrap.roc_auc(proba[:, 1], y_true == 1, ~np.asarray(sham, dtype=bool))
 
 
-def paired_auc(y_true: np.ndarray, proba_a: np.ndarray, proba_b: np.ndarray, sham: np.ndarray,
-               bootstrap: GroupedBootstrap) -> dict:
-    """ROC AUC difference A − B on the irradiated nuclei, with its paired interval (the same
-    replicates rank both models); ``auc_tie`` when the interval includes 0."""
-    auc_a, replicates_a = irradiated_auc(y_true, proba_a, sham, bootstrap)
-    auc_b, replicates_b = irradiated_auc(y_true, proba_b, sham, bootstrap)
+def paired_auc(first: tuple[float, np.ndarray], second: tuple[float, np.ndarray]) -> dict:
+    """ROC AUC difference A − B on the irradiated nuclei from each model's :func:`irradiated_auc` (the
+    same replicates rank both, so the interval is paired); ``auc_tie`` when the interval includes 0."""
+    (auc_a, replicates_a), (auc_b, replicates_b) = first, second
     low, high = interval(replicates_a - replicates_b)
     return {"auc_difference": round(auc_a - auc_b, 6), "auc_difference" + LOW: round(low, 6),
             "auc_difference" + HIGH: round(high, 6), "auc_tie": bool(low <= 0.0 <= high)}
