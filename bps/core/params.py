@@ -308,6 +308,8 @@ class TrainParams(_Block):
     # A sham's particle label is its batch's, not its own. exclude: train and validate on irradiated nuclei only;
     # uniform: train on the shams too, towards equal odds of either particle, and validate on the irradiated.
     shams: Literal["include", "exclude", "uniform"] = "include"
+    # Weight of the gradient reversal behind a head guessing each sham nucleus's plate (bps/training/adversary.py).
+    adversary: Annotated[float, Field(ge=0, le=10)] = 0.0
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: Literal[options.ARCHITECTURES] = "lenet"

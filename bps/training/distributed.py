@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from bps.core.errors import PipelineError
 from bps.core.stage import LOCK_HELD_BY_PARENT, die_with_parent
 from bps.models.inference import predict_proba
+from bps.training.adversary import PlateAdversary
 from bps.training.batches import Shard
 
 
@@ -111,8 +112,10 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside a DDP wrapper (what checkpoints hold)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    """The network inside a DDP wrapper and a training-only plate adversary (what checkpoints hold)."""
+    while isinstance(model, (DistributedDataParallel, PlateAdversary)):
+        model = model.module
+    return model
 
 
 def predict_whole_split(model: nn.Module, images: np.ndarray, device: torch.device, world: World,

@@ -263,6 +263,13 @@ def test_intensity_augment_is_a_strength_from_0_to_1():
     assert _error({"train": {"intensity_augmnet": 0.3}}).startswith("params.yaml: train.intensity_augmnet: unknown key")
 
 
+def test_the_plate_adversary_is_off_by_default_and_a_weight_from_0_to_10():
+    assert Params().train.adversary == 0.0
+    assert parse_params({"train": {"adversary": 1.0}}).train.adversary == 1.0
+    assert _error({"train": {"adversary": -0.5}}) == (
+        "params.yaml: train.adversary: Input should be greater than or equal to 0 (got -0.5)")
+
+
 def test_texture_augment_is_off_by_default_and_a_strength_from_0_to_1():
     assert Params().train.texture_augment == 0.0
     assert parse_params({"train": {"texture_augment": 0.3}}).train.texture_augment == 0.3

@@ -1,0 +1,82 @@
+"""A plate adversary for the CNN (``train.adversary``): features that cannot tell the sham plates apart.
+
+A sham nucleus carries no damage, so whatever tells one sham plate from another (staining, focus,
+chromatin contrast, the particle's batch) is plate look, and a network that reads it reads the
+plate, not the nucleus. During training a small head guesses each sham nucleus's plate from what the
+network's last linear layer reads, through a gradient reversal (Ganin & Lempitsky, 2015, "Unsupervised
+domain adaptation by backpropagation"): the head learns to guess, the network learns to leave it
+nothing to guess from. Irradiated nuclei train the network as before. The head is training-only: in
+evaluation mode the wrapper returns the network's own logits, and checkpoints hold the network alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from bps.core.errors import PipelineError
+from bps.targets.metrics import is_sham
+
+NO_PLATE = -1  # an irradiated nucleus: no plate to guess, no adversary loss
+HIDDEN = 64  # the head's hidden units
+
+
+class _Reverse(torch.autograd.Function):
+    """Identity forward; backward, the gradient times ``-weight``."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, weight: float) -> torch.Tensor:
+        ctx.weight = weight
+        return features.view_as(features)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.weight * grad, None
+
+
+def sham_plates(table: pd.DataFrame) -> np.ndarray:
+    """Each row's sham plate as 0..k-1 (in order of first appearance), ``NO_PLATE`` for irradiated rows."""
+    if not {"plate", "dose_Gy"} <= set(table.columns):
+        raise PipelineError("train.adversary: needs plates and doses (the BPS layout); set it to 0 for this data")
+    sham = is_sham(table)
+    codes, _ = pd.factorize(table["plate"].where(sham))
+    if len(np.unique(codes[sham])) < 2:
+        raise PipelineError(f"train.adversary: the training split has {len(np.unique(codes[sham]))} sham plates, "
+                            "too few to tell apart (train.shams: exclude leaves none)")
+    return np.where(sham, codes, NO_PLATE).astype(np.int64)
+
+
+class PlateAdversary(nn.Module):
+    """``network`` with a plate head on its last linear layer's input, through a gradient reversal of
+    ``weight``. Training mode returns the network's logits and the head's ``n_plates`` logits side by
+    side; evaluation mode the network's logits alone."""
+
+    def __init__(self, network: nn.Module, n_plates: int, weight: float) -> None:
+        super().__init__()
+        self.module, self.weight = network, weight  # ``module``, as DDP names what it wraps
+        last = [layer for layer in network.modules() if isinstance(layer, nn.Linear)][-1]
+        self.head = nn.Sequential(nn.Linear(last.in_features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_plates))
+        self._seen: list[torch.Tensor] = []
+        self._listening = False  # the network run on its own (evaluation, after training) keeps nothing
+        last.register_forward_hook(self._listen)
+
+    def _listen(self, _layer: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        if self._listening:
+            self._seen.append(inputs[0])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.module(images)
+        self._listening = True
+        try:
+            logits = self.module(images)
+        finally:
+            self._listening = False
+        return torch.cat([logits, self.head(_Reverse.apply(self._seen.pop(), self.weight))], dim=1)
+
+
+def adversary_loss(plate_logits: torch.Tensor, plates: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the plate head on the batch's sham nuclei (0 when it has none)."""
+    return nn.functional.cross_entropy(plate_logits, plates, ignore_index=NO_PLATE, reduction="sum")
