@@ -22,7 +22,7 @@ from bps.models.card import ModelCard, layout_fields, mark_complete, store_thres
 from bps.models.inference import pick_device, predict_proba
 from bps.models.networks import build_model
 from bps.targets.multilabel import choose_thresholds
-from bps.training.adversary import PlateAdversary, sham_plates
+from bps.training.adversary import PlateAdversary, plate_count, sham_plates
 from bps.training.distributed import SilentLive, World, process_group, relaunch_under_torchrun, wrap
 from bps.training.guard import run_training_stage
 from bps.training.kept_epoch import KeptEpoch
@@ -64,7 +64,7 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
     model = build_model(card, Path(config.pretrained) if config.pretrained else None)
     plates = sham_plates(train_table) if config.adversary > 0 else None
     if plates is not None:
-        model = PlateAdversary(model, int(plates.max()) + 1, config.adversary)
+        model = PlateAdversary(model, plate_count(plates), config.adversary)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -80,13 +80,18 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, he
     return _in_batches(proba, images, device)
 
 
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The network's last linear layer: its input is the network's own description of a nucleus."""
+    return [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
+
+
 @torch.no_grad()
 def embed(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
     """What the network's last linear layer reads for every image of a split, in order (N × its
     ``in_features``): the CNN's own description of a nucleus, which a fused model reads beside the
     foci features (bps/classical/families.py)."""
     model.eval()
-    head = [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
+    head = last_linear(model)
     seen: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0]))
     try:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from bps.core.errors import PipelineError
+from bps.models.inference import last_linear
 from bps.targets.metrics import is_sham
 
 NO_PLATE = -1  # an irradiated nucleus: no plate to guess, no adversary loss
@@ -34,6 +35,11 @@ class _Reverse(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.weight * grad, None
+
+
+def plate_count(plates: np.ndarray) -> int:
+    """How many plates the head tells apart: the codes of :func:`sham_plates` run 0..k-1."""
+    return int(plates.max()) + 1
 
 
 def sham_plates(table: pd.DataFrame) -> np.ndarray:
@@ -56,7 +62,7 @@ class PlateAdversary(nn.Module):
     def __init__(self, network: nn.Module, n_plates: int, weight: float) -> None:
         super().__init__()
         self.module, self.weight = network, weight  # ``module``, as DDP names what it wraps
-        last = [layer for layer in network.modules() if isinstance(layer, nn.Linear)][-1]
+        last = last_linear(network)
         self.head = nn.Sequential(nn.Linear(last.in_features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_plates))
         self._seen: list[torch.Tensor] = []
         self._listening = False  # the network run on its own (evaluation, after training) keeps nothing

@@ -22,7 +22,7 @@ from bps.core.params import TrainParams
 from bps.models.inference import to_device
 from bps.targets.labels import EVEN_ODDS, Target
 from bps.targets.metrics import validation_scores
-from bps.training.adversary import adversary_loss
+from bps.training.adversary import adversary_loss, plate_count
 from bps.training.batches import Augment, Shard, iterate_batches, training_augment, training_weights
 from bps.training.distributed import World, predict_whole_split, sum_over_ranks
 
@@ -171,7 +171,7 @@ def train_epoch(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     total = torch.zeros((), dtype=torch.float64, device=device)
     rows = labels if plates is None else np.column_stack([labels, plates])  # a batch's plates travel with its labels
-    n_plates = 0 if plates is None else int(plates.max()) + 1
+    n_plates = 0 if plates is None else plate_count(plates)
     for batch, target in iterate_batches(images, rows, batch_size, generator, augment, sample_weights, shard):
         batch, target = to_device(batch, device).contiguous(memory_format=memory_format), to_device(target, device)
         optimizer.zero_grad(set_to_none=True)
