@@ -13,6 +13,7 @@ from bps.classical.features import FAMILIES
 from bps.core.errors import PipelineError
 from bps.core.params import SplitParams, parse_params
 from bps.models.card import mark_complete, read_card
+from bps.models.networks import LeNet5, load_checkpoint
 from bps.targets.labels import EVEN_ODDS, get_target
 from bps.training import negative_control
 from bps.training.negative_control import (
@@ -182,6 +183,20 @@ def test_train_shams_uniform_trains_on_the_shams_at_even_odds_and_validates_with
     np.testing.assert_array_equal(training_labels(target, table), target.encode(table))  # include: their batch's
     irradiated = tables["val"]["dose_Gy"] > 0
     assert model.load("val")[1]["filename"].tolist() == tables["val"]["filename"][irradiated].tolist()
+
+
+def test_train_adversary_trains_the_cnn_and_its_controls_and_keeps_the_network_alone(project):
+    root, _, params = project
+    params = params.model_copy(update={"train": params.train.model_copy(update={"adversary": 1.0})})
+    train_lenet.main(params)
+    train_lenet.main(params, control=True)
+    mark_every_model_complete(root)
+    for folder in (root / "models/lenet", root / "models/lenet-control"):
+        network, card = load_checkpoint(folder)  # a plain LeNet-5: no plate head in the checkpoint
+        assert isinstance(network, LeNet5) and card.training["adversary"] == 1.0
+    excluded = params.model_copy(update={"train": params.train.model_copy(update={"shams": "exclude"})})
+    with pytest.raises(PipelineError, match="train.adversary: the training split has 0 sham plates"):
+        train_lenet.main(excluded)
 
 
 @pytest.mark.slow  # trains every model family and its control, then evaluates (~15 s)
