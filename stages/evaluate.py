@@ -51,7 +51,7 @@ def main(params: Params) -> None:
                "n_test_groups": bootstrap.n_groups}
     models = scored_models(params)
     results, correct, loaded, labels_of = {}, {}, {}, {model.name: model.label for model in models}
-    probabilities = {}
+    probabilities, ranked = {}, {}
     control_text = "none of these models has one"
     for scored in tqdm(models, desc="evaluate", unit="model"):
         if scored.members:
@@ -61,8 +61,10 @@ def main(params: Params) -> None:
             check_target(model.folder, model.card, target.name)
             proba = model.probabilities(model_inputs(model, images, table))
         probabilities[scored.name], predicted = proba, target.predict(proba)
+        if ranks_irradiated(target, sham):
+            ranked[scored.name] = irradiated_auc(labels, proba, sham, bootstrap)
         results[scored.name] = {**context, **model_scores(target, labels, proba, sham, bootstrap,
-                                                          settings.calibration_bins)}
+                                                          settings.calibration_bins, ranked.get(scored.name))}
         if scored.control:
             folders = [MODELS / control_name(name) for name in scored.members or (scored.name,)]
             for folder in folders:
@@ -78,8 +80,6 @@ def main(params: Params) -> None:
     named_pairs = {f"{a}_vs_{b}": (a, b) for a, b in combinations(correct, 2)}
     pairs = {key: paired_comparison(correct[a], correct[b], bootstrap) for key, (a, b) in named_pairs.items()}
     # Sham nuclei carry no damage to read: on the irradiated ones alone, the pairs compare what each model reads of it.
-    ranked = ({name: irradiated_auc(labels, proba, sham, bootstrap) for name, proba in probabilities.items()}
-              if ranks_irradiated(target, sham) else {})
     irradiated_pairs = {key: paired_comparison(correct[a], correct[b], bootstrap, ~sham)
                         | (paired_auc(ranked[a], ranked[b]) if ranked else {})
                         for key, (a, b) in named_pairs.items()} if sham.any() and (~sham).any() else {}

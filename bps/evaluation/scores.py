@@ -60,11 +60,14 @@ def with_intervals(scores: dict, replicates: dict[str, np.ndarray]) -> dict:
 
 
 def model_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np.ndarray,
-                 bootstrap: GroupedBootstrap, calibration_bins: int) -> dict:
+                 bootstrap: GroupedBootstrap, calibration_bins: int,
+                 ranking: tuple[float, np.ndarray] | None = None) -> dict:
     """Headline metrics over the whole test split, each with its grouped-bootstrap interval.
 
     ``proba`` holds the model's outputs (per head for a multi-head target); intervals, calibration
-    and per-image losses use the joint classes (:meth:`Target.joint`).
+    and per-image losses use the joint classes (:meth:`Target.joint`). ``ranking``, the model's
+    :func:`irradiated_auc` where :func:`ranks_irradiated`, adds its ROC AUC on the irradiated nuclei
+    (computed by the caller, which pairs it with the other models' too).
     """
     joint = target.joint(proba)
     ece, ece_replicates = calibration_error(y_true, joint, calibration_bins, bootstrap)
@@ -79,8 +82,8 @@ def model_scores(target: Target, y_true: np.ndarray, proba: np.ndarray, sham: np
                                "log_loss": bootstrap.mean(per_image_losses(head, truth, block)["log_loss"])}
             replicates |= {f"{head.name}_{name}": values for name, values in head_replicates.items()}
     scores = {**summary(target, y_true, proba, sham), "calibration_error": round(ece, 6)}
-    if ranks_irradiated(target, sham):
-        auc, replicates["irradiated_auc"] = irradiated_auc(y_true, joint, sham, bootstrap)
+    if ranking is not None:
+        auc, replicates["irradiated_auc"] = ranking
         scores["irradiated_auc"] = round(auc, 6)
     return with_intervals(scores, replicates)
 

@@ -6,7 +6,8 @@ service, so a model is read the same way wherever it runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -85,23 +86,29 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
 
 
+@contextmanager
+def last_linear_inputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """A list that, while the context is open, receives what the last linear layer reads on each forward pass."""
+    seen: list[torch.Tensor] = []
+    hook = last_linear(model).register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0]))
+    try:
+        yield seen
+    finally:
+        hook.remove()
+
+
 @torch.no_grad()
 def embed(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
     """What the network's last linear layer reads for every image of a split, in order (N × its
     ``in_features``): the CNN's own description of a nucleus, which a fused model reads beside the
     foci features (bps/classical/families.py)."""
     model.eval()
-    head = last_linear(model)
-    seen: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0]))
-    try:
+    with last_linear_inputs(model) as seen:
         def features(batch: torch.Tensor) -> torch.Tensor:
             model(batch)
             return seen.pop()
 
         return _in_batches(features, images, device)
-    finally:
-        hook.remove()
 
 
 def _in_batches(run: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, device: torch.device) -> np.ndarray:

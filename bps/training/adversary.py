@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from bps.core.errors import PipelineError
-from bps.models.inference import last_linear
+from bps.models.inference import last_linear, last_linear_inputs
 from bps.targets.metrics import is_sham
 
 NO_PLATE = -1  # an irradiated nucleus: no plate to guess, no adversary loss
@@ -48,8 +48,8 @@ def sham_plates(table: pd.DataFrame) -> np.ndarray:
         raise PipelineError("train.adversary: needs plates and doses (the BPS layout); set it to 0 for this data")
     sham = is_sham(table)
     codes, _ = pd.factorize(table["plate"].where(sham))
-    if len(np.unique(codes[sham])) < 2:
-        raise PipelineError(f"train.adversary: the training split has {len(np.unique(codes[sham]))} sham plates, "
+    if (count := len(np.unique(codes[sham]))) < 2:
+        raise PipelineError(f"train.adversary: the training split has {count} sham plates, "
                             "too few to tell apart (train.shams: exclude leaves none)")
     return np.where(sham, codes, NO_PLATE).astype(np.int64)
 
@@ -62,25 +62,15 @@ class PlateAdversary(nn.Module):
     def __init__(self, network: nn.Module, n_plates: int, weight: float) -> None:
         super().__init__()
         self.module, self.weight = network, weight  # ``module``, as DDP names what it wraps
-        last = last_linear(network)
-        self.head = nn.Sequential(nn.Linear(last.in_features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_plates))
-        self._seen: list[torch.Tensor] = []
-        self._listening = False  # the network run on its own (evaluation, after training) keeps nothing
-        last.register_forward_hook(self._listen)
-
-    def _listen(self, _layer: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-        if self._listening:
-            self._seen.append(inputs[0])
+        features = last_linear(network).in_features
+        self.head = nn.Sequential(nn.Linear(features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_plates))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.module(images)
-        self._listening = True
-        try:
+        with last_linear_inputs(self.module) as seen:
             logits = self.module(images)
-        finally:
-            self._listening = False
-        return torch.cat([logits, self.head(_Reverse.apply(self._seen.pop(), self.weight))], dim=1)
+        return torch.cat([logits, self.head(_Reverse.apply(seen.pop(), self.weight))], dim=1)
 
 
 def adversary_loss(plate_logits: torch.Tensor, plates: torch.Tensor) -> torch.Tensor:
