@@ -19,19 +19,18 @@ from bps.core.files import atomic_open
 from bps.models.card import CNN_WEIGHTS, ModelCard, read_card, write_card
 
 
+def lenet_convolutions(in_channels: int) -> list[nn.Module]:
+    """LeNet-5's two 5×5 convolutions (6 and 16 filters) with the pooling between them."""
+    return [nn.Conv2d(in_channels, 6, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5), nn.ReLU()]
+
+
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al., 1998) for ``size``×``size`` inputs with ``in_channels`` channels."""
 
     def __init__(self, in_channels: int, n_classes: int, size: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, kernel_size=5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, kernel_size=5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
+        self.features = nn.Sequential(*lenet_convolutions(in_channels), nn.MaxPool2d(2))
         side = ((size - 4) // 2 - 4) // 2
         if side < 1:
             raise ValueError(f"LeNet-5 needs inputs of at least 16×16 pixels, got {size}")
@@ -46,6 +45,26 @@ class LeNet5(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(images))
+
+
+class PooledLeNet(nn.Module):
+    """LeNet-5's two convolutions read by global max and mean pooling: a learned spot detector and counter.
+
+    A focus can sit anywhere in a nucleus. LeNet-5's first linear layer gives every position its
+    own weights, so it must learn a focus at each place again; pooling over positions reads the
+    brightest response and the total of each filter once, as the foci count reads its spots.
+    """
+
+    def __init__(self, in_channels: int, n_classes: int, size: int) -> None:
+        super().__init__()
+        if size < 16:
+            raise ValueError(f"lenet_pool needs inputs of at least 16×16 pixels, got {size}")
+        self.features = nn.Sequential(*lenet_convolutions(in_channels))
+        self.classifier = nn.Sequential(nn.Linear(32, 84), nn.ReLU(), nn.Linear(84, n_classes))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.features(images)
+        return self.classifier(torch.cat([maps.amax(dim=(2, 3)), maps.mean(dim=(2, 3))], dim=1))
 
 
 class SmallCNN(nn.Module):
@@ -145,6 +164,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
 ARCHITECTURES = options.registry(
     options.ARCHITECTURES,
     lenet=LeNet5,
+    lenet_pool=PooledLeNet,
     cnn=SmallCNN,
     resnet18=partial(resnet, 18),
     resnet50=partial(resnet, 50),

@@ -18,6 +18,7 @@ from bps.models.card import ModelCard
 from bps.models.networks import (
     ARCHITECTURES,
     LeNet5,
+    PooledLeNet,
     SmallCNN,
     adapt_first_conv,
     build_model,
@@ -40,7 +41,7 @@ def _logits(model: nn.Module, in_channels: int, size: int, count: int = 2) -> to
 
 
 def _conv1_key(architecture: str) -> str:
-    return "features.0.weight" if architecture in ("lenet", "cnn") else "conv1.weight"
+    return "features.0.weight" if architecture in ("lenet", "lenet_pool", "cnn") else "conv1.weight"
 
 
 # --- output shapes ---------------------------------------------------------------------------
@@ -48,7 +49,7 @@ def _conv1_key(architecture: str) -> str:
 
 @pytest.mark.parametrize("size", [32, 64])
 @pytest.mark.parametrize("in_channels", [1, 4, 6])
-@pytest.mark.parametrize("architecture", ["cnn", "resnet18"])
+@pytest.mark.parametrize("architecture", ["lenet_pool", "cnn", "resnet18"])
 def test_output_shape(architecture, in_channels, size):
     n_classes = in_channels + 1  # 2, 5 and 7 classes
     torch.manual_seed(0)
@@ -66,6 +67,29 @@ def test_small_cnn_is_deeper_than_lenet():
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32, 64, 128, 256]
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 4
+
+
+def _spot_at(row: int, col: int, size: int = 64) -> torch.Tensor:
+    image = torch.zeros(1, 1, size, size)
+    image[0, 0, row - 1:row + 2, col - 1:col + 2] = 1.0
+    return image
+
+
+@torch.no_grad()
+def test_pooled_lenet_reads_a_spot_the_same_wherever_it_sits():
+    """Moved by an even number of pixels (the pooling stride), a spot gives the same answer; LeNet-5's
+    first linear layer weighs each position on its own, so it does not."""
+    torch.manual_seed(0)
+    pooled, lenet = PooledLeNet(1, 2, 64).eval(), LeNet5(1, 2, 64).eval()
+    here, there = _spot_at(20, 20), _spot_at(36, 42)
+    torch.testing.assert_close(pooled(here), pooled(there))
+    assert not torch.allclose(lenet(here), lenet(there))
+    assert not torch.allclose(pooled(here), pooled(torch.zeros(1, 1, 64, 64)))  # yet it sees the spot
+
+
+def test_pooled_lenet_needs_room_for_its_convolutions():
+    with pytest.raises(ValueError, match="at least 16"):
+        PooledLeNet(1, 2, 12)
 
 
 def test_resnet_first_conv_and_head_fit_the_data():
@@ -223,6 +247,7 @@ def test_pretrained_state_dict_with_other_keys_is_one_line_naming_the_file(tmp_p
     ("architecture", "cls", "in_channels", "size", "n_classes"),
     [
         ("lenet", LeNet5, 1, 32, 2),
+        ("lenet_pool", PooledLeNet, 1, 32, 2),
         ("cnn", SmallCNN, 4, 64, 5),
         ("resnet18", torchvision.models.ResNet, 1, 32, 6),
         ("resnet50", torchvision.models.ResNet, 6, 32, 3),  # the one ResNet-50: it is big
