@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / ".dvc" / "plots" / "offline.html"
-MODELS = ("LeNet-5", "Baseline MLP", "Appearance model", "Foci-count")
+MODELS = ("CNN", "Baseline MLP", "Appearance model", "Foci-count")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

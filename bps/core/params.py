@@ -312,7 +312,7 @@ class TrainParams(_Block):
     adversary: Annotated[float, Field(ge=0, le=10)] = 0.0
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    model: Literal[options.ARCHITECTURES] = "lenet"
+    model: Literal[options.ARCHITECTURES] = "lenet_pool"
     pretrained: str | None = None
     scheduler: Literal[options.SCHEDULERS] = "none"
     lr_step_epochs: PositiveInt = 5

@@ -94,4 +94,4 @@ def test_full_size_run_reports_every_stage_and_its_limit_at_a_tiny_size(tmp_path
     markdown = (tmp_path / "results" / "full_size_12.md").read_text()
     assert "| preprocess |" in markdown and "bare TIFF decode" in markdown
     comparison = (tmp_path / "results" / "full_size_12_comparison.md").read_text()  # the run's own evaluate
-    assert comparison.startswith("# Test split:") and "LeNet-5 + foci count" in comparison
+    assert comparison.startswith("# Test split:") and "lenet_pool + foci count" in comparison

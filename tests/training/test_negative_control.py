@@ -13,7 +13,7 @@ from bps.classical.features import FAMILIES
 from bps.core.errors import PipelineError
 from bps.core.params import SplitParams, parse_params
 from bps.models.card import mark_complete, read_card
-from bps.models.networks import LeNet5, load_checkpoint
+from bps.models.networks import PooledLeNet, load_checkpoint
 from bps.targets.labels import EVEN_ODDS, get_target
 from bps.training import negative_control
 from bps.training.negative_control import (
@@ -192,8 +192,8 @@ def test_train_adversary_trains_the_cnn_and_its_controls_and_keeps_the_network_a
     train_lenet.main(params, control=True)
     mark_every_model_complete(root)
     for folder in (root / "models/lenet", root / "models/lenet-control"):
-        network, card = load_checkpoint(folder)  # a plain LeNet-5: no plate head in the checkpoint
-        assert isinstance(network, LeNet5) and card.training["adversary"] == 1.0
+        network, card = load_checkpoint(folder)  # the plain default network: no plate head in the checkpoint
+        assert type(network) is PooledLeNet and card.training["adversary"] == 1.0
     excluded = params.model_copy(update={"train": params.train.model_copy(update={"shams": "exclude"})})
     with pytest.raises(PipelineError, match="train.adversary: the training split has 0 sham plates"):
         train_lenet.main(excluded)
