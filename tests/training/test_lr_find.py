@@ -135,7 +135,7 @@ def test_the_stage_writes_a_deterministic_curve_and_its_suggestion(tmp_path):
     assert curve["loss"].nunique() > 1 and np.isfinite(curve[["loss", "smoothed_loss"]]).all(axis=None)
     assert suggestion["steps_run"] == len(curve)
     assert suggestion["stopped_early"] == (len(curve) < TINY_STEPS)
-    assert (suggestion["model"], suggestion["target"]) == ("lenet", "particle+dose")
+    assert (suggestion["model"], suggestion["target"]) == ("lenet_pool", "particle+dose")
     assert suggestion["suggested_lr"] in curve["lr"].tolist()
     assert suggestion["min_loss_lr_over_10"] * 10 == pytest.approx(curve["lr"][curve["smoothed_loss"].idxmin()])
     assert f"lr-find: suggested train.lr {suggestion['suggested_lr']:.3g}" in result.stdout
