@@ -212,8 +212,9 @@ class PreprocessParams(_Block):
     image_size: Annotated[StrictInt, Field(ge=16, le=512)] = 64
     # fit: the whole crop shrunk to image_size; native: its centre at native scale; nucleus: the nucleus's box shrunk
     scale: Literal["fit", "native", "nucleus"] = "fit"
-    # percentile: each image on its own, so a plate's staining and background drift do not reach the CNN
-    normalize: Literal["fixed", "percentile", "minmax"] = "percentile"
+    # percentile: each image on its own, so a plate's staining and background drift do not reach the CNN;
+    # nucleus: each crop in units of its nucleus's contrast over its background, as the foci count measures
+    normalize: Literal["fixed", "percentile", "minmax", "nucleus"] = "percentile"
     fixed_range: tuple[Annotated[StrictInt, Field(ge=0, le=65535)], Annotated[StrictInt, Field(ge=0, le=65535)]] = (
         200,
         3000,

@@ -2,11 +2,14 @@
 
 Normalisation methods (``preprocess.normalize``):
 
-* ``fixed`` (default): map a fixed intensity window ``preprocess.fixed_range`` (default
-  200-3000, from below background to above the brightest foci) to 0-1 and clip. Every image
-  gets the same scale, so absolute brightness, which is where foci and dose show, survives.
-* ``percentile``: map each image's own ``preprocess.percentiles`` to 0-1. Robust to plate
-  brightness, but hides absolute intensity.
+* ``fixed``: map a fixed intensity window ``preprocess.fixed_range`` (default 200-3000, from
+  below background to above the brightest foci) to 0-1 and clip. Every image gets the same
+  scale, so absolute brightness survives, and so does every plate's staining drift.
+* ``percentile`` (default): map each image's own ``preprocess.percentiles`` to 0-1. Robust to plate
+  brightness, but the top percentile is often a focus's peak, so a focus's brightness is divided away.
+* ``nucleus``: map the crop's background to 0 and ``NUCLEUS_WINDOW`` times its nucleus's contrast
+  over that background to 1 (:func:`nucleus_window`): the unit the foci count measures foci in, so
+  a plate's gain and offset cancel and a focus keeps its brightness relative to its nucleus.
 * ``minmax``: each image's own min and max, as the original study did. Kept for comparison;
   one bright focus rescales the whole nucleus.
 
@@ -155,6 +158,8 @@ def intensity_window(image: np.ndarray, params: PreprocessParams) -> tuple[float
         low, high = params.fixed_range
     elif params.normalize == "percentile":
         low, high = np.percentile(image, params.percentiles)
+    elif params.normalize == "nucleus":
+        low, high = nucleus_window(image)
     else:
         low, high = image.min(), image.max()
     return float(low), float(high)
@@ -235,25 +240,65 @@ def nucleus_box(image: np.ndarray) -> tuple[slice, slice]:
 
     A nucleus fills about a quarter of its crop's area, so shrinking the whole crop to 64 px spends
     half of each side on background; its box at the same size shows every focus about 1.5 times as
-    wide, for the same training cost. The nucleus is the bright component under the centre (or
-    the largest) of an area-averaged thumbnail thresholded halfway between its 5th and 99th
-    percentiles: a tenth of a millisecond. A crop with no component is kept whole.
+    wide, for the same training cost. A crop with no nucleus found is kept whole.
     """
     height, width = image.shape
-    step = max(height, width) / NUCLEUS_THUMB_PX
-    thumb = resize_area(image, (max(1, round(width / step)), max(1, round(height / step))))
-    low, high = np.percentile(thumb, [5, 99])
-    labels, count = ndimage.label(thumb > (low + high) / 2)
-    if count == 0:
+    _, nucleus, step = _thumbnail_nucleus(image)
+    if nucleus is None:
         return slice(0, height), slice(0, width)
-    label = labels[labels.shape[0] // 2, labels.shape[1] // 2]
-    if label == 0:
-        label = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))  # the largest
-    rows, cols = ndimage.find_objects(labels, max_label=label)[label - 1]
+    rows, cols = ndimage.find_objects(nucleus.astype(np.int8))[0]
     top, bottom, left, right = rows.start * step, rows.stop * step, cols.start * step, cols.stop * step
     pad = NUCLEUS_MARGIN * max(bottom - top, right - left)
     return (slice(max(0, int(top - pad)), min(height, int(np.ceil(bottom + pad)))),
             slice(max(0, int(left - pad)), min(width, int(np.ceil(right + pad)))))
+
+
+# The window of ``preprocess.normalize: nucleus`` spans this many times the nucleus's contrast over its
+# background: the brightest simulated Fe focus peaks about 3.2 times it (bps/sim/physics.py), real ones
+# 2.4 times (the real crop), so foci are not clipped and the nucleus keeps a quarter of the 8 bits.
+NUCLEUS_WINDOW = 4.0
+
+
+def nucleus_window(image: np.ndarray) -> tuple[float, float]:
+    """(background, background + NUCLEUS_WINDOW × the nucleus's contrast over it), from the thumbnail.
+
+    Background and nucleus level are medians (of the thumbnail outside every bright component, and
+    of the nucleus), so a focus or a neighbour's edge moves neither; a plate's staining gain and
+    offset scale and shift both, and cancel. The foci count measures its spots in the same unit
+    (bps/classical/features.py). A crop with no nucleus found spans its thumbnail's 5th-99th percentiles.
+    """
+    thumb, nucleus, _ = _thumbnail_nucleus(image)
+    if nucleus is None:
+        low, high = np.percentile(thumb, [5, 99])
+        return float(low), float(high)
+    outside = thumb[thumb <= _thumb_threshold(thumb)]
+    background = float(np.median(outside)) if outside.size else float(thumb.min())
+    contrast = max(float(np.median(thumb[nucleus])) - background, 1e-6)
+    return background, background + NUCLEUS_WINDOW * contrast
+
+
+def _thumb_threshold(thumb: np.ndarray) -> float:
+    low, high = np.percentile(thumb, [5, 99])
+    return float(low + high) / 2
+
+
+def _thumbnail_nucleus(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """The crop's NUCLEUS_THUMB_PX area-averaged thumbnail, its nucleus's mask there (None when
+    nothing stands above the threshold: a flat crop) and the thumbnail's pixel side in crop pixels.
+
+    The nucleus is the bright component under the centre (or the largest) of the thumbnail
+    thresholded halfway between its 5th and 99th percentiles: a tenth of a millisecond.
+    """
+    height, width = image.shape
+    step = max(height, width) / NUCLEUS_THUMB_PX
+    thumb = resize_area(image, (max(1, round(width / step)), max(1, round(height / step))))
+    labels, count = ndimage.label(thumb > _thumb_threshold(thumb))
+    if count == 0:
+        return thumb, None, step
+    label = labels[labels.shape[0] // 2, labels.shape[1] // 2]
+    if label == 0:
+        label = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))  # the largest
+    return thumb, labels == label, step
 
 
 def prepare(path: Path | str, params: PreprocessParams) -> np.ndarray:

@@ -11,6 +11,7 @@ from bps.core.params import Params, PreprocessParams
 from bps.core.paths import RAW, split_table
 from bps.core.stage import LAYOUT_SOURCES, run_stage
 from bps.data.arrays import PreparedArray, write_prepared
+from bps.data.images import NUCLEUS_WINDOW
 from bps.data.layouts.channels import prepare_samples
 from bps.data.layouts.meta import SAMPLE, channel_columns, read_normalised
 
@@ -18,13 +19,14 @@ WINDOWS = {
     "percentile": "that image's own percentiles {percentiles} of the channel",
     "minmax": "that image's own minimum and maximum of the channel",
     "fixed": "the fixed intensities {fixed_range}, the same for every image",
+    "nucleus": "that image's background to {nucleus_window:g} times its brightest object's contrast over it",
 }
 
 
 def normalisation(config: PreprocessParams, channels: list[str]) -> dict:
     """What maps each channel to 0..1 (report.json): measured per image and per channel."""
     window = WINDOWS[config.normalize].format(
-        percentiles=list(config.percentiles), fixed_range=list(config.fixed_range)
+        percentiles=list(config.percentiles), fixed_range=list(config.fixed_range), nucleus_window=NUCLEUS_WINDOW
     )
     return {"method": config.normalize, "per_channel": {channel: f"0..1 = {window}" for channel in channels}}
 

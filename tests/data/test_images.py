@@ -12,8 +12,10 @@ from bps.data.arrays import prepare_images, save_array
 from bps.data.images import (
     ImageError,
     centre_window,
+    NUCLEUS_WINDOW,
     normalize,
     nucleus_box,
+    nucleus_window,
     pad_to_square,
     prepare,
     prepare_image,
@@ -140,7 +142,7 @@ def test_normalize_percentile():
 
 def test_normalize_constant_image_does_not_divide_by_zero():
     flat = np.full((8, 8), 700, dtype=np.uint16)
-    for method in ("minmax", "percentile"):
+    for method in ("minmax", "percentile", "nucleus"):
         result = normalize(flat, _params(normalize=method))
         assert np.isfinite(result).all()
         assert (result == 0.0).all()
@@ -233,6 +235,32 @@ def test_nucleus_box_takes_the_largest_component_off_centre_and_the_whole_of_a_f
     assert rows.start < 15 < 65 < rows.stop < 80 and cols.start < 15 < 65 < cols.stop < 80
     flat = np.full((50, 60), 400, dtype=np.uint16)
     assert nucleus_box(flat) == (slice(0, 50), slice(0, 60))
+
+
+def test_nucleus_window_runs_from_the_background_to_a_multiple_of_the_nucleus_contrast():
+    image = _disc_crop((75, 70), 30)  # background 300, nucleus 900
+    low, high = nucleus_window(image)
+    assert low == pytest.approx(300, abs=5)
+    assert high == pytest.approx(300 + NUCLEUS_WINDOW * 600, rel=0.02)
+    image[70:73, 60:63] = 2400  # a focus of 3.5 times the contrast moves neither level and is not clipped
+    assert nucleus_window(image) == pytest.approx((low, high), rel=0.01)
+    assert 0.8 < normalize(image, _params(normalize="nucleus"))[71, 61] < 1.0
+
+
+def test_nucleus_window_cancels_a_plates_gain_and_offset_and_keeps_a_focus_relative_brightness():
+    """Where percentile divides by the top of the crop, often a focus, the nucleus window keeps a bright
+    focus brighter than a dim one, on a plate of any staining gain and offset."""
+    dim_focus, bright_focus = _disc_crop((75, 70), 30), _disc_crop((75, 70), 30)
+    dim_focus[69:74, 59:64], bright_focus[69:74, 59:64] = 1300, 2400  # 25 px: above the 99.9th percentile
+    nucleus, percentile = _params(normalize="nucleus"), _params(normalize="percentile")
+    for gain, offset in ((1.0, 0), (1.7, -150), (0.6, 400)):
+        restained = [(crop.astype(np.float64) * gain + offset).astype(np.float32) for crop in (dim_focus, bright_focus)]
+        dim, bright = (normalize(crop, nucleus) for crop in restained)
+        np.testing.assert_allclose(dim, normalize(dim_focus.astype(np.float32), nucleus), atol=0.01)
+        assert bright[71, 61] > dim[71, 61] + 0.2
+        assert bright[85, 80] == pytest.approx(dim[85, 80], abs=0.01) == pytest.approx(0.25, abs=0.02)
+    dim, bright = (normalize(crop, percentile) for crop in (dim_focus, bright_focus))
+    assert bright[85, 80] < dim[85, 80] - 0.1  # percentile: the brighter focus darkens the nucleus
 
 
 def test_scale_nucleus_shows_the_nucleus_larger_at_the_same_size():
