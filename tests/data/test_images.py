@@ -10,9 +10,9 @@ from scipy import ndimage
 from bps.core.params import PreprocessParams
 from bps.data.arrays import prepare_images, save_array
 from bps.data.images import (
+    NUCLEUS_WINDOW,
     ImageError,
     centre_window,
-    NUCLEUS_WINDOW,
     normalize,
     nucleus_box,
     nucleus_window,

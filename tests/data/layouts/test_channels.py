@@ -19,6 +19,7 @@ from bps.data.layouts.meta import (
 from bps.data.layouts.source import download_layout
 from bps.data.layouts.toy import write_png
 from bps.training.batches import RandomAugment
+from stages.layouts.preprocess import normalisation
 from tests.support.layouts import data_of
 from tests.support.tiff_bombs import header_only_png
 
@@ -133,3 +134,10 @@ def test_a_png_bomb_a_png_cut_short_and_a_disguised_jpeg_are_refused_naming_the_
     prepared = prepare_samples([(good,), (bomb,), (cut,), (jpeg,)], list("abcd"), 1, 8, params)
     assert prepared.kept == [0] and list(prepared.failures) == list("bcd")
     assert all(str(path) in prepared.failures[name] for name, path in zip("bcd", (bomb, cut, jpeg)))
+
+
+@pytest.mark.parametrize("method", PreprocessParams.model_fields["normalize"].annotation.__args__)
+def test_report_states_the_window_of_every_normalisation(method):
+    report = normalisation(PreprocessParams(normalize=method), ["nucleus", "protein"])
+    assert report["method"] == method and set(report["per_channel"]) == {"nucleus", "protein"}
+    assert all(window.startswith("0..1 = ") and "{" not in window for window in report["per_channel"].values())
