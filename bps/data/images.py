@@ -243,7 +243,7 @@ def nucleus_box(image: np.ndarray) -> tuple[slice, slice]:
     wide, for the same training cost. A crop with no nucleus found is kept whole.
     """
     height, width = image.shape
-    _, nucleus, step = _thumbnail_nucleus(image)
+    _, _, nucleus, step = _thumbnail_nucleus(image)
     if nucleus is None:
         return slice(0, height), slice(0, width)
     rows, cols = ndimage.find_objects(nucleus.astype(np.int8))[0]
@@ -267,24 +267,19 @@ def nucleus_window(image: np.ndarray) -> tuple[float, float]:
     offset scale and shift both, and cancel. The foci count measures its spots in the same unit
     (bps/classical/features.py). A crop with no nucleus found spans its thumbnail's 5th-99th percentiles.
     """
-    thumb, nucleus, _ = _thumbnail_nucleus(image)
+    thumb, foreground, nucleus, _ = _thumbnail_nucleus(image)
     if nucleus is None:
         low, high = np.percentile(thumb, [5, 99])
         return float(low), float(high)
-    outside = thumb[thumb <= _thumb_threshold(thumb)]
-    background = float(np.median(outside)) if outside.size else float(thumb.min())
+    background = float(np.median(thumb[~foreground]))  # never empty: the 5th percentile is below the threshold
     contrast = max(float(np.median(thumb[nucleus])) - background, 1e-6)
     return background, background + NUCLEUS_WINDOW * contrast
 
 
-def _thumb_threshold(thumb: np.ndarray) -> float:
-    low, high = np.percentile(thumb, [5, 99])
-    return float(low + high) / 2
-
-
-def _thumbnail_nucleus(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """The crop's NUCLEUS_THUMB_PX area-averaged thumbnail, its nucleus's mask there (None when
-    nothing stands above the threshold: a flat crop) and the thumbnail's pixel side in crop pixels.
+def _thumbnail_nucleus(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """The crop's NUCLEUS_THUMB_PX area-averaged thumbnail, its pixels above the threshold, its
+    nucleus's mask there (None when nothing stands above the threshold: a flat crop) and the
+    thumbnail's pixel side in crop pixels.
 
     The nucleus is the bright component under the centre (or the largest) of the thumbnail
     thresholded halfway between its 5th and 99th percentiles: a tenth of a millisecond.
@@ -292,13 +287,15 @@ def _thumbnail_nucleus(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None
     height, width = image.shape
     step = max(height, width) / NUCLEUS_THUMB_PX
     thumb = resize_area(image, (max(1, round(width / step)), max(1, round(height / step))))
-    labels, count = ndimage.label(thumb > _thumb_threshold(thumb))
+    low, high = np.percentile(thumb, [5, 99])
+    foreground = thumb > (low + high) / 2
+    labels, count = ndimage.label(foreground)
     if count == 0:
-        return thumb, None, step
+        return thumb, foreground, None, step
     label = labels[labels.shape[0] // 2, labels.shape[1] // 2]
     if label == 0:
         label = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))  # the largest
-    return thumb, labels == label, step
+    return thumb, foreground, labels == label, step
 
 
 def prepare(path: Path | str, params: PreprocessParams) -> np.ndarray:
