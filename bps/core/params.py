@@ -311,6 +311,8 @@ class TrainParams(_Block):
     shams: Literal["include", "exclude", "uniform"] = "include"
     # Weight of the gradient reversal behind a head guessing each sham nucleus's plate (bps/training/adversary.py).
     adversary: Annotated[float, Field(ge=0, le=10)] = 0.0
+    # Per-step decay of a moving average of the weights, which is validated and kept (bps/training/loop.py); 0 = off.
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.0
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: Literal[options.ARCHITECTURES] = "lenet_pool"

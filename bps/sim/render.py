@@ -113,11 +113,31 @@ def _body(rows, cols, centre, axes, angle: float, edge_px: float) -> np.ndarray:
 
 def _texture(rng: np.random.Generator, shape: tuple[int, int], contrast: float) -> np.ndarray:
     """Chromatin: coarse domains (upsampled low-resolution noise) and a fine, bright speckle."""
-    coarse = rng.normal(0, 1, (shape[0] // 6 + 2, shape[1] // 6 + 2))
-    coarse = ndimage.zoom(coarse, 6, order=1)[: shape[0], : shape[1]]
+    coarse = _zoom_linear(rng.normal(0, 1, (shape[0] // 6 + 2, shape[1] // 6 + 2)), 6, shape)
     fine = ndimage.gaussian_filter(rng.normal(0, 1, shape), 0.8)
     speckle = np.maximum(fine / 0.35, 0.0) - 0.4  # one-sided: bright dots on a darker matrix, mean ~0
     return 1.0 + contrast * (COARSE_TEXTURE * coarse / 0.6 + FINE_SPECKLE * speckle)
+
+
+def _zoom_linear(coarse: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """``ndimage.zoom(coarse, factor, order=1)[:shape[0], :shape[1]]`` bit for bit, in a third of its time
+    (scipy's took a sixth of each image's rendering): the same weights of the same two neighbours per
+    axis, summed in the same order, for the kept pixels alone. tests/sim/test_render.py holds it to scipy's."""
+
+    def axis(length: int, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        position = np.arange(keep) * ((length - 1) / (length * factor - 1))
+        start = np.floor(position)
+        return start.astype(np.intp), 1.0 - np.abs(start - position), 1.0 - np.abs(start - position + 1.0)
+
+    rows, top_weight, bottom_weight = axis(coarse.shape[0], shape[0])
+    cols, left_weight, right_weight = axis(coarse.shape[1], shape[1])
+    padded = np.pad(coarse, ((0, 1), (0, 1)))  # a last sample's far neighbour, of weight 0
+    top, bottom = padded[rows] * top_weight[:, None], padded[rows + 1] * bottom_weight[:, None]
+    zoomed = top.take(cols, axis=1) * left_weight
+    zoomed += top.take(cols + 1, axis=1) * right_weight
+    zoomed += bottom.take(cols, axis=1) * left_weight
+    zoomed += bottom.take(cols + 1, axis=1) * right_weight
+    return zoomed
 
 
 def _points_in_ellipse(rng: np.random.Generator, n: int, centre, axes, angle: float) -> np.ndarray:
@@ -242,6 +262,7 @@ def write_images(
         for row in table[["filename", "dose_Gy", "particle_type", "hr_post_exposure"]].itertuples(index=False)
     ]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        done = pool.map(_write_row, tasks, chunksize=max(1, len(tasks) // (workers * 8)))
+        # Small chunks: with a few large ones, one core idles while the other renders the last.
+        done = pool.map(_write_row, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 4))))
         for _ in tqdm(done, total=len(tasks), desc="simulate", unit="img"):
             pass

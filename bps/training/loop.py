@@ -5,7 +5,8 @@ early stopping, the loss, one epoch) are here too, and what happens to a better 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -24,7 +25,7 @@ from bps.targets.labels import EVEN_ODDS, Target
 from bps.targets.metrics import validation_scores
 from bps.training.adversary import adversary_loss, plate_count
 from bps.training.batches import Augment, Shard, iterate_batches, training_augment, training_weights
-from bps.training.distributed import World, predict_whole_split, sum_over_ranks
+from bps.training.distributed import World, predict_whole_split, sum_over_ranks, unwrap
 
 
 def make_deterministic(seed: int, device_type: str = "cpu") -> torch.Generator:
@@ -153,6 +154,7 @@ def train_epoch(
     head_sizes: Sequence[int] = (),
     multilabel: bool = False,
     plates: np.ndarray | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> float:
     """One pass over the training split; returns the mean loss over all its images.
 
@@ -165,6 +167,7 @@ def train_epoch(
     the returned loss is the labels' alone. With a ``shard`` this process trains on its
     rows of every batch and returns its part of the mean (the parts sum to the mean). The loss is
     summed on the device and read once, so the host never waits for a GPU after each batch.
+    ``after_step`` runs after every optimiser step (a :class:`WeightAverage`'s update).
     """
     model.train()
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
@@ -185,8 +188,48 @@ def train_epoch(
                 objective = loss + adversary_loss(plate_logits, target[:, 1])
         objective.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         total += loss.detach()
     return total.item() / len(images)
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights, swapped in to validate and to keep.
+
+    Unseen plates are a new domain, and the average of the weights of many steps sits in a flatter
+    minimum than any one step's, which carries over to new domains better (Polyak averaging; SWAD,
+    Cha et al. 2021). The decay warms up as (1 + t) / (10 + t) towards ``decay``, so the first steps'
+    weights fade out at any training length, and the average spans about the last 1 / (1 - decay)
+    steps once training is that long.
+    """
+
+    def __init__(self, network: nn.Module, decay: float) -> None:
+        self.tensors = [t for t in (*network.parameters(), *network.buffers()) if t.is_floating_point()]
+        self.average = [t.detach().clone() for t in self.tensors]
+        self.decay, self.steps = decay, 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for average, tensor in zip(self.average, self.tensors):
+            average.lerp_(tensor, 1 - decay)
+
+    @contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The network holds the average inside the block, its own weights again after it."""
+        own = [t.detach().clone() for t in self.tensors]
+        self._copy(self.average)
+        try:
+            yield
+        finally:
+            self._copy(own)
+
+    @torch.no_grad()
+    def _copy(self, values: list[torch.Tensor]) -> None:
+        for tensor, value in zip(self.tensors, values):
+            tensor.copy_(value)
 
 
 @dataclass(frozen=True)
@@ -214,6 +257,7 @@ def fit(model: nn.Module, config: TrainParams, target: Target, train: Split, val
     """Train ``model`` for ``config.epochs`` (or until early stopping), validating on the whole ``val``
     split after every epoch; ``on_better(epoch, metrics)`` runs on every rank when ``config.select_metric``
     improves. ``model`` may be DDP-wrapped: every rank trains its shard of each batch (``world``).
+    With ``config.ema_decay``, the moving average of the weights is what is validated and kept.
     """
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
@@ -229,6 +273,9 @@ def fit(model: nn.Module, config: TrainParams, target: Target, train: Split, val
         "multilabel": target.multilabel,
         "plates": train.plates,
     }
+    average = WeightAverage(unwrap(model), config.ema_decay) if config.ema_decay > 0 else None
+    if average is not None:
+        options["after_step"] = average.update
     stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
     quiet = {} if world.is_main else {"disable": True}  # one progress bar, rank 0's
     for epoch in tqdm(range(config.epochs), desc=f"train-{config.model}", unit="epoch", **quiet):
@@ -237,14 +284,15 @@ def fit(model: nn.Module, config: TrainParams, target: Target, train: Split, val
                                  device, **options)
         if scheduler is not None:
             scheduler.step()
-        proba = predict_whole_split(model, val.images, device, world, target.head_sizes, target.multilabel)
-        metrics = {"train_loss": sum_over_ranks(train_loss, world, device),
-                   **validation_scores(target, val.labels, proba)}
-        for name, value in metrics.items():
-            live.log_metric(name, value)
-        if stopping.improved(metrics[config.select_metric]):
-            on_better(epoch, metrics)
-            live.summary["best_epoch"] = epoch
+        with average.swapped_in() if average is not None else nullcontext():
+            proba = predict_whole_split(model, val.images, device, world, target.head_sizes, target.multilabel)
+            metrics = {"train_loss": sum_over_ranks(train_loss, world, device),
+                       **validation_scores(target, val.labels, proba)}
+            for name, value in metrics.items():
+                live.log_metric(name, value)
+            if stopping.improved(metrics[config.select_metric]):
+                on_better(epoch, metrics)
+                live.summary["best_epoch"] = epoch
         live.next_step()
         if stopping.should_stop:  # every rank saw the same metrics: all stop together
             if world.is_main:

@@ -15,9 +15,10 @@ from torch import nn
 from bps.core.params import TrainParams
 from bps.models.inference import to_float
 from bps.models.networks import LeNet5, SmallCNN, resnet
-from bps.targets.labels import EVEN_ODDS
+from bps.targets.labels import EVEN_ODDS, get_target
 from bps.training.batches import balanced_weights, iterate_batches
-from bps.training.loop import EarlyStopping, make_optimizer, make_scheduler, train_epoch
+from bps.training.distributed import World
+from bps.training.loop import EarlyStopping, Split, WeightAverage, fit, make_optimizer, make_scheduler, train_epoch
 
 CPU = torch.device("cpu")
 
@@ -391,3 +392,59 @@ def test_batchnorm_models_train_when_the_last_batch_has_one_image():
     generator = torch.Generator().manual_seed(0)
     loss = train_epoch(model, optimizer, images, labels, 8, generator, None, CPU)
     assert math.isfinite(loss)
+
+
+# --- a moving average of the weights ---------------------------------------------------------------
+
+
+def test_weight_average_warms_up_and_swaps_back():
+    network = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        network.weight.fill_(1.0)
+    average = WeightAverage(network, decay=0.9)
+    with torch.no_grad():
+        network.weight.fill_(3.0)
+    average.update()  # step 1: decay min(0.9, 2/11)
+    expected = 1.0 + (1 - 2 / 11) * (3.0 - 1.0)
+    with average.swapped_in():
+        assert network.weight.item() == pytest.approx(expected)
+    assert network.weight.item() == 3.0
+    for _ in range(500):  # long after the warm-up the decay is 0.9: the average reaches a constant weight
+        average.update()
+    with average.swapped_in():
+        assert network.weight.item() == pytest.approx(3.0)
+
+
+class _Log:
+    summary: dict = {}
+
+    def log_metric(self, name: str, value: float) -> None:
+        pass
+
+    def next_step(self) -> None:
+        pass
+
+
+def test_fit_validates_and_keeps_the_average_when_asked():
+    """With ema_decay the kept weights are the average's (not the last step's); without it, the last step's."""
+    images, labels = _images(64), _labels(64)
+    target = get_target("particle")
+    kept: dict[float, list[dict]] = {}
+    finals = {}
+    for decay in (0.0, 0.9):
+        torch.manual_seed(0)
+        model = LeNet5(1, 2, 16)
+        config = TrainParams(epochs=1, batch_size=8, ema_decay=decay, lr=1e-2)
+        kept[decay] = []
+
+        def on_better(epoch, metrics, model=model, decay=decay):
+            kept[decay].append(copy.deepcopy(model.state_dict()))
+
+        fit(model, config, target, Split(images, labels), Split(images, labels), torch.Generator().manual_seed(0),
+            CPU, World(), _Log(), on_better)
+        finals[decay] = model.state_dict()
+    same = [torch.equal(a, b) for a, b in zip(kept[0.0][0].values(), finals[0.0].values())]
+    assert all(same)
+    averaged = [torch.equal(a, b) for a, b in zip(kept[0.9][0].values(), finals[0.9].values())]
+    assert not any(averaged)
+    assert all(torch.equal(a, b) for a, b in zip(finals[0.0].values(), finals[0.9].values()))  # same training
