@@ -154,7 +154,6 @@ def train_epoch(
     head_sizes: Sequence[int] = (),
     multilabel: bool = False,
     plates: np.ndarray | None = None,
-    after_step: Callable[[], None] | None = None,
 ) -> float:
     """One pass over the training split; returns the mean loss over all its images.
 
@@ -167,7 +166,6 @@ def train_epoch(
     the returned loss is the labels' alone. With a ``shard`` this process trains on its
     rows of every batch and returns its part of the mean (the parts sum to the mean). The loss is
     summed on the device and read once, so the host never waits for a GPU after each batch.
-    ``after_step`` runs after every optimiser step (a :class:`WeightAverage`'s update).
     """
     model.train()
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
@@ -188,8 +186,6 @@ def train_epoch(
                 objective = loss + adversary_loss(plate_logits, target[:, 1])
         objective.backward()
         optimizer.step()
-        if after_step is not None:
-            after_step()
         total += loss.detach()
     return total.item() / len(images)
 
@@ -275,7 +271,7 @@ def fit(model: nn.Module, config: TrainParams, target: Target, train: Split, val
     }
     average = WeightAverage(unwrap(model), config.ema_decay) if config.ema_decay > 0 else None
     if average is not None:
-        options["after_step"] = average.update
+        optimizer.register_step_post_hook(lambda *_: average.update())
     stopping = EarlyStopping(config.early_stopping_patience, lower_is_better=config.select_metric == "val_loss")
     quiet = {} if world.is_main else {"disable": True}  # one progress bar, rank 0's
     for epoch in tqdm(range(config.epochs), desc=f"train-{config.model}", unit="epoch", **quiet):
