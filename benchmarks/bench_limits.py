@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pandas as pd
 import tifffile
 
 from bps.core.params import Params, load_params
+from bps.core.workers import process_map
 from bps.sim.render import simulate_image
 
 RENDER_SAMPLE = 2040  # images rendered for the simulator's rate (120 per condition)
@@ -50,11 +50,9 @@ def _decode(path: Path) -> None:
 
 
 def _on_every_core(work, items: list) -> float:
-    cores = os.cpu_count() or 1
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=cores) as pool:
-        for _ in pool.map(work, items, chunksize=max(1, min(64, len(items) // (cores * 4)))):
-            pass
+    for _ in process_map(work, items):
+        pass
     return time.perf_counter() - start
 
 

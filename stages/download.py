@@ -6,8 +6,6 @@ selected images plus a meta.csv describing them (and, from S3, the .manifest.jso
 each object's ETag). A selection of no images is refused before anything is removed.
 """
 
-import os
-
 from bps.core.files import prune, remove_partials, write_text
 from bps.core.params import Params
 from bps.core.paths import META, RAW
@@ -25,7 +23,7 @@ def main(params: Params) -> None:
         synthetic = data.synthetic
         planned = plan_dataset(synthetic.images_per_condition, data.hours, synthetic.seed)
         table = select_rows(planned, data.hours, data.max_per_condition, data.sample_seed)
-        write_images(RAW, table, synthetic.seed, workers=os.cpu_count() or 1, confounds=synthetic)
+        write_images(RAW, table, synthetic.seed, confounds=synthetic)
     else:
         table = download_dataset(RAW, data)
     write_text(META, table.to_csv(index=False))

@@ -26,6 +26,7 @@ from pydantic import (
 
 from bps.core import options
 from bps.core.errors import PipelineError
+from bps.core.workers import usable_cores
 
 PARAMS_FILE = Path("params.yaml")
 RUNTIME_FILE = "runtime.yaml"  # beside a params file: what changes speed, not results (no stage depends on it)
@@ -53,11 +54,6 @@ Seed = Annotated[StrictInt, Field(ge=0)]
 # weights alone, with Adam's two moments and the gradients ~1.6 GB; [100000, 100000] would need TBs.
 MAX_MLP_PARAMETERS = 50_000_000
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver sees (no torch import)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, e.g. a container's cpuset), not the host's."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cuda_gpus() -> int:

@@ -6,9 +6,7 @@ holds the output array and a few images in flight, never the decoded dataset.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,6 +19,7 @@ from tqdm import tqdm
 from bps.core.files import atomic_open, write_json, write_text
 from bps.core.params import PreprocessParams
 from bps.core.paths import PREPARED, SPLITS, prepared_images, prepared_table
+from bps.core.workers import process_map
 from bps.data.images import ImageError, prepare
 from bps.data.layouts.meta import LABEL
 
@@ -33,11 +32,6 @@ class PreparedArray:
     images: np.ndarray
     kept: list[int]
     failures: dict[str, str] = field(default_factory=dict)
-
-
-def worker_count(requested: int) -> int:
-    """``0`` means one worker per core."""
-    return requested or os.cpu_count() or 1
 
 
 def _or_report(work: Callable[[P], T], path: P) -> T | str:
@@ -56,21 +50,15 @@ def map_images(work: Callable[[P], T], paths: list[P], workers: int, on_error: s
     ``failures``, recorded there under its path (or its entry in ``names``): preprocess and
     features keep the same images.
     """
-    workers = worker_count(workers)
-    chunksize = max(1, min(64, len(paths) // (workers * 4)))
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        results = pool.map(partial(_or_report, work), paths, chunksize=chunksize)
-        for index, result in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img")):
-            if isinstance(result, str):
-                if on_error == "fail":
-                    raise ImageError(f"{result}\n(set preprocess.on_error: skip to leave such files out)")
-                if failures is not None:
-                    failures[names[index] if names else str(paths[index])] = result
-                continue
-            yield index, result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    results = process_map(partial(_or_report, work), paths, workers)
+    for index, result in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img")):
+        if isinstance(result, str):
+            if on_error == "fail":
+                raise ImageError(f"{result}\n(set preprocess.on_error: skip to leave such files out)")
+            if failures is not None:
+                failures[names[index] if names else str(paths[index])] = result
+            continue
+        yield index, result
 
 
 def collect_images(work: Callable[[P], object], items: list[P], channels: int, params: PreprocessParams, desc: str,

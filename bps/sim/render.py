@@ -16,7 +16,6 @@ Three modules, one job each:
 from __future__ import annotations
 
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from bps.core.files import atomic_open
 from bps.core.params import SyntheticParams
+from bps.core.workers import process_map
 from bps.data.meta import DOSES_GY, FILENAME_PATTERN
 from bps.sim.confounds import BACKGROUND_LEVEL, NUCLEUS_LEVEL, Look, look_for
 from bps.sim.physics import draw_foci
@@ -253,16 +253,13 @@ def _write_row(task: tuple[Path, str, float, str, int, int, SyntheticParams]) ->
 
 
 def write_images(
-    folder: Path, table: pd.DataFrame, seed: int, workers: int, confounds: SyntheticParams = REAL_LIKE
+    folder: Path, table: pd.DataFrame, seed: int, workers: int = 0, confounds: SyntheticParams = REAL_LIKE
 ) -> None:
-    """Render and write every image of ``table`` into ``folder``, on ``workers`` processes."""
+    """Render and write every image of ``table`` into ``folder``, on ``workers`` processes (0: one per core)."""
     folder.mkdir(parents=True, exist_ok=True)
     tasks = [
         (folder, *row, seed, confounds)
         for row in table[["filename", "dose_Gy", "particle_type", "hr_post_exposure"]].itertuples(index=False)
     ]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        # Small chunks: with a few large ones, one core idles while the other renders the last.
-        done = pool.map(_write_row, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 4))))
-        for _ in tqdm(done, total=len(tasks), desc="simulate", unit="img"):
-            pass
+    for _ in tqdm(process_map(_write_row, tasks, workers), total=len(tasks), desc="simulate", unit="img"):
+        pass

@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bps.core.errors import PipelineError
 from bps.core.stage import LOCK_HELD_BY_PARENT, die_with_parent
+from bps.core.workers import usable_cores
 from bps.models.inference import predict_proba
 from bps.training.adversary import PlateAdversary
 from bps.training.batches import Shard
@@ -64,7 +65,7 @@ def relaunch_under_torchrun(processes: int, module: str, args: list[str] | None 
     ``--standalone`` picks a free local rendezvous port, so two runs never collide. Each process
     gets an equal share of the cores unless OMP_NUM_THREADS says otherwise.
     """
-    threads = max(1, (os.cpu_count() or 1) // processes)
+    threads = max(1, usable_cores() // processes)
     env = {"OMP_NUM_THREADS": str(threads), **os.environ, LOCK_HELD_BY_PARENT: "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", module, *(args or [])]

@@ -210,7 +210,8 @@ def test_bootstrap_unit_is_well_or_plate():
 
 
 def test_more_processes_than_cores_or_gpus_is_refused_unless_forced():
-    from bps.core.params import cuda_gpus, usable_cores
+    from bps.core.params import cuda_gpus
+    from bps.core.workers import usable_cores
 
     too_many = max(usable_cores(), cuda_gpus()) + 1
     message = _error({"train": {"processes": too_many}})
