@@ -299,7 +299,12 @@ def main(argv: list[str] | None = None) -> None:
         shown = json.loads(args.json.read_text())
     else:
         command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if args.all_commits else [])]
-        result = subprocess.run(command, capture_output=True, text=True)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError:
+            print("error: exp-summary reads `dvc exp show --json`, and dvc is not on PATH "
+                  "(activate the project's virtual environment)", file=sys.stderr)
+            raise SystemExit(1) from None
         if result.returncode != 0:
             print(f"error: `dvc exp show --json` failed: {result.stderr.strip()}", file=sys.stderr)
             raise SystemExit(1)
@@ -308,9 +313,10 @@ def main(argv: list[str] | None = None) -> None:
         found = where(experiments(shown, args.file), args.where)
     except ValueError as error:
         parser.error(str(error))
-    if len(found) < 2:
+    needed = 1 if args.rows else 2  # a row per experiment; a spread needs two
+    if len(found) < needed:
         matching = f" matching --where {' '.join(args.where)}" if args.where else ""
-        print(f"error: {len(found)} finished experiment(s) with {args.file}{matching}; queue at least two "
+        print(f"error: {len(found)} finished experiment(s) with {args.file}{matching}; queue at least {needed} "
               "(dvc exp run --queue -S 'train.seed=range(0, 5)' && dvc queue start)", file=sys.stderr)
         raise SystemExit(1)
     if args.rows:

@@ -4,6 +4,7 @@ seeds (slow), and the plate-drift stress test's grouping and intervals on the sa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -177,6 +178,19 @@ def test_the_script_names_a_filter_that_left_too_few(tmp_path):
                                                              "data.synthetic.plate_effect=0")
     result = subprocess.run([*command, "--where", "seed"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "expected PARAM=VALUE" in result.stderr
+    one = subprocess.run([*command, "--rows", "--where", "seed=1", "--where", "data.synthetic.plate_effect=0"],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert one.returncode == 0 and len(one.stdout.strip().splitlines()) == 2  # --rows: a header and its one row
+    none = subprocess.run([*command, "--rows", "--where", "seed=9"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert none.returncode == 1 and "error: 0 finished experiment(s)" in none.stderr and "at least 1" in none.stderr
+
+
+def test_without_dvc_on_the_path_the_script_says_so_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bps", "exp-summary"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, env={**os.environ, "PATH": str(tmp_path)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: exp-summary reads `dvc exp show --json`, and dvc is not on PATH "
+                                     "(activate the project's virtual environment)")
 
 
 def test_one_row_per_experiment_holds_its_validation_and_test_figures(capsys):
