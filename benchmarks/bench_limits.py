@@ -18,7 +18,6 @@ Each limit is a floor, not a target: the stage also starts Python, reads tables 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 import tifffile
 
 from bps.core.params import Params, load_params
-from bps.core.workers import process_map
+from bps.core.workers import process_map, usable_cores
 from bps.sim.render import simulate_image
 
 RENDER_SAMPLE = 2040  # images rendered for the simulator's rate (120 per condition)
@@ -63,14 +62,14 @@ def render_limit(project: Path) -> Limit:
     sample = table.iloc[::step]
     rows = list(sample[["filename", "particle_type", "dose_Gy", "hr_post_exposure"]].itertuples(index=False, name=None))
     seconds = _on_every_core(_render, rows) * len(table) / len(rows)
-    return Limit(seconds, f"rendering without I/O on {os.cpu_count()} cores ({len(rows)} of the images, projected)")
+    return Limit(seconds, f"rendering without I/O on {usable_cores()} cores ({len(rows)} of the images, projected)")
 
 
 def decode_limit(project: Path) -> tuple[Limit, dict[str, float]]:
     """One bare decode of every raw TIFF on every core; and one image's work, part by part, on one core."""
     paths = sorted((project / "data/raw").glob("*.tif"))
     seconds = _on_every_core(_decode, paths)
-    return Limit(seconds, f"bare TIFF decode of all {len(paths)} files on {os.cpu_count()} cores"), _one_image_split(
+    return Limit(seconds, f"bare TIFF decode of all {len(paths)} files on {usable_cores()} cores"), _one_image_split(
         paths[:: max(1, len(paths) // SPLIT_SAMPLE)], _params(project))
 
 
