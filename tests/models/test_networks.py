@@ -41,7 +41,7 @@ def _logits(model: nn.Module, in_channels: int, size: int, count: int = 2) -> to
 
 
 def _conv1_key(architecture: str) -> str:
-    return "features.0.weight" if architecture in ("lenet", "lenet_pool", "cnn") else "conv1.weight"
+    return "features.0.weight" if architecture in ("lenet", "lenet_pool", "lenet_pool_s2", "cnn") else "conv1.weight"
 
 
 # --- output shapes ---------------------------------------------------------------------------
@@ -90,6 +90,17 @@ def test_pooled_lenet_reads_a_spot_the_same_wherever_it_sits():
 def test_pooled_lenet_needs_room_for_its_convolutions():
     with pytest.raises(ValueError, match="at least 16"):
         PooledLeNet(1, 2, 12)
+    with pytest.raises(ValueError, match="at least 32"):
+        PooledLeNet(1, 2, 24, stride=2)
+
+
+@torch.no_grad()
+def test_the_strided_pooled_lenet_reads_twice_the_side_through_maps_of_about_the_same_size():
+    """At 128 px with stride 2 its maps are about those of 64 px at stride 1: about the same cost per image."""
+    strided = build_model(_config("lenet_pool_s2", 1, 128, 2))
+    assert strided.features[0].stride == (2, 2)
+    assert strided.features(torch.zeros(1, 1, 128, 128)).shape == (1, 16, 27, 27)
+    assert PooledLeNet(1, 2, 64).features(torch.zeros(1, 1, 64, 64)).shape == (1, 16, 26, 26)
 
 
 def test_resnet_first_conv_and_head_fit_the_data():
@@ -248,6 +259,7 @@ def test_pretrained_state_dict_with_other_keys_is_one_line_naming_the_file(tmp_p
     [
         ("lenet", LeNet5, 1, 32, 2),
         ("lenet_pool", PooledLeNet, 1, 32, 2),
+        ("lenet_pool_s2", PooledLeNet, 1, 64, 2),
         ("cnn", SmallCNN, 4, 64, 5),
         ("resnet18", torchvision.models.ResNet, 1, 32, 6),
         ("resnet50", torchvision.models.ResNet, 6, 32, 3),  # the one ResNet-50: it is big
