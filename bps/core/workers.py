@@ -23,7 +23,7 @@ def process_map(work: Callable[[P], T], items: Sequence[P], workers: int = 0) ->
 
     Chunks of at most :data:`MAX_CHUNK` items and at least four chunks per worker: with a few large
     chunks, one core idles while another finishes the last. Leaving the loop early (an error, a
-    bad image) cancels the chunks not yet started.
+    bad image) cancels the chunks not yet handed to a worker; the few already handed still run.
     """
     workers = workers or usable_cores()
     pool = ProcessPoolExecutor(max_workers=workers)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
+from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -17,12 +20,19 @@ def _pid(_: int) -> int:
     return os.getpid()
 
 
+def _touch_slowly(folder: Path, value: int) -> int:
+    (folder / str(value)).touch()
+    time.sleep(0.005)
+    return value
+
+
 def _fail_on_three(value: int) -> int:
     if value == 3:
         raise ValueError("three")
     return value
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this OS")
 def test_usable_cores_counts_this_process_s_affinity():
     assert usable_cores() == len(os.sched_getaffinity(0)) >= 1
 
@@ -40,3 +50,12 @@ def test_a_worker_s_error_reaches_the_caller():
 def test_no_items_and_zero_workers_are_fine():
     assert list(process_map(_square, [], workers=0)) == []
     assert list(process_map(_square, [4], workers=0)) == [16]
+
+
+def test_leaving_the_loop_early_cancels_the_work_not_yet_started(tmp_path):
+    """A bad image stops preprocess: the pool must not go on through the rest of the dataset. The
+    chunks already handed to the workers (a few of 64 items) still run; the rest do not."""
+    results = process_map(partial(_touch_slowly, tmp_path), range(2000), workers=2)
+    assert next(results) == 0
+    results.close()  # what a `raise` or `break` inside the caller's loop does to the generator
+    assert len(list(tmp_path.iterdir())) < 1000
