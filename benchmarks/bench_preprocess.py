@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tracemalloc
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from PIL import Image
 
 from benchmarks.common import Row, best_of_each, simulated_tiffs
 from bps.core.params import PreprocessParams
+from bps.core.workers import usable_cores
 from bps.data.arrays import prepare_images
 
 
@@ -55,7 +55,7 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     prepare_images(paths, params)
     parent_peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     decode_limit = count / decode * cores
     output_mb = count * params.image_size * params.image_size / 2**20
     decoded_mb = sum(decoded_bytes(p) for p in paths[:50]) / 50 * count / 2**20
