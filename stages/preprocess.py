@@ -6,7 +6,8 @@ worker count, counts, skipped files); and data/features/{split}.csv: the split t
 plate/well/field) and the appearance_* and foci_* features of bps/classical/features.py, row for
 row. Both outputs come from the same decode of each file (the features once had a stage of their
 own that decoded every file again); a new ``features`` param re-runs this stage, and the prepared
-arrays come out byte-identical, so the CNN stages after it do not re-run.
+arrays come out byte-identical, so the MLP stages after it do not re-run (the CNN stages, which
+read the features for ``train.foci_auxiliary``, do).
 """
 
 import pandas as pd

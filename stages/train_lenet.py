@@ -22,8 +22,9 @@ from bps.models.card import ModelCard, layout_fields, mark_complete, store_thres
 from bps.models.inference import pick_device, predict_proba
 from bps.models.networks import build_model
 from bps.targets.multilabel import choose_thresholds
-from bps.training.adversary import PlateAdversary, plate_count, sham_plates
+from bps.training.adversary import plate_adversary
 from bps.training.distributed import SilentLive, World, process_group, relaunch_under_torchrun, wrap
+from bps.training.foci_target import foci_regression
 from bps.training.guard import run_training_stage
 from bps.training.kept_epoch import KeptEpoch
 from bps.training.loop import Split, fit, make_deterministic
@@ -62,9 +63,11 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
         training=config.model_dump(mode="json"), world_size=world.size, **layout_fields(params, target.multilabel),
     )
     model = build_model(card, Path(config.pretrained) if config.pretrained else None)
-    plates = sham_plates(train_table) if config.adversary > 0 else None
-    if plates is not None:
-        model = PlateAdversary(model, plate_count(plates), config.adversary)
+    auxiliary = None  # a training-only head: the plate adversary or the foci regression
+    if config.adversary > 0:
+        model, auxiliary = plate_adversary(model, train_table, config.adversary)
+    elif config.foci_auxiliary > 0:
+        model, auxiliary = foci_regression(model, train_table, config.foci_auxiliary)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -73,7 +76,7 @@ def train(params: Params, world: World, device: torch.device, data: TrainingData
     kept = KeptEpoch(MODELS / data.name, card, model, world, keep_weights=data.control or target.multilabel)
     with Live(str(METRICS / data.name), dvcyaml=None, save_dvc_exp=False) if world.is_main else SilentLive() as live:
         live.log_params({"task": target.name, **config.model_dump(mode="json")})
-        fit(model, config, target, Split(train_images, training_labels(target, train_table, data.shams), plates),
+        fit(model, config, target, Split(train_images, training_labels(target, train_table, data.shams), auxiliary),
             Split(val_images, val_labels), generator, device, world, live, kept)
     if not world.is_main:
         return None

@@ -307,6 +307,8 @@ class TrainParams(_Block):
     shams: Literal["include", "exclude", "uniform"] = "include"
     # Weight of the gradient reversal behind a head guessing each sham nucleus's plate (bps/training/adversary.py).
     adversary: Annotated[float, Field(ge=0, le=10)] = 0.0
+    # Weight of a head regressing each training nucleus's foci features (bps/training/foci_target.py); 0 = off.
+    foci_auxiliary: Annotated[float, Field(ge=0, le=100)] = 0.0
     # Per-step decay of a moving average of the weights, which is validated and kept (bps/training/loop.py); 0 = off.
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.0
     select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
@@ -330,6 +332,12 @@ class TrainParams(_Block):
         if self.processes > max(cores, gpus) and not self.force_processes:
             raise ValueError(f"train.processes: {self.processes} is more than this machine has ({cores} cores, "
                              f"{gpus} CUDA GPUs): lower it, or set train.force_processes: true")
+        return self
+
+    @model_validator(mode="after")
+    def _one_training_head(self) -> TrainParams:
+        if self.adversary > 0 and self.foci_auxiliary > 0:
+            raise ValueError("train.adversary and train.foci_auxiliary: one training-only head at a time, set one to 0")
         return self
 
     @model_validator(mode="after")

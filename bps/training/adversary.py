@@ -5,8 +5,8 @@ chromatin contrast, the particle's batch) is plate look, and a network that read
 plate, not the nucleus. During training a small head guesses each sham nucleus's plate from what the
 network's last linear layer reads, through a gradient reversal (Ganin & Lempitsky, 2015, "Unsupervised
 domain adaptation by backpropagation"): the head learns to guess, the network learns to leave it
-nothing to guess from. Irradiated nuclei train the network as before. The head is training-only: in
-evaluation mode the wrapper returns the network's own logits, and checkpoints hold the network alone.
+nothing to guess from. Irradiated nuclei train the network as before. The head is training-only
+(bps/training/heads.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from bps.core.errors import PipelineError
-from bps.models.inference import last_linear, last_linear_inputs
 from bps.targets.metrics import is_sham
+from bps.training.heads import Auxiliary, TrainingHead
 
 NO_PLATE = -1  # an irradiated nucleus: no plate to guess, no adversary loss
 HIDDEN = 64  # the head's hidden units
@@ -54,25 +54,26 @@ def sham_plates(table: pd.DataFrame) -> np.ndarray:
     return np.where(sham, codes, NO_PLATE).astype(np.int64)
 
 
-class PlateAdversary(nn.Module):
+class PlateAdversary(TrainingHead):
     """``network`` with a plate head on its last linear layer's input, through a gradient reversal of
     ``weight``. Training mode returns the network's logits and the head's ``n_plates`` logits side by
     side; evaluation mode the network's logits alone."""
 
     def __init__(self, network: nn.Module, n_plates: int, weight: float) -> None:
-        super().__init__()
-        self.module, self.weight = network, weight  # ``module``, as DDP names what it wraps
-        features = last_linear(network).in_features
-        self.head = nn.Sequential(nn.Linear(features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_plates))
+        super().__init__(network, nn.Sequential(nn.Linear(self.width(network), HIDDEN), nn.ReLU(),
+                                                nn.Linear(HIDDEN, n_plates)))
+        self.weight = weight
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return self.module(images)
-        with last_linear_inputs(self.module) as seen:
-            logits = self.module(images)
-        return torch.cat([logits, self.head(_Reverse.apply(seen.pop(), self.weight))], dim=1)
+    def into_head(self, features: torch.Tensor) -> torch.Tensor:
+        return _Reverse.apply(features, self.weight)
 
 
 def adversary_loss(plate_logits: torch.Tensor, plates: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy of the plate head on the batch's sham nuclei (0 when it has none)."""
     return nn.functional.cross_entropy(plate_logits, plates, ignore_index=NO_PLATE, reduction="sum")
+
+
+def plate_adversary(network: nn.Module, table: pd.DataFrame, weight: float) -> tuple[PlateAdversary, Auxiliary]:
+    """``network`` under a plate adversary for the training rows ``table``, and what it trains on."""
+    plates = sham_plates(table)
+    return PlateAdversary(network, plate_count(plates), weight), Auxiliary(plates, plate_count(plates), adversary_loss)

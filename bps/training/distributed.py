@@ -31,8 +31,8 @@ from bps.core.errors import PipelineError
 from bps.core.stage import LOCK_HELD_BY_PARENT, die_with_parent
 from bps.core.workers import usable_cores
 from bps.models.inference import predict_proba
-from bps.training.adversary import PlateAdversary
 from bps.training.batches import Shard
+from bps.training.heads import TrainingHead
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,8 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside a DDP wrapper and a training-only plate adversary (what checkpoints hold)."""
-    while isinstance(model, (DistributedDataParallel, PlateAdversary)):
+    """The network inside a DDP wrapper and a training-only head (what checkpoints hold)."""
+    while isinstance(model, (DistributedDataParallel, TrainingHead)):
         model = model.module
     return model
 

@@ -23,9 +23,9 @@ from bps.core.params import TrainParams
 from bps.models.inference import to_device
 from bps.targets.labels import EVEN_ODDS, Target
 from bps.targets.metrics import validation_scores
-from bps.training.adversary import adversary_loss, plate_count
 from bps.training.batches import Augment, Shard, iterate_batches, training_augment, training_weights
 from bps.training.distributed import World, predict_whole_split, sum_over_ranks, unwrap
+from bps.training.heads import Auxiliary
 
 
 def make_deterministic(seed: int, device_type: str = "cpu") -> torch.Generator:
@@ -153,7 +153,7 @@ def train_epoch(
     shard: Shard | None = None,
     head_sizes: Sequence[int] = (),
     multilabel: bool = False,
-    plates: np.ndarray | None = None,
+    auxiliary: Auxiliary | None = None,
 ) -> float:
     """One pass over the training split; returns the mean loss over all its images.
 
@@ -161,29 +161,32 @@ def train_epoch(
     ``autocast`` runs the forward pass in bfloat16 on a GPU; ``channels_last`` feeds NHWC
     tensors, which convolutions on CPU often run faster; ``head_sizes`` (``Target.head_sizes``)
     splits the logits into separately trained heads, and ``multilabel`` trains N×L indicator
-    ``labels`` label by label (see :func:`head_loss`). With ``plates`` (each image's sham plate,
-    bps/training/adversary.py) the model is a ``PlateAdversary`` and its plate head's loss is added;
-    the returned loss is the labels' alone. With a ``shard`` this process trains on its
-    rows of every batch and returns its part of the mean (the parts sum to the mean). The loss is
-    summed on the device and read once, so the host never waits for a GPU after each batch.
+    ``labels`` label by label (see :func:`head_loss`). With ``auxiliary`` the model carries a
+    training-only head (bps/training/heads.py: the plate adversary, the foci regression) whose loss
+    on its targets is added; the returned loss is the labels' alone. With a ``shard`` this process
+    trains on its rows of every batch and returns its part of the mean (the parts sum to the mean).
+    The loss is summed on the device and read once, so the host never waits for a GPU after each batch.
     """
     model.train()
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     total = torch.zeros((), dtype=torch.float64, device=device)
-    rows = labels if plates is None else np.column_stack([labels, plates])  # a batch's plates travel with its labels
-    n_plates = 0 if plates is None else plate_count(plates)
-    for batch, target in iterate_batches(images, rows, batch_size, generator, augment, sample_weights, shard):
-        batch, target = to_device(batch, device).contiguous(memory_format=memory_format), to_device(target, device)
+    # Batches carry row numbers: a batch's labels and its head's targets are looked up by them.
+    all_labels = torch.from_numpy(labels)
+    extra = torch.from_numpy(auxiliary.targets) if auxiliary is not None else None
+    for batch, rows in iterate_batches(images, np.arange(len(images)), batch_size, generator, augment,
+                                       sample_weights, shard):
+        batch = to_device(batch, device).contiguous(memory_format=memory_format)
+        target = to_device(all_labels[rows], device)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            if plates is None:
-                loss = objective = head_loss(model(batch), target, head_sizes, weight, multilabel)
+            output = model(batch)
+            if auxiliary is None:
+                loss = objective = head_loss(output, target, head_sizes, weight, multilabel)
             else:
-                output = model(batch)
-                logits, plate_logits = output[:, :-n_plates], output[:, -n_plates:]
-                loss = head_loss(logits, target[:, 0], head_sizes, weight, multilabel)
-                objective = loss + adversary_loss(plate_logits, target[:, 1])
+                logits, head_outputs = output[:, :-auxiliary.outputs], output[:, -auxiliary.outputs:]
+                loss = head_loss(logits, target, head_sizes, weight, multilabel)
+                objective = loss + auxiliary.loss(head_outputs, to_device(extra[rows], device))
         objective.backward()
         optimizer.step()
         total += loss.detach()
@@ -234,7 +237,7 @@ class Split:
 
     images: np.ndarray
     labels: np.ndarray
-    plates: np.ndarray | None = None  # each image's sham plate, for a PlateAdversary model
+    auxiliary: Auxiliary | None = None  # a training-only head's targets and loss (bps/training/heads.py)
 
 
 class Logger(Protocol):
@@ -267,7 +270,7 @@ def fit(model: nn.Module, config: TrainParams, target: Target, train: Split, val
         "shard": world.shard,
         "head_sizes": target.head_sizes,
         "multilabel": target.multilabel,
-        "plates": train.plates,
+        "auxiliary": train.auxiliary,
     }
     average = WeightAverage(unwrap(model), config.ema_decay) if config.ema_decay > 0 else None
     if average is not None:

@@ -308,3 +308,9 @@ def test_validation_by_plate_is_for_leave_hour_out_and_the_particle_target_only(
         "(got grouped and particle): a held-out plate is a held-out condition")
     assert "got leave_hour_out and condition" in _error(plate | {"task": {"target": "condition"}})
     assert _error({"split": {"val_unit": "well"}}).startswith("params.yaml: split.val_unit: Input should be 'group' or")
+
+
+def test_one_training_only_head_at_a_time():
+    message = _error({"train": {"adversary": 1.0, "foci_auxiliary": 1.0}})
+    assert "train.adversary and train.foci_auxiliary: one training-only head at a time" in message
+    assert parse_params({"train": {"foci_auxiliary": 1.0}}).train.foci_auxiliary == 1.0
