@@ -76,4 +76,5 @@ def adversary_loss(plate_logits: torch.Tensor, plates: torch.Tensor) -> torch.Te
 def plate_adversary(network: nn.Module, table: pd.DataFrame, weight: float) -> tuple[PlateAdversary, Auxiliary]:
     """``network`` under a plate adversary for the training rows ``table``, and what it trains on."""
     plates = sham_plates(table)
-    return PlateAdversary(network, plate_count(plates), weight), Auxiliary(plates, plate_count(plates), adversary_loss)
+    count = plate_count(plates)
+    return PlateAdversary(network, count, weight), Auxiliary(plates, count, adversary_loss)

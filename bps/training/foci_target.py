@@ -18,11 +18,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bps.classical.features import family_columns
 from bps.core.errors import PipelineError
 from bps.core.paths import SPLITS, feature_table
 from bps.training.heads import Auxiliary, TrainingHead
-
-PREFIX = "foci_"  # the foci family's columns in data/features (bps.classical.features)
 
 
 def foci_targets(table: pd.DataFrame) -> np.ndarray:
@@ -32,7 +31,7 @@ def foci_targets(table: pd.DataFrame) -> np.ndarray:
         raise PipelineError(f"train.foci_auxiliary: no foci features ({', '.join(missing)}); the BPS pipeline's "
                             "preprocess writes them, a layout's does not: set it to 0 there")
     features = pd.concat([pd.read_csv(feature_table(split)) for split in SPLITS], ignore_index=True)
-    columns = [column for column in features.columns if column.startswith(PREFIX)]
+    columns = family_columns(features, "foci")
     matched = table[["filename"]].merge(features[["filename", *columns]], on="filename", how="left",
                                         validate="many_to_one")
     if missing := int(matched[columns].isna().any(axis=1).sum()):
