@@ -29,6 +29,7 @@ SUITE = {
     "download": ("benchmarks.bench_download", "run"),
     "preprocess": ("benchmarks.bench_preprocess", "run"),
     "train_input": ("benchmarks.bench_train_input", "run"),
+    "max_pool": ("benchmarks.bench_pooling", "run"),
     "dvc_overhead": ("benchmarks.bench_dvc", "overhead_rows"),
     "end_to_end": ("benchmarks.bench_dvc", "end_to_end_rows"),
     "baseline_memory": ("benchmarks.bench_scale", "baseline_memory_rows"),

@@ -19,9 +19,28 @@ from bps.core.files import atomic_open
 from bps.models.card import CNN_WEIGHTS, ModelCard, read_card, write_card
 
 
+class MaxPool2x2(nn.Module):
+    """``nn.MaxPool2d(2)``, in half the time where no gradient is wanted (validation, evaluation, prediction).
+
+    PyTorch's CPU max pooling records the index of every window's maximum for the backward pass,
+    and for the pooled CNN at 64 px that took half of a forward pass. Without autograd, the
+    elementwise maxima of the four strided quarters of the maps give the same values without the
+    indices. With autograd (training, saliency), ``max_pool2d`` itself runs: its indices make the
+    backward pass cheap, and the training steps stay PyTorch's own.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return nn.functional.max_pool2d(x, 2)
+        height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2  # an odd last row or column is dropped
+        rows = (x[..., 0:height:2, :width], x[..., 1:height:2, :width])
+        top, bottom = (torch.maximum(row[..., 0::2], row[..., 1::2]) for row in rows)
+        return torch.maximum(top, bottom)
+
+
 def lenet_convolutions(in_channels: int, stride: int = 1) -> list[nn.Module]:
     """LeNet-5's two 5×5 convolutions (6 and 16 filters) with the pooling between them."""
-    return [nn.Conv2d(in_channels, 6, kernel_size=5, stride=stride), nn.ReLU(), nn.MaxPool2d(2),
+    return [nn.Conv2d(in_channels, 6, kernel_size=5, stride=stride), nn.ReLU(), MaxPool2x2(),
             nn.Conv2d(6, 16, kernel_size=5), nn.ReLU()]
 
 
@@ -30,7 +49,7 @@ class LeNet5(nn.Module):
 
     def __init__(self, in_channels: int, n_classes: int, size: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(*lenet_convolutions(in_channels), nn.MaxPool2d(2))
+        self.features = nn.Sequential(*lenet_convolutions(in_channels), MaxPool2x2())
         side = ((size - 4) // 2 - 4) // 2
         if side < 1:
             raise ValueError(f"LeNet-5 needs inputs of at least 16×16 pixels, got {size}")
@@ -82,7 +101,7 @@ class SmallCNN(nn.Module):
                 nn.Conv2d(width, channels, kernel_size=3, padding=1, bias=False),
                 nn.BatchNorm2d(channels),
                 nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
+                MaxPool2x2(),
             ]
             width = channels
         self.features = nn.Sequential(*blocks)

@@ -23,6 +23,7 @@ EXPECTED_ROWS = {
     "preprocess_vs_decode_limit",
     "train_input_vs_seed_loader",
     "train_input_vs_compute_limit",
+    "max_pool_forward_vs_torch",
     "dvc_noop_repro_s",
     "dvc_status_s",
     "e2e_dvc_repro_s",

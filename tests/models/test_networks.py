@@ -12,12 +12,14 @@ import torch
 import torchvision
 from torch import nn
 
+from benchmarks.bench_pooling import with_torch_pooling
 from bps.core.errors import PipelineError
 from bps.core.params import ParamsError, parse_params
 from bps.models.card import ModelCard
 from bps.models.networks import (
     ARCHITECTURES,
     LeNet5,
+    MaxPool2x2,
     PooledLeNet,
     SmallCNN,
     adapt_first_conv,
@@ -73,6 +75,37 @@ def _spot_at(row: int, col: int, size: int = 64) -> torch.Tensor:
     image = torch.zeros(1, 1, size, size)
     image[0, 0, row - 1:row + 2, col - 1:col + 2] = 1.0
     return image
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 60, 60), (3, 2, 7, 9), (2, 16, 26, 26)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_2x2_gives_max_pool2d_s_values_and_gradients(shape, ties):
+    """Bit for bit, with and without autograd, ties (ReLU's zeros) and odd sides included."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator)
+    if ties:
+        x = torch.relu(torch.round(x * 2) / 2)
+    with torch.no_grad():
+        assert torch.equal(MaxPool2x2()(x), nn.MaxPool2d(2)(x))
+        assert torch.equal(MaxPool2x2()(x.to(memory_format=torch.channels_last)), nn.MaxPool2d(2)(x))
+    ours, torchs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    pooled, expected = MaxPool2x2()(ours), nn.MaxPool2d(2)(torchs)
+    grad = torch.randn(expected.shape, generator=generator)
+    pooled.backward(grad)
+    expected.backward(grad)
+    assert torch.equal(pooled, expected)
+    assert torch.equal(ours.grad, torchs.grad)
+
+
+@pytest.mark.parametrize("architecture", [PooledLeNet, LeNet5, SmallCNN])
+def test_networks_predict_as_with_torch_s_max_pooling(architecture):
+    """Images with flat, clamped patches (positive ties) get the same logits, bit for bit."""
+    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(0.3, 0.7)
+    ours = architecture(1, 2, 32).eval()
+    torchs = with_torch_pooling(architecture(1, 2, 32)).eval()
+    torchs.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        assert torch.equal(ours(images), torchs(images))
 
 
 @torch.no_grad()
