@@ -205,7 +205,7 @@ class SplitParams(_Block):
 
 
 class PreprocessParams(_Block):
-    image_size: Annotated[StrictInt, Field(ge=16, le=512)] = 64
+    image_size: Annotated[StrictInt, Field(ge=16, le=512)] = 40
     # fit: the whole crop shrunk to image_size; native: its centre at native scale; nucleus: the nucleus's box shrunk
     scale: Literal["fit", "native", "nucleus"] = "fit"
     # percentile: each image on its own, so a plate's staining and background drift do not reach the CNN;

@@ -224,8 +224,8 @@ def test_more_processes_than_cores_or_gpus_is_refused_unless_forced():
 
 def test_an_mlp_too_large_for_memory_is_refused_naming_the_key():
     message = _error({"baseline": {"hidden_layers": [100000, 100000]}})
-    assert message == ("params.yaml: baseline.hidden_layers: [100000, 100000] on 4096 inputs (1 channels × "
-                       "preprocess.image_size 64²) is 10,409,800,000 parameters; at most 50,000,000")
+    assert message == ("params.yaml: baseline.hidden_layers: [100000, 100000] on 1600 inputs (1 channels × "
+                       "preprocess.image_size 40²) is 10,160,200,000 parameters; at most 50,000,000")
     layout = {"data": {"source": "layout"}, "task": {"target": "labels"}, "split": {"group_by": "none"},
               "preprocess": {"image_size": 256}, "baseline": {"hidden_layers": [100]}}  # 4 channels × 256² × 100 ≈ 26 M
     assert parse_params(layout).baseline.hidden_layers == [100]
@@ -281,7 +281,7 @@ def test_texture_augment_is_off_by_default_and_a_strength_from_0_to_1():
 
 def test_the_foci_channel_doubles_the_mlps_inputs_and_is_for_bps_nuclei_only():
     message = _error({"preprocess": {"foci_channel": True}, "baseline": {"hidden_layers": [100000, 100000]}})
-    assert "on 8192 inputs (2 channels × preprocess.image_size 64²)" in message
+    assert "on 3200 inputs (2 channels × preprocess.image_size 40²)" in message
     layout = {"data": {"source": "layout"}, "task": {"target": "labels"}, "split": {"group_by": "none"}}
     assert _error(layout | {"preprocess": {"foci_channel": True}}) == (
         "params.yaml: preprocess.foci_channel: true is for BPS nuclei (one TIFF each); data.source layout has its own "

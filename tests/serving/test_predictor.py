@@ -29,7 +29,7 @@ from tests.support.model_cards import finished_card
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["Fe", "X-ray"]
-# What the model was trained with: not the defaults (size 64, fixed window), not params.yaml.
+# What the model was trained with (32 px): not the default size, not params.yaml.
 STORED = PreprocessParams(image_size=32, normalize="percentile")
 
 
