@@ -40,8 +40,7 @@ def _error(raw: dict) -> str:
 def test_a_dataset_folder_holds_only_what_differs_and_validates_over_the_project_params():
     for name in DATASETS:
         assert {block: sorted(keys) for block, keys in OWN[name].items()} == {
-            "data": ["layout", "source"], "split": ["group_by"], "preprocess": ["image_size", "normalize"],
-            "task": ["target"]}
+            "data": ["layout", "source"], "split": ["group_by"], "preprocess": ["normalize"], "task": ["target"]}
         params = parse_params(PRESETS[name])
         assert params.data.source == "layout" and params.task.target == "labels"
         assert params.train == parse_params(yaml.safe_load((ROOT / "params.yaml").read_text())).train
