@@ -206,8 +206,10 @@ class SplitParams(_Block):
 
 class PreprocessParams(_Block):
     image_size: Annotated[StrictInt, Field(ge=16, le=512)] = 40
-    # fit: the whole crop shrunk to image_size; native: its centre at native scale; nucleus: the nucleus's box shrunk
-    scale: Literal["fit", "native", "nucleus"] = "fit"
+    # fit: the whole crop shrunk to image_size; native: its centre at native scale; nucleus: the nucleus's box shrunk;
+    # window: its centre window of window_px shrunk, one factor for every crop (a pixel is the same µm in each)
+    scale: Literal["fit", "native", "nucleus", "window"] = "fit"
+    window_px: Annotated[StrictInt, Field(ge=16, le=2048)] = 144
     # percentile: each image on its own, so a plate's staining and background drift do not reach the CNN;
     # nucleus: each crop in units of its nucleus's contrast over its background, as the foci count measures
     normalize: Literal["fixed", "percentile", "minmax", "nucleus"] = "percentile"

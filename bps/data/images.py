@@ -222,10 +222,18 @@ def prepare_image(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
 
 def shrink(image: np.ndarray, params: PreprocessParams, crop: np.ndarray | None = None) -> np.ndarray:
     """A crop (or ``crop``'s map of the same shape) to ``image_size``² float32, as ``preprocess.scale``
-    says: the whole crop shrunk to fit (``fit``), its centre at native scale (``native``), or the
-    box of the crop's nucleus shrunk to fit (``nucleus``; the box is found on ``crop``, default ``image``)."""
+    says: the whole crop shrunk to fit (``fit``), its centre at native scale (``native``), the
+    box of the crop's nucleus shrunk to fit (``nucleus``; the box is found on ``crop``, default ``image``),
+    or its centre window of ``window_px`` shrunk (``window``).
+
+    ``fit`` and ``nucleus`` shrink each crop by its own factor, so a focus's width in pixels is
+    relative to its nucleus's size; ``window`` shrinks every crop by the same factor, so it keeps
+    the width in µm that tells a heavy ion's focus from an X-ray's (bps/sim/physics.py).
+    """
     if params.scale == "native":
         return centre_window(image, params.image_size)
+    if params.scale == "window":
+        return resize_area(centre_window(image, params.window_px), params.image_size)
     if params.scale == "nucleus":
         image = image[nucleus_box(image if crop is None else crop)]
     return resize_area(pad_to_square(image), params.image_size)

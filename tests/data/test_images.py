@@ -213,6 +213,18 @@ def test_native_scale_keeps_a_focus_at_its_real_width():
     assert (fit > 200).sum() <= 4
 
 
+def test_window_scale_shrinks_every_crop_by_one_factor():
+    """The same 8 px focus in a 100 px and a 200 px crop: fit shows it at two widths, window at one."""
+    def focus_width(side: int, **scale) -> int:
+        crop = np.full((side, side), 300, dtype=np.uint16)
+        middle = side // 2
+        crop[middle - 4 : middle + 4, middle - 4 : middle + 4] = 2900
+        return int((prepare_image(crop, _params(image_size=40, **scale))[20] > 100).sum())
+
+    assert focus_width(100, scale="fit") > focus_width(200, scale="fit")
+    assert focus_width(100, scale="window", window_px=160) == focus_width(200, scale="window", window_px=160) == 2
+
+
 def _disc_crop(centre: tuple[int, int], radius: int, shape=(150, 140)) -> np.ndarray:
     rows, cols = np.mgrid[: shape[0], : shape[1]]
     disc = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 < radius**2
