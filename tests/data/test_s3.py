@@ -449,13 +449,12 @@ def test_signed_read_without_credentials_is_a_clear_error(shared_bucket, proxy, 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
 
-    start = time.monotonic()
     with pytest.raises(DownloadError, match="Unable to locate credentials") as raised:
         download_dataset(tmp_path / "raw", shared_bucket.params(proxy.url, anonymous=False, retries=4))
 
-    # Missing credentials are no transient failure: no retries, no backoff.
+    # Missing credentials are no transient failure: no retries, so no backoff (a count, not a clock,
+    # which a loaded host can push past any bound).
     assert "after 1 attempt(s)" in str(raised.value)
-    assert time.monotonic() - start < 5
     assert not (tmp_path / "raw").exists()
 
 
