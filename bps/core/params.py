@@ -206,9 +206,9 @@ class SplitParams(_Block):
 
 class PreprocessParams(_Block):
     image_size: Annotated[StrictInt, Field(ge=16, le=512)] = 40
-    # fit: the whole crop shrunk to image_size; native: its centre at native scale; nucleus: the nucleus's box shrunk;
-    # window: its centre window of window_px shrunk, one factor for every crop (a pixel is the same µm in each)
-    scale: Literal["fit", "native", "nucleus", "window"] = "fit"
+    # window: the crop's centre window of window_px shrunk, one factor for every crop (a pixel is the same µm in
+    # each); fit: the whole crop shrunk to image_size; native: its centre at native scale; nucleus: its nucleus's box
+    scale: Literal["fit", "native", "nucleus", "window"] = "window"
     window_px: Annotated[StrictInt, Field(ge=16, le=2048)] = 144
     # percentile: each image on its own, so a plate's staining and background drift do not reach the CNN;
     # nucleus: each crop in units of its nucleus's contrast over its background, as the foci count measures
@@ -434,6 +434,9 @@ class Params(_Block):
         if self.preprocess.scale == "nucleus" and self.data.source == "layout":
             raise ValueError("preprocess.scale: nucleus is for BPS nuclei (one TIFF each); "
                              "data.source layout's channels would each find their own box")
+        if self.preprocess.scale == "window" and self.data.source == "layout":
+            raise ValueError("preprocess.scale: window is for BPS nuclei (crops cut around one nucleus); "
+                             "data.source layout's whole images want preprocess.scale: fit")
         return self
 
     @model_validator(mode="after")

@@ -13,10 +13,12 @@ Normalisation methods (``preprocess.normalize``):
 * ``minmax``: each image's own min and max, as the original study did. Kept for comparison;
   one bright focus rescales the whole nucleus.
 
-Crops are padded to a square with their border's median (aspect ratio kept) and shrunk by area
-averaging (PIL's box filter), which integrates over pixels instead of skipping them; the window
-is then applied to the small image (see :func:`prepare_image`). ``preprocess.scale: nucleus`` first
-cuts the crop to its nucleus's box (:func:`nucleus_box`), ``native`` takes its centre unshrunk.
+Crops are cut or padded (with their border's median) to their centre ``preprocess.window_px``
+square and shrunk by area averaging (PIL's box filter), which integrates over pixels instead of
+skipping them: one factor for every crop (``preprocess.scale: window``); the window is then
+applied to the small image (see :func:`prepare_image`). ``fit`` pads each crop to a square and
+shrinks the whole of it, ``nucleus`` first cuts the crop to its nucleus's box (:func:`nucleus_box`),
+``native`` takes its centre unshrunk.
 """
 
 from __future__ import annotations
@@ -210,8 +212,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def prepare_image(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """One decoded crop to one ``image_size``² uint8 model input: the whole crop shrunk to fit
-    (``preprocess.scale: fit``) or its centre at native scale (``native``).
+    """One decoded crop to one ``image_size``² uint8 model input, shrunk as ``preprocess.scale``
+    says (:func:`shrink`).
 
     The window is measured on the raw crop but applied after shrinking, which is the same
     affine map on 20× fewer pixels; clipping after area averaging also keeps the integrated

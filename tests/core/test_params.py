@@ -227,7 +227,8 @@ def test_an_mlp_too_large_for_memory_is_refused_naming_the_key():
     assert message == ("params.yaml: baseline.hidden_layers: [100000, 100000] on 1600 inputs (1 channels × "
                        "preprocess.image_size 40²) is 10,160,200,000 parameters; at most 50,000,000")
     layout = {"data": {"source": "layout"}, "task": {"target": "labels"}, "split": {"group_by": "none"},
-              "preprocess": {"image_size": 256}, "baseline": {"hidden_layers": [100]}}  # 4 channels × 256² × 100 ≈ 26 M
+              "preprocess": {"image_size": 256, "scale": "fit"},
+              "baseline": {"hidden_layers": [100]}}  # 4 channels × 256² × 100 ≈ 26 M
     assert parse_params(layout).baseline.hidden_layers == [100]
     message = _error(layout | {"baseline": {"hidden_layers": [200]}})
     assert message.startswith("params.yaml: baseline.hidden_layers: [200] on 262144 inputs (4 channels × ")
@@ -279,7 +280,7 @@ def test_texture_augment_is_off_by_default_and_a_strength_from_0_to_1():
     )
 
 
-def test_the_foci_channel_doubles_the_mlps_inputs_and_is_for_bps_nuclei_only():
+def test_the_foci_channel_the_nucleus_box_and_the_window_are_for_bps_nuclei_only():
     message = _error({"preprocess": {"foci_channel": True}, "baseline": {"hidden_layers": [100000, 100000]}})
     assert "on 3200 inputs (2 channels × preprocess.image_size 40²)" in message
     layout = {"data": {"source": "layout"}, "task": {"target": "labels"}, "split": {"group_by": "none"}}
@@ -289,6 +290,10 @@ def test_the_foci_channel_doubles_the_mlps_inputs_and_is_for_bps_nuclei_only():
     assert _error(layout | {"preprocess": {"scale": "nucleus"}}) == (
         "params.yaml: preprocess.scale: nucleus is for BPS nuclei (one TIFF each); data.source layout's channels "
         "would each find their own box")
+    assert _error(layout) == (  # the default window would keep a whole image's centre only
+        "params.yaml: preprocess.scale: window is for BPS nuclei (crops cut around one nucleus); data.source "
+        "layout's whole images want preprocess.scale: fit")
+    assert parse_params(layout | {"preprocess": {"scale": "fit"}}).preprocess.scale == "fit"
 
 
 def test_leaving_shams_out_of_training_or_at_even_odds_is_for_the_particle_target_only():

@@ -16,7 +16,8 @@ def test_a_stage_runs_only_on_the_sources_of_its_pipeline(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stages/features.py"])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        {"data": {"source": "layout"}, "split": {"group_by": "none"}, "task": {"target": "labels"}}))
+        {"data": {"source": "layout"}, "split": {"group_by": "none"}, "task": {"target": "labels"},
+         "preprocess": {"scale": "fit"}}))
     ran = []
     run_stage(ran.append, LAYOUT_SOURCES)
     assert len(ran) == 1 and ran[0].task.target == "labels"

@@ -430,7 +430,8 @@ def test_task_target_reads_the_classes_the_split_wrote(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "split").mkdir(parents=True)
     (tmp_path / "data" / "split" / "summary.json").write_text(json.dumps({"classes": ["2", "10"]}))
-    hpa = parse_params({"data": {"source": "layout"}, "split": {"group_by": "none"}, "task": {"target": "labels"}})
+    hpa = parse_params({"data": {"source": "layout"}, "split": {"group_by": "none"}, "task": {"target": "labels"},
+                       "preprocess": {"scale": "fit"}})
     assert task_target(hpa) == layout_target(["2", "10"], " ")
     single = hpa.model_copy(update={"data": hpa.data.model_copy(update={
         "layout": hpa.data.layout.model_copy(update={"label_separator": None})})})

@@ -29,7 +29,7 @@ def test_preprocess_gives_n_by_c_arrays_normalised_per_channel(preset, channels,
     root = {"hpa": hpa, "rxrx1": rxrx1}[preset]
     table = download_layout(tmp_path, data_of(preset, root)).head(10)
     files = [tuple(tmp_path / name for name in row) for row in table.filter(like="file_").itertuples(index=False)]
-    params = PreprocessParams(image_size=32, normalize="percentile", percentiles=(0.5, 99.9), workers=1)
+    params = PreprocessParams(scale="fit", image_size=32, normalize="percentile", percentiles=(0.5, 99.9), workers=1)
     prepared = prepare_samples(files, table[SAMPLE].tolist(), channels, 8, params)
     assert prepared.images.shape == (10, channels, 32, 32) and prepared.images.dtype == np.uint8
     # The stated method, computed independently: each channel's own 0.5 and 99.9 percentiles of
@@ -57,7 +57,7 @@ def test_a_corrupt_or_wrong_depth_channel_names_the_file(tmp_path):
     with pytest.raises(ImageError, match=f"{deep}: uint16 pixels, but data.layout.bit_depth is 8"):
         read_channel(deep, 8)
     assert read_channel(deep, 16).max() == 700
-    params = PreprocessParams(image_size=16, normalize="percentile", workers=1, on_error="skip")
+    params = PreprocessParams(scale="fit", image_size=16, normalize="percentile", workers=1, on_error="skip")
     prepared = prepare_samples([(good, good), (good, corrupt)], ["a", "b"], 2, 8, params)
     assert prepared.kept == [0] and list(prepared.failures) == ["b"] and str(corrupt) in prepared.failures["b"]
     with pytest.raises(ImageError, match=f"{corrupt}: cannot read the PNG"):
@@ -71,7 +71,7 @@ def test_sixteen_bit_tiff_channels(tmp_path):
     for k in range(3):
         paths.append(tmp_path / f"c{k}.tif")
         tifffile.imwrite(paths[-1], np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * (k + 1))
-    params = PreprocessParams(image_size=20, normalize="minmax", workers=1)
+    params = PreprocessParams(scale="fit", image_size=20, normalize="minmax", workers=1)
     prepared = prepare_samples([tuple(paths)], ["s"], 3, 16, params)
     assert prepared.images.shape == (1, 3, 20, 20)
     assert (prepared.images[0, :, 0, 0] <= 3).all() and (prepared.images[0, :, -1, -1] >= 250).all()
@@ -99,7 +99,7 @@ def test_channels_of_different_sizes_in_one_sample_are_refused_naming_the_files(
     square, wide = tmp_path / "dna.png", tmp_path / "actin.png"
     write_png(square, np.full((64, 64), 7, np.uint8))
     write_png(wide, np.full((512, 37), 7, np.uint8))
-    params = PreprocessParams(image_size=16, workers=1, on_error="fail")
+    params = PreprocessParams(scale="fit", image_size=16, workers=1, on_error="fail")
     with pytest.raises(ImageError, match=rf"^{wide}: channels of one sample differ in size: {square} \(64×64\), "
                                          rf"{wide} \(512×37\)"):
         prepare_samples([(square, wide)], ["s"], 2, 8, params)
@@ -130,7 +130,7 @@ def test_a_png_bomb_a_png_cut_short_and_a_disguised_jpeg_are_refused_naming_the_
         read_channel(cut, 8)
     with pytest.raises(NotAPngError, match=f"^{jpeg}: not a PNG file"):
         read_channel(jpeg, 8)
-    params = PreprocessParams(image_size=16, workers=1, on_error="skip")
+    params = PreprocessParams(scale="fit", image_size=16, workers=1, on_error="skip")
     prepared = prepare_samples([(good,), (bomb,), (cut,), (jpeg,)], list("abcd"), 1, 8, params)
     assert prepared.kept == [0] and list(prepared.failures) == list("bcd")
     assert all(str(path) in prepared.failures[name] for name, path in zip("bcd", (bomb, cut, jpeg)))

@@ -40,7 +40,8 @@ def _error(raw: dict) -> str:
 def test_a_dataset_folder_holds_only_what_differs_and_validates_over_the_project_params():
     for name in DATASETS:
         assert {block: sorted(keys) for block, keys in OWN[name].items()} == {
-            "data": ["layout", "source"], "split": ["group_by"], "preprocess": ["normalize"], "task": ["target"]}
+            "data": ["layout", "source"], "split": ["group_by"], "preprocess": ["normalize", "scale"],
+            "task": ["target"]}
         params = parse_params(PRESETS[name])
         assert params.data.source == "layout" and params.task.target == "labels"
         assert params.train == parse_params(yaml.safe_load((ROOT / "params.yaml").read_text())).train
@@ -82,14 +83,16 @@ def test_bad_layout_params_name_the_key(layout, expected):
 
 def test_group_by_must_be_a_layout_group_column_and_the_protocol_grouped():
     rxrx1 = {"source": "layout", "layout": {"group_columns": ["experiment", "plate"]}}
-    message = _error({"data": rxrx1, "split": {"group_by": "well"}})
+    fit = {"scale": "fit"}
+    message = _error({"data": rxrx1, "split": {"group_by": "well"}, "preprocess": fit})
     assert "split.group_by 'well' is not one of ['experiment', 'plate', 'none']" in message
     assert "split.protocol leave_hour_out needs BPS metadata" in _error(
-        {"data": rxrx1, "split": {"group_by": "plate", "protocol": "leave_hour_out"}}
+        {"data": rxrx1, "split": {"group_by": "plate", "protocol": "leave_hour_out"}, "preprocess": fit}
     )
     assert "split.group_by 'plate' is not one of ['well', 'field', 'none']" in _error({"split": {"group_by": "plate"}})
     labels = {"target": "labels"}
-    assert parse_params({"data": rxrx1, "split": {"group_by": "plate"}, "task": labels}).split.group_by == "plate"
+    assert parse_params({"data": rxrx1, "split": {"group_by": "plate"}, "task": labels,
+                         "preprocess": fit}).split.group_by == "plate"
 
 
 def test_a_placeholder_that_is_not_a_metadata_column_fails_naming_it(hpa):
