@@ -167,8 +167,15 @@ class IntensityAugment(_Jitter):
     plus a gamma and a slight Gaussian blur) leaves the foci but not the look to learn from.
     ``strength`` s in 0..1: gain exp(N(0, s)) and offset N(0, s/2) per channel, the offset in
     units of the channel's mean level (so it means the same after any ``preprocess.normalize``),
-    gamma exp(N(0, s/2)) and blur σ uniform in [0, 2s] px per image.
+    gamma exp(N(0, s/2)) and blur σ uniform in [0, ``blur_px``] per image (input pixels; 2s when
+    ``blur_px`` is None). The blur is in the network's pixels, not the microscope's: at 40 px with
+    ``preprocess.scale: window`` (a factor of 3.6) 2s = 0.6 px is 2.2 native px, wider than an
+    X-ray focus's own σ, so ``train.blur_px`` bounds it apart from the other draws.
     """
+
+    def __init__(self, generator: torch.Generator, strength: float, blur_px: float | None = None) -> None:
+        super().__init__(generator, strength)
+        self.blur_px = 2 * strength if blur_px is None else blur_px
 
     def __call__(self, batch: torch.Tensor, part: slice = slice(None), drawn_for: int | None = None) -> torch.Tensor:
         """Jitter ``batch``; ``part`` and ``drawn_for`` as in :meth:`RandomAugment.__call__`."""
@@ -178,8 +185,8 @@ class IntensityAugment(_Jitter):
         normal = partial(self.normal, count, drawn_for, part)
         gain, offset = (s * normal(channels)).exp(), s / 2 * normal(channels)
         gamma = (s / 2 * normal(1)).exp()
-        sigma = 2 * s * torch.rand((total,), generator=self.generator)[part]
-        batch = gaussian_blur(batch, sigma, math.ceil(6 * s)).clamp(0, 1) ** gamma
+        sigma = self.blur_px * torch.rand((total,), generator=self.generator)[part]
+        batch = gaussian_blur(batch, sigma, math.ceil(3 * self.blur_px)).clamp(0, 1) ** gamma
         return (batch * gain + offset * batch.mean((-2, -1), keepdim=True)).clamp(0, 1)
 
 
@@ -246,5 +253,5 @@ def training_augment(generator: torch.Generator, config: TrainParams) -> Augment
     if config.texture_augment > 0:
         steps.append(TextureAugment(generator, config.texture_augment))
     if config.intensity_augment > 0:
-        steps.append(IntensityAugment(generator, config.intensity_augment))
+        steps.append(IntensityAugment(generator, config.intensity_augment, config.blur_px))
     return steps[0] if len(steps) == 1 else Chain(*steps) if steps else None

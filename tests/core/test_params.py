@@ -257,6 +257,12 @@ def test_preprocess_size_is_renamed():
     assert parse_params({"preprocess": {"image_size": 32}}).preprocess.image_size == 32
 
 
+def test_blur_px_is_null_or_a_sigma_from_0_to_4():
+    assert Params().train.blur_px is None  # 2 × intensity_augment, as before the knob
+    assert parse_params({"train": {"blur_px": 0.3}}).train.blur_px == 0.3
+    assert _error({"train": {"blur_px": -0.1}}).startswith("params.yaml: train.blur_px: Input should be greater")
+
+
 def test_intensity_augment_is_a_strength_from_0_to_1():
     assert Params().train.intensity_augment == 0.3  # on by default: chosen under plate drift
     assert parse_params({"train": {"intensity_augment": 0.0}}).train.intensity_augment == 0.0

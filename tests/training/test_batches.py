@@ -62,6 +62,18 @@ def test_intensity_augment_moves_each_channel_of_each_image_on_its_own():
     assert len(torch.unique(levels)) == levels.numel()  # a level per image and channel
 
 
+def test_blur_px_bounds_the_intensity_blur_alone():
+    spot = torch.zeros((8, 1, 9, 9))
+    spot[:, :, 4, 4] = 0.8  # one bright pixel per image: a blur spreads it, gain, offset and gamma do not
+    for blur_px, spreads in ((0.0, False), (None, True), (1.0, True)):
+        out = IntensityAugment(torch.Generator().manual_seed(3), 0.3, blur_px)(spot)
+        lifted = (out - out.amin(dim=(-2, -1), keepdim=True)) > 1e-6
+        assert bool(lifted.sum(dim=(-2, -1)).gt(1).any()) == spreads, blur_px
+    default = IntensityAugment(torch.Generator().manual_seed(3), 0.3)(spot)
+    torch.testing.assert_close(default, IntensityAugment(torch.Generator().manual_seed(3), 0.3, 0.6)(spot),
+                               rtol=0, atol=0)  # null is 2 × the strength, draw for draw
+
+
 def test_intensity_augment_strength_zero_changes_nothing():
     batch = _batch()
     torch.testing.assert_close(IntensityAugment(torch.Generator().manual_seed(0), 0.0)(batch), batch)
