@@ -303,7 +303,7 @@ class TrainParams(_Block):
     # Random gain, offset, gamma and blur per training image (bps/training/batches.py IntensityAugment); 0 = off.
     intensity_augment: Annotated[float, Field(ge=0, le=1)] = 0.3  # chosen at drift 0.15 (docs/experiments.md)
     # The largest σ of intensity_augment's blur, in input pixels (IntensityAugment); null: 2 × intensity_augment.
-    blur_px: Annotated[float, Field(ge=0, le=4)] | None = None
+    blur_px: Annotated[float, Field(ge=0, le=4)] | None = 0.3  # chosen at full size (docs/experiments.md)
     # Random chromatin contrast per training image (TextureAugment): the detail around a 2 px blur scaled; 0 = off.
     texture_augment: Annotated[float, Field(ge=0, le=1)] = 0.0
     # A sham's particle label is its batch's, not its own. exclude: train and validate on irradiated nuclei only;

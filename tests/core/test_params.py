@@ -258,8 +258,8 @@ def test_preprocess_size_is_renamed():
 
 
 def test_blur_px_is_null_or_a_sigma_from_0_to_4():
-    assert Params().train.blur_px is None  # 2 × intensity_augment, as before the knob
-    assert parse_params({"train": {"blur_px": 0.3}}).train.blur_px == 0.3
+    assert Params().train.blur_px == 0.3  # 1.1 native px at 40 px with window
+    assert parse_params({"train": {"blur_px": None}}).train.blur_px is None  # 2 × intensity_augment
     assert _error({"train": {"blur_px": -0.1}}).startswith("params.yaml: train.blur_px: Input should be greater")
 
 
