@@ -103,10 +103,19 @@ def grouped(found: list[dict], keys: list[str]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def committed_json(rev: str, path: str = "metrics/evaluate.json") -> dict | None:
-    """A JSON file as an experiment's commit holds it (git tracks metrics/), or None if it has none."""
+# Reads a file from an experiment's commit: :func:`committed`, or a stand-in in the tests.
+Reader = Callable[..., dict | list[dict] | None]
+
+
+def committed(rev: str, path: str = "metrics/evaluate.json") -> dict | list[dict] | None:
+    """A metrics file as an experiment's commit holds it (git tracks metrics/), or None if it has none:
+    JSON parsed, a DVCLive ``.tsv`` as its rows (one dict per step, values as text)."""
     result = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    return json.loads(result.stdout) if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    if path.endswith(".tsv"):
+        return list(csv.DictReader(result.stdout.splitlines(), delimiter="\t"))
+    return json.loads(result.stdout)
 
 
 # The stress test's figures per model in metrics/evaluate.json: the block each sits in, and its key.
@@ -147,7 +156,7 @@ def row_name(model: str, group: list[dict]) -> str:
 
 
 def print_stress(groups: dict[tuple, list[dict]], keys: list[str],
-                 read: Callable[[str], dict | None] = committed_json) -> None:
+                 read: Reader = committed) -> None:
     """The stress test's table per group: each model's irradiated, sham and control figures over its seeds."""
     for values, group in groups.items():
         evaluations = [evaluation for evaluation in map(read, (e["rev"] for e in group)) if evaluation]
@@ -173,15 +182,14 @@ def print_stress(groups: dict[tuple, list[dict]], keys: list[str],
 ROW_MODELS = ("lenet", "fusion")
 
 
-def experiment_row(experiment: dict, keys: list[str], read: Callable[..., dict | None] = committed_json) -> dict:
+def experiment_row(experiment: dict, keys: list[str], read: Reader = committed) -> dict:
     """One experiment as a CSV row: the params ``keys``, what its CNN's kept epoch scored on validation
-    (what chose it), and for each of :data:`ROW_MODELS` on the test split its irradiated and sham
+    (:func:`kept_epoch_scores`), and for each of :data:`ROW_MODELS` on the test split its irradiated and sham
     accuracy and its paired difference from the foci count on the irradiated nuclei, with that
     difference's 95 % interval."""
-    val = read(experiment["rev"], "metrics/lenet/metrics.json") or {}
     test = read(experiment["rev"]) or {}
     row = {"experiment": experiment["name"], **{key: experiment["params"].get(key) for key in keys},
-           **{key: val.get(key) for key in ("val_macro_f1", "val_accuracy", "best_epoch")}}
+           **kept_epoch_scores(experiment["rev"], read)}
     for model in ROW_MODELS:
         scores = test.get(model, {})
         difference = versus_foci(test.get("paired_irradiated", {}), model)
@@ -189,6 +197,18 @@ def experiment_row(experiment: dict, keys: list[str], read: Callable[..., dict |
                 f"{model}.sham": _rounded(scores.get("sham_accuracy")),
                 **{f"{model}-foci.{end}": value for end, value in difference.items()}}
     return row
+
+
+def kept_epoch_scores(rev: str, read: Reader = committed) -> dict:
+    """The CNN's validation macro F1 and accuracy at the epoch it kept (``best_epoch``), from DVCLive's
+    per-epoch files: ``metrics.json`` holds the last epoch's, which is another epoch whenever
+    training went on past the kept one. Empty where the experiment has no such files."""
+    epoch = (read(rev, "metrics/lenet/metrics.json") or {}).get("best_epoch")
+    scores: dict = {"val_macro_f1": None, "val_accuracy": None, "best_epoch": epoch}
+    for key in ("val_macro_f1", "val_accuracy"):
+        steps = read(rev, f"metrics/lenet/plots/metrics/{key}.tsv") or []
+        scores[key] = next((float(step[key]) for step in steps if int(step["step"]) == epoch), None)
+    return scores
 
 
 def versus_foci(pairs: dict, model: str) -> dict[str, float | None]:
@@ -216,7 +236,7 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def print_rows(found: list[dict], read: Callable[..., dict | None] = committed_json) -> None:
+def print_rows(found: list[dict], read: Reader = committed) -> None:
     """Every experiment as a CSV row (see :func:`experiment_row`), with the params that vary between them."""
     keys = list(varied_params(found))
     writer = csv.DictWriter(sys.stdout, fieldnames=list(experiment_row(found[0], keys, read)), lineterminator="\n")

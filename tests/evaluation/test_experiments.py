@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from bps.evaluation.experiments import (
+    committed,
     experiments,
     grouped,
+    kept_epoch_scores,
     print_rows,
     print_stress,
     row_name,
@@ -193,7 +195,7 @@ def test_without_dvc_on_the_path_the_script_says_so_in_one_line(tmp_path):
                                      "(activate the project's virtual environment)")
 
 
-def test_one_row_per_experiment_holds_its_validation_and_test_figures(capsys):
+def test_one_row_per_experiment_holds_its_kept_epochs_validation_and_test_figures(capsys):
     found = where(experiments(_stress_shown(), "metrics/headline.json"), ["data.synthetic.plate_effect=0.3"])
     pair = {"accuracy_difference": 0.012, "accuracy_difference_ci95_low": -0.004,
             "accuracy_difference_ci95_high": 0.03}
@@ -202,7 +204,12 @@ def test_one_row_per_experiment_holds_its_validation_and_test_figures(capsys):
              "auc_difference": 0.005, "auc_difference_ci95_low": -0.002, "auc_difference_ci95_high": 0.011}
     tested = {**_evaluation(0.5, 0.5), "fusion": {"irradiated_accuracy": 0.7213, "sham_accuracy": 0.5},
               "paired_irradiated": {"lenet_vs_foci": pair, "foci_vs_fusion": fused}}
-    committed = {("0.30", "metrics/lenet/metrics.json"): {"val_macro_f1": 0.61, "val_accuracy": 0.62, "best_epoch": 4},
+    def epochs(key: str, kept: float) -> list[dict]:  # a DVCLive .tsv's rows; epoch 4 was kept, epoch 5 was last
+        return [{"step": "3", key: "0.5"}, {"step": "4", key: str(kept)}, {"step": "5", key: "0.66"}]
+
+    committed = {("0.30", "metrics/lenet/metrics.json"): {"val_macro_f1": 0.66, "val_accuracy": 0.66, "best_epoch": 4},
+                 ("0.30", "metrics/lenet/plots/metrics/val_macro_f1.tsv"): epochs("val_macro_f1", 0.61),
+                 ("0.30", "metrics/lenet/plots/metrics/val_accuracy.tsv"): epochs("val_accuracy", 0.62),
                  ("0.30", "metrics/evaluate.json"): tested,
                  ("0.31", "metrics/evaluate.json"): _evaluation(0.5004, 0.5)}  # no validation file, no fusion
     print_rows(found, lambda rev, path="metrics/evaluate.json": committed.get((rev, path)))
@@ -214,6 +221,31 @@ def test_one_row_per_experiment_holds_its_validation_and_test_figures(capsys):
         "exp-0.30,0,0.61,0.62,4,0.7,0.5,0.012,-0.004,0.03,,,,0.721,0.5,0.02,0.01,0.03,-0.005,-0.011,0.002",
         "exp-0.31,1,,,,0.7,0.5,,,,,,,,,,,,,,",
     ]
+
+
+def test_a_row_reads_the_kept_epoch_from_the_files_dvclive_wrote_in_a_commit(tmp_path, monkeypatch):
+    from dvclive import Live
+
+    env = isolated_env(tmp_path / "sandbox")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    # logged as bps.training.loop.fit logs; epoch 1 is kept, epoch 2 is the last
+    with Live("metrics/lenet", dvcyaml=None, save_dvc_exp=False) as live:
+        for epoch, (f1, accuracy) in enumerate([(0.4, 0.5), (0.7, 0.72), (0.6, 0.65)]):
+            live.log_metric("val_macro_f1", f1)
+            live.log_metric("val_accuracy", accuracy)
+            if epoch == 1:
+                live.summary["best_epoch"] = epoch
+            live.next_step()
+    git(repo, env, "init", "-q")
+    git(repo, env, "add", "-A")
+    git(repo, env, "commit", "-q", "-m", "one experiment")
+    assert committed("HEAD", "metrics/lenet/metrics.json")["val_macro_f1"] == 0.6  # the last epoch's
+    assert kept_epoch_scores("HEAD") == {"val_macro_f1": 0.7, "val_accuracy": 0.72, "best_epoch": 1}
+    assert committed("HEAD") is None  # no metrics/evaluate.json in this commit
+    assert kept_epoch_scores("HEAD~1") == {"val_macro_f1": None, "val_accuracy": None, "best_epoch": None}
 
 
 def test_the_seed_table_puts_each_variant_on_a_row_and_each_seed_in_a_column(tmp_path):
