@@ -2,8 +2,8 @@
 
 Writes models/lenet/ (weights-only model.pt + model.json, the model card, marked complete last)
 and metrics/lenet/ (dvclive: per-epoch train loss, whole-split validation loss, accuracy and
-macro F1, learning rate). With ``--control``, the negative control instead
-(bps/training/negative_control.py):
+macro F1, learning rate; metrics.json adds the kept epoch, ``best_epoch``, and its scores,
+``kept``). With ``--control``, the negative control instead (bps/training/negative_control.py):
 particle on sham images only, into models/ and metrics/lenet-control/ (one run per fold,
 held-out predictions in held_out.csv).
 """

@@ -255,7 +255,8 @@ def fit(model: nn.Module, config: TrainParams, target: Target, train: Split, val
         on_better: Callable[[int, dict[str, float]], None]) -> None:
     """Train ``model`` for ``config.epochs`` (or until early stopping), validating on the whole ``val``
     split after every epoch; ``on_better(epoch, metrics)`` runs on every rank when ``config.select_metric``
-    improves. ``model`` may be DDP-wrapped: every rank trains its shard of each batch (``world``).
+    improves, and the logger's summary gets that epoch (``best_epoch``) and its scores (``kept``).
+    ``model`` may be DDP-wrapped: every rank trains its shard of each batch (``world``).
     With ``config.ema_decay``, the moving average of the weights is what is validated and kept.
     """
     optimizer = make_optimizer(model, config)
@@ -291,7 +292,8 @@ def fit(model: nn.Module, config: TrainParams, target: Target, train: Split, val
                 live.log_metric(name, value)
             if stopping.improved(metrics[config.select_metric]):
                 on_better(epoch, metrics)
-                live.summary["best_epoch"] = epoch
+                # the summary's other figures are the last epoch's: these are the kept model's
+                live.summary["best_epoch"], live.summary["kept"] = epoch, dict(metrics)
         live.next_step()
         if stopping.should_stop:  # every rank saw the same metrics: all stop together
             if world.is_main:

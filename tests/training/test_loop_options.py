@@ -451,3 +451,27 @@ def test_fit_validates_and_keeps_the_average_when_asked():
     averaged = [torch.equal(a, b) for a, b in zip(kept[0.9][0].values(), finals[0.9].values())]
     assert not any(averaged)
     assert all(torch.equal(a, b) for a, b in zip(finals[0.0].values(), finals[0.9].values()))  # same training
+
+
+def test_the_summary_names_the_kept_epoch_and_its_scores_beside_the_last_ones(tmp_path, monkeypatch):
+    """metrics.json, what `dvc metrics diff` and `dvc exp show` read: ``kept`` holds the scores of the
+    epoch whose weights were kept (the lowest validation loss here), not the last epoch's."""
+    import csv
+    import json
+
+    from dvclive import Live
+
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    images, labels = _images(64), _labels(64)
+    torch.manual_seed(0)
+    config = TrainParams(epochs=5, batch_size=8, lr=3e-2, select_metric="val_loss")
+    folder = tmp_path / "metrics"
+    with Live(str(folder), dvcyaml=None, save_dvc_exp=False) as live:
+        fit(LeNet5(1, 2, 16), config, get_target("particle"), Split(images, labels), Split(images[:32], labels[:32]),
+            torch.Generator().manual_seed(0), CPU, World(), live, lambda epoch, metrics: None)
+    summary = json.loads((folder / "metrics.json").read_text())
+    with open(folder / "plots/metrics/val_loss.tsv") as handle:
+        losses = [float(row["val_loss"]) for row in csv.DictReader(handle, delimiter="\t")]
+    assert len(losses) == 5 and summary["val_loss"] == losses[-1]
+    assert summary["kept"]["val_loss"] == min(losses) and summary["best_epoch"] == losses.index(min(losses))
+    assert set(summary["kept"]) == {"train_loss", "val_loss", "val_accuracy", "val_macro_f1"}
