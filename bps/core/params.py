@@ -315,7 +315,8 @@ class TrainParams(_Block):
     foci_auxiliary: Annotated[float, Field(ge=0, le=100)] = 0.0
     # Per-step decay of a moving average of the weights, which is validated and kept (bps/training/loop.py); 0 = off.
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_macro_f1"
+    # Picks the kept epoch: the validation log loss, smooth where macro F1 at a 0.5 threshold moves in steps.
+    select_metric: Literal["val_accuracy", "val_macro_f1", "val_loss"] = "val_loss"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: Literal[options.ARCHITECTURES] = "lenet_pool"
     pretrained: str | None = None
