@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import yaml
+from dvclive import Live
 
 from bps.evaluation.experiments import (
     committed,
@@ -207,12 +208,12 @@ def test_one_row_per_experiment_holds_its_kept_epochs_validation_and_test_figure
     def epochs(key: str, kept: float) -> list[dict]:  # a DVCLive .tsv's rows; epoch 4 was kept, epoch 5 was last
         return [{"step": "3", key: "0.5"}, {"step": "4", key: str(kept)}, {"step": "5", key: "0.66"}]
 
-    committed = {("0.30", "metrics/lenet/metrics.json"): {"val_macro_f1": 0.66, "val_accuracy": 0.66, "best_epoch": 4},
+    files = {("0.30", "metrics/lenet/metrics.json"): {"val_macro_f1": 0.66, "val_accuracy": 0.66, "best_epoch": 4},
                  ("0.30", "metrics/lenet/plots/metrics/val_macro_f1.tsv"): epochs("val_macro_f1", 0.61),
                  ("0.30", "metrics/lenet/plots/metrics/val_accuracy.tsv"): epochs("val_accuracy", 0.62),
                  ("0.30", "metrics/evaluate.json"): tested,
                  ("0.31", "metrics/evaluate.json"): _evaluation(0.5004, 0.5)}  # no validation file, no fusion
-    print_rows(found, lambda rev, path="metrics/evaluate.json": committed.get((rev, path)))
+    print_rows(found, lambda rev, path="metrics/evaluate.json": files.get((rev, path)))
     assert capsys.readouterr().out.splitlines() == [
         "experiment,seed,val_macro_f1,val_accuracy,best_epoch,lenet.irradiated,lenet.sham,lenet-foci.irradiated,"
         "lenet-foci.ci95_low,lenet-foci.ci95_high,lenet-foci.auc,lenet-foci.auc_ci95_low,lenet-foci.auc_ci95_high,"
@@ -224,8 +225,6 @@ def test_one_row_per_experiment_holds_its_kept_epochs_validation_and_test_figure
 
 
 def test_a_row_reads_the_kept_epoch_from_the_files_dvclive_wrote_in_a_commit(tmp_path, monkeypatch):
-    from dvclive import Live
-
     env = isolated_env(tmp_path / "sandbox")
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -4,12 +4,15 @@ The plain loop (batching, augmentation, determinism) is covered by test_training
 """
 
 import copy
+import csv
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from dvclive import Live
 from torch import nn
 
 from bps.core.params import TrainParams
@@ -456,11 +459,6 @@ def test_fit_validates_and_keeps_the_average_when_asked():
 def test_the_summary_names_the_kept_epoch_and_its_scores_beside_the_last_ones(tmp_path, monkeypatch):
     """metrics.json, what `dvc metrics diff` and `dvc exp show` read: ``kept`` holds the scores of the
     epoch whose weights were kept (the lowest validation loss here), not the last epoch's."""
-    import csv
-    import json
-
-    from dvclive import Live
-
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     images, labels = _images(64), _labels(64)
     torch.manual_seed(0)
