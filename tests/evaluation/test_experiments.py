@@ -205,14 +205,15 @@ def test_one_row_per_experiment_holds_its_kept_epochs_validation_and_test_figure
              "auc_difference": 0.005, "auc_difference_ci95_low": -0.002, "auc_difference_ci95_high": 0.011}
     tested = {**_evaluation(0.5, 0.5), "fusion": {"irradiated_accuracy": 0.7213, "sham_accuracy": 0.5},
               "paired_irradiated": {"lenet_vs_foci": pair, "foci_vs_fusion": fused}}
+
     def epochs(key: str, kept: float) -> list[dict]:  # a DVCLive .tsv's rows; epoch 4 was kept, epoch 5 was last
         return [{"step": "3", key: "0.5"}, {"step": "4", key: str(kept)}, {"step": "5", key: "0.66"}]
 
     files = {("0.30", "metrics/lenet/metrics.json"): {"val_macro_f1": 0.66, "val_accuracy": 0.66, "best_epoch": 4},
-                 ("0.30", "metrics/lenet/plots/metrics/val_macro_f1.tsv"): epochs("val_macro_f1", 0.61),
-                 ("0.30", "metrics/lenet/plots/metrics/val_accuracy.tsv"): epochs("val_accuracy", 0.62),
-                 ("0.30", "metrics/evaluate.json"): tested,
-                 ("0.31", "metrics/evaluate.json"): _evaluation(0.5004, 0.5)}  # no validation file, no fusion
+             ("0.30", "metrics/lenet/plots/metrics/val_macro_f1.tsv"): epochs("val_macro_f1", 0.61),
+             ("0.30", "metrics/lenet/plots/metrics/val_accuracy.tsv"): epochs("val_accuracy", 0.62),
+             ("0.30", "metrics/evaluate.json"): tested,
+             ("0.31", "metrics/evaluate.json"): _evaluation(0.5004, 0.5)}  # no validation file, no fusion
     print_rows(found, lambda rev, path="metrics/evaluate.json": files.get((rev, path)))
     assert capsys.readouterr().out.splitlines() == [
         "experiment,seed,val_macro_f1,val_accuracy,best_epoch,lenet.irradiated,lenet.sham,lenet-foci.irradiated,"
